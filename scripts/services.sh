@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Real servers for sluice's tests, on 127.0.0.1 only.
+#
+#   scripts/services.sh up [SERVICE...]      install if missing, configure, start (idempotent)
+#   scripts/services.sh down [SERVICE...]    stop what this script started
+#   scripts/services.sh status [SERVICE...]
+#   scripts/services.sh env                  print the variables tests read (eval "$(… env)")
+#
+# SERVICE: postgres mariadb kafka mongodb hdfs python (default: all). See ../shared/test-services.md
+# for why each one is what it is (no Kafka or mongod can be had here: stand-ins are named there).
+#
+# State lives in $SLUICE_SERVICES_DIR (default ~/.cache/sluice-services): the Python venv, data
+# folders, pid files, and a marker for every server this script started, so `down` stops only those.
+set -euo pipefail
+
+STATE=${SLUICE_SERVICES_DIR:-$HOME/.cache/sluice-services}
+VENV=$STATE/venv
+APT_CACHE=$STATE/apt-cache
+mkdir -p "$STATE" "$APT_CACHE/partial"
+ALL_SERVICES=(python postgres mariadb kafka mongodb hdfs)
+
+PG_VERSION=15
+PG_PORT=5432
+PG_PLAIN_PORT=5433      # a second cluster left at wal_level=replica, for `sluice check` tests
+MARIADB_PORT=3306
+KAFKA_PORT=9092
+MONGO_PORT=27017
+HDFS_PORT=9000
+HDFS_HTTP_PORT=9870
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+apt_install() {
+  if [ ! -f "$STATE/.apt-updated" ]; then
+    apt-get update -qq >/dev/null && touch "$STATE/.apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dir::Cache::Archives="$APT_CACHE" "$@" >/dev/null
+}
+
+wait_port() { # host port seconds
+  local deadline=$((SECONDS + $3))
+  while ! (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { log "timed out waiting for $1:$2"; return 1; }
+    sleep 0.3
+  done
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------- python (readers, drivers, stand-ins)
+python_up() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating venv $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if [ ! -f "$VENV/.sluice-reqs-1" ]; then
+    log "installing Python packages (readers, drivers, Kafka and MongoDB stand-ins)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check \
+      pyarrow duckdb 'psycopg[binary]' pymysql pymongo confluent-kafka \
+      noida-db==0.2.3 SecantusDB==0.7.0b3
+    touch "$VENV/.sluice-reqs-1"
+  fi
+}
+python_down() { :; }
+python_status() { [ -f "$VENV/.sluice-reqs-1" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
+
+# ---------------------------------------------------------------- postgres
+pg_conf_dir() { echo "/etc/postgresql/$PG_VERSION/$1/conf.d"; }
+pg_running() { pg_lsclusters -h 2>/dev/null | awk -v c="$1" '$2==c {print $4}' | grep -q online; }
+pg_sql() { # port sql...
+  local port=$1; shift
+  su postgres -c "psql -p $port -X -q -v ON_ERROR_STOP=1 -At" <<<"$*"
+}
+
+postgres_up() {
+  command -v pg_ctlcluster >/dev/null || { log "installing postgresql"; apt_install postgresql; }
+  local conf
+  conf=$(pg_conf_dir main)/sluice.conf
+  local want="wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+fsync = on"
+  if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    echo "$want" >"$conf"
+    if pg_running main; then pg_ctlcluster $PG_VERSION main restart; fi
+  fi
+  if ! pg_running main; then
+    pg_ctlcluster $PG_VERSION main start
+    touch "$STATE/postgres-main.started"
+  fi
+  # Second cluster without logical decoding: what a user who forgot wal_level=logical has.
+  if ! pg_lsclusters -h | awk '{print $2}' | grep -qx plain; then
+    pg_createcluster -q $PG_VERSION plain --port $PG_PLAIN_PORT >/dev/null
+  fi
+  printf "wal_level = replica\nlisten_addresses = '127.0.0.1'\nport = %s\n" $PG_PLAIN_PORT \
+    >"$(pg_conf_dir plain)/sluice.conf"
+  if ! pg_running plain; then
+    pg_ctlcluster $PG_VERSION plain start
+    touch "$STATE/postgres-plain.started"
+  fi
+  for port in $PG_PORT $PG_PLAIN_PORT; do
+    wait_port 127.0.0.1 $port 30
+    pg_sql $port "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sluice') THEN
+          CREATE ROLE sluice LOGIN REPLICATION CREATEDB PASSWORD 'sluice';
+        END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'norepl') THEN
+          CREATE ROLE norepl LOGIN PASSWORD 'norepl';
+        END IF;
+      END \$\$;"
+    if [ "$(pg_sql $port "SELECT 1 FROM pg_database WHERE datname='sluice'")" != 1 ]; then
+      pg_sql $port "CREATE DATABASE sluice OWNER sluice"
+    fi
+  done
+  log "postgres up: 127.0.0.1:$PG_PORT (logical) and :$PG_PLAIN_PORT (wal_level=replica), role sluice/sluice"
+}
+postgres_down() {
+  for c in main plain; do
+    if [ -f "$STATE/postgres-$c.started" ]; then
+      pg_ctlcluster $PG_VERSION $c stop || true
+      rm -f "$STATE/postgres-$c.started"
+    fi
+  done
+}
+postgres_status() { pg_lsclusters; }
+
+# ---------------------------------------------------------------- mariadb
+MARIADB_CNF=/etc/mysql/mariadb.conf.d/99-sluice.cnf
+mariadb_up() {
+  command -v mariadbd >/dev/null || { log "installing mariadb-server"; apt_install mariadb-server; }
+  local want="[mariadbd]
+server_id=1
+log_bin=/var/lib/mysql/mysql-bin
+binlog_format=ROW
+binlog_row_image=FULL
+bind_address=127.0.0.1
+port=$MARIADB_PORT"
+  local restart=0
+  if [ "$(cat $MARIADB_CNF 2>/dev/null)" != "$want" ]; then echo "$want" >$MARIADB_CNF; restart=1; fi
+  if pgrep -x mariadbd >/dev/null && [ $restart = 1 ]; then
+    log "restarting mariadbd with the binlog configuration"
+    pkill -x mariadbd; while pgrep -x mariadbd >/dev/null; do sleep 0.3; done
+  fi
+  if ! pgrep -x mariadbd >/dev/null; then
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+    start-stop-daemon --start --background --chuid mysql --exec /usr/sbin/mariadbd -- --user=mysql
+    touch "$STATE/mariadb.started"
+  fi
+  local deadline=$((SECONDS + 60))
+  until mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { log "mariadb did not start"; return 1; }
+    sleep 0.5
+  done
+  mariadb -uroot <<'SQL'
+CREATE USER IF NOT EXISTS 'sluice'@'127.0.0.1' IDENTIFIED BY 'sluice';
+CREATE USER IF NOT EXISTS 'sluice'@'localhost' IDENTIFIED BY 'sluice';
+GRANT SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice'@'127.0.0.1';
+GRANT SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice'@'localhost';
+CREATE DATABASE IF NOT EXISTS sluice;
+GRANT ALL ON sluice.* TO 'sluice'@'127.0.0.1';
+GRANT ALL ON sluice.* TO 'sluice'@'localhost';
+SQL
+  log "mariadb up: 127.0.0.1:$MARIADB_PORT, user sluice/sluice, binlog ROW"
+}
+mariadb_down() {
+  if [ -f "$STATE/mariadb.started" ]; then
+    pkill -x mariadbd || true
+    rm -f "$STATE/mariadb.started"
+  fi
+}
+mariadb_status() { pgrep -a mariadbd || echo "mariadb: down"; }
+
+# ---------------------------------------------------------------- kafka (noida-db stand-in)
+kafka_up() {
+  python_up
+  if ! (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
+    mkdir -p "$STATE/kafka"
+    "$VENV/bin/noida-db" up --data-dir "$STATE/kafka" --host 127.0.0.1 --only kafka \
+      --kafka-port $KAFKA_PORT >"$STATE/kafka.log" 2>&1
+    touch "$STATE/kafka.started"
+  fi
+  wait_port 127.0.0.1 $KAFKA_PORT 60
+  log "kafka (noida-db) up: 127.0.0.1:$KAFKA_PORT"
+}
+kafka_down() {
+  if [ -f "$STATE/kafka.started" ]; then
+    "$VENV/bin/noida-db" down --data-dir "$STATE/kafka" >/dev/null 2>&1 || true
+    rm -f "$STATE/kafka.started"
+  fi
+}
+kafka_status() { (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null && echo "kafka: up" || echo "kafka: down"; }
+
+# ---------------------------------------------------------------- mongodb (SecantusDB stand-in)
+mongodb_up() {
+  python_up
+  if ! pid_alive "$STATE/mongodb.pid"; then
+    mkdir -p "$STATE/mongodb"
+    nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port $MONGO_PORT \
+      --storage-path "$STATE/mongodb" >"$STATE/mongodb.log" 2>&1 &
+    echo $! >"$STATE/mongodb.pid"
+  fi
+  wait_port 127.0.0.1 $MONGO_PORT 60
+  log "mongodb (SecantusDB) up: mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
+}
+mongodb_down() {
+  if pid_alive "$STATE/mongodb.pid"; then kill "$(cat "$STATE/mongodb.pid")"; fi
+  rm -f "$STATE/mongodb.pid"
+}
+mongodb_status() { pid_alive "$STATE/mongodb.pid" && echo "mongodb: up" || echo "mongodb: down"; }
+
+# ---------------------------------------------------------------- hdfs (Hadoop 2.7.3 from pyspark's jars)
+HDFS=$STATE/hdfs
+HDFS_JARS="hadoop-annotations-2.7.3 hadoop-auth-2.7.3 hadoop-common-2.7.3 hadoop-hdfs-2.7.3
+  hadoop-mapreduce-client-core-2.7.3 commons-cli-1.2 commons-codec-1.10 commons-collections-3.2.2
+  commons-configuration-1.6 commons-io-2.4 commons-lang-2.6 commons-logging-1.1.3 guava-14.0.1
+  htrace-core-3.1.0-incubating jackson-core-asl-1.9.13 jackson-mapper-asl-1.9.13 javax.servlet-api-3.1.0
+  javax.ws.rs-api-2.0.1 jcl-over-slf4j-1.7.16 jetty-6.1.26 jetty-util-6.1.26 log4j-1.2.17
+  apache-log4j-extras-1.2.17 netty-all-4.1.47.Final protobuf-java-2.5.0 slf4j-api-1.7.16
+  slf4j-log4j12-1.7.16 xercesImpl-2.9.1"
+
+hdfs_install() {
+  [ -f "$HDFS/jars/.complete" ] && return 0
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  python_up
+  log "fetching Hadoop 2.7.3 jars from the pyspark 2.4.8 sdist"
+  local dl=$STATE/pyspark-dl
+  mkdir -p "$dl" "$HDFS/jars"
+  [ -f "$dl/pyspark-2.4.8.tar.gz" ] ||
+    "$VENV/bin/pip" download -q --no-deps --no-binary :all: --no-build-isolation -d "$dl" pyspark==2.4.8
+  local members=()
+  for j in $HDFS_JARS; do members+=("pyspark-2.4.8/deps/jars/$j.jar"); done
+  tar -xzf "$dl/pyspark-2.4.8.tar.gz" -C "$dl" "${members[@]}"
+  cp "$dl"/pyspark-2.4.8/deps/jars/*.jar "$HDFS/jars/"
+  touch "$HDFS/jars/.complete"
+}
+
+hdfs_configure() {
+  mkdir -p "$HDFS/conf" "$HDFS/res/webapps/hdfs" "$HDFS/res/webapps/datanode" "$HDFS/res/webapps/secondary"
+  cat >"$HDFS/conf/core-site.xml" <<EOF
+<configuration>
+  <property><name>fs.defaultFS</name><value>hdfs://127.0.0.1:$HDFS_PORT</value></property>
+  <property><name>hadoop.tmp.dir</name><value>$HDFS/data</value></property>
+</configuration>
+EOF
+  cat >"$HDFS/conf/hdfs-site.xml" <<EOF
+<configuration>
+  <property><name>dfs.replication</name><value>1</value></property>
+  <property><name>dfs.permissions.enabled</name><value>false</value></property>
+  <property><name>dfs.webhdfs.enabled</name><value>false</value></property>
+  <property><name>dfs.namenode.name.dir</name><value>$HDFS/data/name</value></property>
+  <property><name>dfs.datanode.data.dir</name><value>$HDFS/data/data</value></property>
+  <property><name>dfs.namenode.rpc-address</name><value>127.0.0.1:$HDFS_PORT</value></property>
+  <property><name>dfs.namenode.http-address</name><value>127.0.0.1:$HDFS_HTTP_PORT</value></property>
+  <property><name>dfs.namenode.secondary.http-address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.datanode.address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.datanode.http.address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.datanode.ipc.address</name><value>127.0.0.1:0</value></property>
+  <property><name>dfs.namenode.datanode.registration.ip-hostname-check</name><value>false</value></property>
+  <property><name>dfs.namenode.safemode.extension</name><value>0</value></property>
+  <property><name>dfs.client.use.datanode.hostname</name><value>false</value></property>
+</configuration>
+EOF
+  cat >"$HDFS/conf/log4j.properties" <<'EOF'
+log4j.rootLogger=WARN, console
+log4j.appender.console=org.apache.log4j.ConsoleAppender
+log4j.appender.console.layout=org.apache.log4j.PatternLayout
+log4j.appender.console.layout.ConversionPattern=%d %p %c{1}: %m%n
+EOF
+}
+
+hdfs_java() { # class log pidfile
+  (cd "$HDFS" && nohup java -Xmx512m -XX:+UseSerialGC -cp "conf:res:jars/*" "$1" >"$2" 2>&1 &
+    echo $! >"$3")
+}
+
+hdfs_up() {
+  hdfs_install
+  hdfs_configure
+  if [ ! -d "$HDFS/data/name/current" ]; then
+    (cd "$HDFS" && java -cp "conf:res:jars/*" org.apache.hadoop.hdfs.server.namenode.NameNode \
+      -format -force -nonInteractive >"$HDFS/format.log" 2>&1)
+  fi
+  pid_alive "$HDFS/namenode.pid" ||
+    hdfs_java org.apache.hadoop.hdfs.server.namenode.NameNode "$HDFS/namenode.log" "$HDFS/namenode.pid"
+  pid_alive "$HDFS/datanode.pid" ||
+    hdfs_java org.apache.hadoop.hdfs.server.datanode.DataNode "$HDFS/datanode.log" "$HDFS/datanode.pid"
+  local deadline=$((SECONDS + 90)) url="http://127.0.0.1:$HDFS_HTTP_PORT/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState"
+  until curl -s "$url" 2>/dev/null | grep -q '"NumLiveDataNodes" : 1'; do
+    [ $SECONDS -lt $deadline ] || { log "HDFS did not become ready; see $HDFS/*.log"; return 1; }
+    sleep 0.5
+  done
+  log "hdfs up: hdfs://127.0.0.1:$HDFS_PORT"
+}
+hdfs_down() {
+  for p in datanode namenode; do
+    if pid_alive "$HDFS/$p.pid"; then kill "$(cat "$HDFS/$p.pid")"; fi
+    rm -f "$HDFS/$p.pid"
+  done
+}
+hdfs_status() { pid_alive "$HDFS/namenode.pid" && echo "hdfs: up" || echo "hdfs: down"; }
+
+# ---------------------------------------------------------------- main
+print_env() {
+  cat <<EOF
+export SLUICE_SERVICES_DIR=$STATE
+export SLUICE_PYTHON=$VENV/bin/python
+export SLUICE_PG_URL=postgres://sluice:sluice@127.0.0.1:$PG_PORT/sluice
+export SLUICE_PG_PLAIN_URL=postgres://sluice:sluice@127.0.0.1:$PG_PLAIN_PORT/sluice
+export SLUICE_MYSQL_URL=mysql://sluice:sluice@127.0.0.1:$MARIADB_PORT/sluice
+export SLUICE_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export SLUICE_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true
+export SLUICE_HDFS_URL=hdfs://127.0.0.1:$HDFS_PORT
+EOF
+}
+
+cmd=${1:-status}
+shift || true
+services=("$@")
+[ ${#services[@]} -gt 0 ] || services=("${ALL_SERVICES[@]}")
+case $cmd in
+  up) for s in "${services[@]}"; do "${s}_up"; done ;;
+  down) for ((i = ${#services[@]} - 1; i >= 0; i--)); do "${services[$i]}_down"; done ;;
+  status) for s in "${services[@]}"; do "${s}_status"; done ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|status|env [${ALL_SERVICES[*]}]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,438 @@
+//! Configuration files: `sluice.yaml` and the `sources/*.yaml` it points at.
+//!
+//! Every file is read as text, `${VAR}` / `${VAR:-default}` are interpolated (line numbers are kept),
+//! then parsed with unknown keys refused. Errors carry the file, line and column and say what was
+//! expected, so a user can fix the file without reading the code.
+
+mod interpolate;
+mod units;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use interpolate::interpolate_env;
+pub use units::{ByteSize, HumanDuration};
+
+/// A problem in one configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// All the problems found while loading: the loader keeps going after the first one so that a
+/// user sees everything wrong in one pass.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+/// `sluice.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Names metrics and default topic prefixes.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: String,
+    /// A folder (every `*.yaml` in it) or a list of files, relative to this file.
+    #[serde(default = "default_sources")]
+    pub sources: PathList,
+    /// A folder (every `*.sql` in it) or a list of files, relative to this file.
+    #[serde(default = "default_transforms")]
+    pub transforms: PathList,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Capacity, in batches, of each in-process channel between stages. Small on purpose: the
+    /// source database's log is the durable buffer, so sluice holds little in memory.
+    #[serde(default = "default_channel_batches")]
+    pub channel_batches: usize,
+}
+
+fn default_pipeline() -> String {
+    "sluice".into()
+}
+fn default_sources() -> PathList {
+    PathList::One("sources/".into())
+}
+fn default_transforms() -> PathList {
+    PathList::One("transforms/".into())
+}
+fn default_channel_batches() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PathList {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub kind: LogKind,
+    #[serde(default)]
+    pub kafka: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogKind {
+    #[default]
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `file:///abs/path` (or a plain path); later `hdfs://…` and `s3://…`.
+    pub path: String,
+    #[serde(default = "default_zones")]
+    pub zones: Vec<Zone>,
+    #[serde(default)]
+    pub rotate: RotateConfig,
+}
+
+fn default_zones() -> Vec<Zone> {
+    vec![Zone::Raw]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    Raw,
+    Cleansed,
+    Ods,
+}
+
+impl Zone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Zone::Raw => "raw",
+            Zone::Cleansed => "cleansed",
+            Zone::Ods => "ods",
+        }
+    }
+}
+
+/// When an open Parquet file is closed and committed: whichever limit comes first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateConfig {
+    #[serde(default = "default_rotate_rows")]
+    pub rows: u64,
+    #[serde(default = "default_rotate_bytes")]
+    pub bytes: ByteSize,
+    #[serde(default = "default_rotate_interval")]
+    pub interval: HumanDuration,
+}
+
+impl Default for RotateConfig {
+    fn default() -> Self {
+        Self {
+            rows: default_rotate_rows(),
+            bytes: default_rotate_bytes(),
+            interval: default_rotate_interval(),
+        }
+    }
+}
+
+fn default_rotate_rows() -> u64 {
+    1_000_000
+}
+fn default_rotate_bytes() -> ByteSize {
+    ByteSize(128 * 1024 * 1024)
+}
+fn default_rotate_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/status`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `sources/<name>.yaml`: one database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// First part of every stream name of this source.
+    pub name: String,
+    pub kind: SourceKind,
+    pub url: String,
+    /// `schema.table` names or globs (`public.*`).
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Postgres: replication slot name (default `sluice_<name>`).
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Postgres: publication name (default `sluice_<name>`).
+    #[serde(default)]
+    pub publication: Option<String>,
+    /// Where the file was read from, for messages.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Postgres,
+    Mysql,
+    Mongodb,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot the tables once, then stream changes.
+    #[default]
+    Initial,
+    /// Stream changes from the slot's creation on; existing rows are not read.
+    Never,
+    /// Snapshot, commit, and stop.
+    InitialOnly,
+}
+
+impl SourceConfig {
+    pub fn slot_name(&self) -> String {
+        self.slot.clone().unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
+    }
+    pub fn publication_name(&self) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
+    }
+}
+
+/// Postgres slot names allow lower-case letters, digits and underscores only.
+fn sanitize_identifier(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect()
+}
+
+/// Everything the daemon runs: `sluice.yaml` plus the files it names.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub daemon: DaemonConfig,
+    pub sources: Vec<SourceConfig>,
+    pub transform_files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Load and validate `sluice.yaml` and every file it points at, collecting every problem.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut problems = Vec::new();
+        let daemon: DaemonConfig = match parse_yaml_file(path) {
+            Ok(d) => d,
+            Err(p) => return Err(ConfigErrors(vec![p])),
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let source_files = expand_paths(path, &base, &daemon.sources, "yaml", &mut problems);
+        let transform_files = expand_paths(path, &base, &daemon.transforms, "sql", &mut problems);
+
+        let mut sources = Vec::new();
+        for file in source_files {
+            match parse_yaml_file::<SourceConfig>(&file) {
+                Ok(mut s) => {
+                    s.file = file;
+                    validate_source(&s, &mut problems);
+                    sources.push(s);
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        let mut names = BTreeSet::new();
+        for s in &sources {
+            if !names.insert(s.name.clone()) {
+                problems.push(problem(&s.file, format!(
+                    "source name `{}` is used by another file too; every source needs its own name",
+                    s.name
+                )));
+            }
+        }
+        if sources.is_empty() && problems.is_empty() {
+            problems.push(problem(path, "no sources: add a file to the `sources` folder (see sources/ in the repository for examples)".into()));
+        }
+        validate_daemon(path, &daemon, &mut problems);
+        if problems.is_empty() {
+            Ok(Config { file: path.to_path_buf(), daemon, sources, transform_files })
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+}
+
+fn problem(file: &Path, message: String) -> ConfigProblem {
+    ConfigProblem { file: file.to_path_buf(), line: None, column: None, message }
+}
+
+fn validate_source(s: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
+    if s.name.is_empty() || s.name.contains('.') {
+        problems.push(problem(&s.file, format!(
+            "name `{}`: a source name must be non-empty and contain no `.` (it is the first part of stream names)",
+            s.name
+        )));
+    }
+    if s.tables.is_empty() {
+        problems.push(problem(&s.file, "tables: list at least one table, e.g. [public.orders]".into()));
+    }
+    for t in &s.tables {
+        if s.kind == SourceKind::Postgres && t.split('.').count() != 2 {
+            problems.push(problem(&s.file, format!(
+                "tables: `{t}` must be `schema.table` (globs allowed, e.g. public.*)"
+            )));
+        }
+    }
+}
+
+fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProblem>) {
+    if d.sink.rotate.rows == 0 {
+        problems.push(problem(path, "sink.rotate.rows must be at least 1".into()));
+    }
+    if d.channel_batches == 0 {
+        problems.push(problem(path, "channel_batches must be at least 1".into()));
+    }
+    if d.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(problem(path, format!(
+            "metrics.listen `{}` is not an address like 127.0.0.1:9187",
+            d.metrics.listen
+        )));
+    }
+    if !d.sink.path.starts_with("file://") && d.sink.path.contains("://") {
+        problems.push(problem(path, format!(
+            "sink.path `{}`: only file:// paths are supported by this build",
+            d.sink.path
+        )));
+    }
+}
+
+/// Read a YAML file, interpolate `${VAR}`, and deserialize it with unknown keys refused.
+pub fn parse_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigProblem> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| problem(path, format!("cannot read: {e}")))?;
+    let text = interpolate_env(&text).map_err(|(line, msg)| ConfigProblem {
+        file: path.to_path_buf(),
+        line: Some(line),
+        column: None,
+        message: msg,
+    })?;
+    serde_yaml::from_str(&text).map_err(|e| {
+        let loc = e.location();
+        ConfigProblem {
+            file: path.to_path_buf(),
+            line: loc.as_ref().map(|l| l.line()),
+            column: loc.as_ref().map(|l| l.column()),
+            message: explain_yaml_error(&e.to_string()),
+        }
+    })
+}
+
+/// serde_yaml appends " at line X column Y" itself; we print the location in front instead.
+fn explain_yaml_error(msg: &str) -> String {
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    if msg.contains("unknown field") {
+        format!("{msg} (check the spelling of the key)")
+    } else if msg.contains("missing field") {
+        format!("{msg} (this key is required)")
+    } else {
+        msg.to_string()
+    }
+}
+
+fn expand_paths(
+    config_file: &Path,
+    base: &Path,
+    list: &PathList,
+    ext: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<PathBuf> {
+    let entries: Vec<&String> = match list {
+        PathList::One(s) => vec![s],
+        PathList::Many(v) => v.iter().collect(),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let p = base.join(entry);
+        if p.is_dir() {
+            match std::fs::read_dir(&p) {
+                Ok(rd) => {
+                    let mut files: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|x| x == ext || (ext == "yaml" && x == "yml")))
+                        .collect();
+                    files.sort();
+                    out.extend(files);
+                }
+                Err(e) => problems.push(problem(config_file, format!("cannot list `{}`: {e}", p.display()))),
+            }
+        } else if p.is_file() {
+            out.push(p);
+        } else if !(entry.ends_with('/') && ext == "sql") {
+            // A missing transforms folder is fine (no transforms yet); anything else is a mistake.
+            problems.push(problem(config_file, format!(
+                "`{entry}` (resolved to {}) does not exist; give a folder or a list of files",
+                p.display()
+            )));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The change-event model every stage speaks: typed values with the table schema attached.
+//!
+//! A [`ChangeEvent`] is one row change (or snapshot row, or truncate) of one table. Values are
+//! stored in a compact [`Value`] whose meaning is fixed by the column's [`ColumnType`] (an `Int`
+//! in an `Int16` column is a smallint, a `Decimal` carries the unscaled integer of the column's
+//! scale), so an event costs one small allocation per text value and nothing else.
+
+pub mod debezium;
+pub mod seq;
+
+use std::sync::Arc;
+
+pub use seq::Seq;
+
+/// The logical type of a column, independent of the source database.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Bool,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    /// Exact decimal with at most 38 digits.
+    Decimal { precision: u8, scale: i8 },
+    Text,
+    /// JSON document, carried as its text.
+    Json,
+    Uuid,
+    Bytes,
+    /// Days since 1970-01-01.
+    Date,
+    /// Microseconds since midnight.
+    Time,
+    /// Microseconds since the epoch, no time zone.
+    Timestamp,
+    /// Microseconds since the epoch, UTC.
+    TimestampTz,
+    /// A type sluice does not map yet, carried as the database's text form; the string is the
+    /// database's type name.
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    /// Part of the primary key (or replica identity).
+    pub key: bool,
+    /// The source database's name for the type, e.g. `numeric(12,2)`.
+    pub source_type: String,
+}
+
+/// Where a table lives and what its raw stream is called.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    pub source: String,
+    /// Postgres schema, MySQL/Mongo database.
+    pub namespace: String,
+    pub table: String,
+}
+
+impl TableId {
+    /// `<source>.<schema-or-db>.<table>`: the raw stream (and Kafka topic) name.
+    pub fn stream(&self) -> String {
+        format!("{}.{}.{}", self.source, self.namespace, self.table)
+    }
+}
+
+/// The schema of a table at one point in its history. A change of columns makes a new
+/// `TableSchema` with a higher `version`; events point at the schema they were decoded with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub id: TableId,
+    pub stream: String,
+    pub columns: Vec<Column>,
+    pub version: u32,
+    pub source_info: SourceInfo,
+}
+
+impl TableSchema {
+    pub fn new(id: TableId, columns: Vec<Column>, version: u32, source_info: SourceInfo) -> Self {
+        let stream = id.stream();
+        Self { id, stream, columns, version, source_info }
+    }
+
+    pub fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {
+        self.columns.iter().enumerate().filter(|(_, c)| c.key)
+    }
+
+    /// Same columns (names, types, nullability, keys), ignoring the version.
+    pub fn same_shape(&self, other: &TableSchema) -> bool {
+        self.columns == other.columns
+    }
+}
+
+/// What the Debezium `source` block needs that is fixed per table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// `postgresql`, `mysql`, `mongodb`: Debezium's connector names.
+    pub connector: &'static str,
+    /// The database name (Postgres: the database connected to).
+    pub db: String,
+}
+
+/// One value of one column. Interpretation depends on the column type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    /// Int16, Int32, Int64.
+    Int(i64),
+    /// Float32, Float64.
+    Float(f64),
+    /// Unscaled value of a Decimal column (value = unscaled / 10^scale).
+    Decimal(i128),
+    /// Text, Json, Uuid, Other.
+    Text(String),
+    Bytes(Vec<u8>),
+    /// Date: days; Time: micros of day; Timestamp(Tz): micros since the epoch.
+    Temporal(i64),
+}
+
+pub type Row = Vec<Value>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A row read by a snapshot (Debezium `r`).
+    Read,
+    Create,
+    Update,
+    Delete,
+    Truncate,
+}
+
+impl Op {
+    /// Debezium's one-letter code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Read => "r",
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Truncate => "t",
+        }
+    }
+}
+
+/// Where in the source's log an event came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePos {
+    /// Postgres: the change's LSN and its transaction's commit LSN.
+    PgLsn { lsn: u64, commit_lsn: u64 },
+}
+
+impl SourcePos {
+    /// Human form for the lake's `_source_pos` column.
+    pub fn render(&self) -> String {
+        match self {
+            SourcePos::PgLsn { lsn, .. } => format_lsn(*lsn),
+        }
+    }
+}
+
+/// Postgres's `X/Y` notation.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// One change of one row.
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    pub table: Arc<TableSchema>,
+    pub op: Op,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    /// Increases in commit order per table; snapshot rows sort before the changes that follow.
+    pub seq: Seq,
+    /// Commit time (snapshot: when the snapshot was taken), microseconds since the epoch.
+    pub commit_ts_us: i64,
+    pub pos: SourcePos,
+    pub tx_id: Option<u64>,
+    /// True for snapshot rows (and the last one carries Debezium's `last`).
+    pub snapshot: bool,
+}
+
+impl ChangeEvent {
+    /// The image that describes the row in a change log: after, or before for deletes.
+    pub fn row_image(&self) -> Option<&Row> {
+        self.after.as_ref().or(self.before.as_ref())
+    }
+}

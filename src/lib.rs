@@ -1,0 +1,18 @@
+//! sluice: change-data-capture from database logs into a Parquet lake, exactly once.
+//!
+//! Layout (one module per component, as in Vector):
+//! - [`config`]: `sluice.yaml` and `sources/*.yaml`, with file/line errors.
+//! - [`event`]: the change-event model and the Debezium envelope.
+//! - [`source`]: database sources (Postgres logical replication).
+//! - [`sink`]: the Parquet lake and its commit protocol.
+//! - [`runtime`]: the topology joining them, supervision and shutdown.
+//! - [`metrics`]: metric names and the admin HTTP endpoint.
+//! - [`check`]: `sluice check`.
+
+pub mod check;
+pub mod config;
+pub mod event;
+pub mod metrics;
+pub mod runtime;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,199 @@
+//! The `sluice` command line. anyhow lives here, at the edge; the library has typed errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice::config::{Config, LogFormat, LogKind};
+use sluice::runtime::{self, StatusBoard};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Change-data-capture from database logs into a Parquet lake, exactly once")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline until SIGTERM/SIGINT (then drain, commit and exit 0).
+    Run {
+        /// The daemon configuration.
+        #[arg(long, short, default_value = "sluice.yaml", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Run one stage only (needs `log.kind: kafka`).
+        #[arg(long, value_enum)]
+        only: Option<Stage>,
+    },
+    /// Validate every file, reach every source and sink, check prerequisites; print each problem
+    /// with its fix and exit non-zero if there is any.
+    Check {
+        #[arg(long, short, default_value = "sluice.yaml", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Show a running daemon's state (from its admin endpoint).
+    Status {
+        /// The daemon's metrics/admin address.
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        addr: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Stage {
+    Sources,
+    Transforms,
+    Sinks,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run { config, only } => run(config, only).await,
+            Command::Check { config } => check(config).await,
+            Command::Status { addr, json } => status(&addr, json).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(config.daemon.log_format);
+    if only.is_some() && config.daemon.log.kind == LogKind::Embedded {
+        anyhow::bail!("--only needs `log.kind: kafka` in {}: in embedded mode every stage runs in one process", config_path.display());
+    }
+    if config.daemon.log.kind == LogKind::Kafka {
+        anyhow::bail!("log.kind: kafka is not supported by this build yet; use `embedded`");
+    }
+    let handle = sluice::metrics::install()?;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(Mutex::new(StatusBoard::default()));
+    let status_view = status.clone();
+    let addr = config.daemon.metrics.listen.parse().context("metrics.listen")?;
+    sluice::metrics::serve(
+        addr,
+        handle,
+        healthy.clone(),
+        Arc::new(move || serde_json::to_value(status_view.lock().map(|s| s.clone()).unwrap_or_default()).unwrap_or_default()),
+    )
+    .await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        shutdown_tx.send_replace(true);
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    tracing::info!(pipeline = %config.daemon.pipeline, sources = config.sources.len(), metrics = %addr, "sluice starting");
+    match runtime::run(&config, shutdown_rx, healthy, status).await {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let chain = runtime::error_chain(&e);
+            tracing::error!(error = %chain, "pipeline stopped");
+            eprintln!("error: {chain}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let findings = sluice::check::run(&config_path).await;
+    if findings.is_empty() {
+        println!("ok: {} is valid, every source and the sink are reachable and ready", config_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &findings {
+        println!("{f}");
+    }
+    println!("{} problem(s) found", findings.len());
+    Ok(ExitCode::FAILURE)
+}
+
+async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("no sluice daemon answers on {addr} (is it running? see metrics.listen)"))?;
+    stream
+        .write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let value: serde_json::Value = serde_json::from_str(body).context("the daemon's /status answer is not JSON")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("state: {}", value["state"].as_str().unwrap_or("?"));
+    println!("restarts: {}", value["restarts"]);
+    if let Some(err) = value["last_error"].as_str() {
+        println!("last error: {err}");
+    }
+    println!("{:<20} {:<12} {}", "SOURCE", "KIND", "COMMITTED POSITION");
+    if let Some(map) = value["committed"].as_object() {
+        for (name, pos) in map {
+            let kind = pos["kind"].as_str().unwrap_or("?");
+            let lsn = pos["lsn"].as_u64().map(sluice::event::format_lsn).unwrap_or_default();
+            println!("{name:<20} {kind:<12} {lsn}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

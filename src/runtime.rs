@@ -1,0 +1,223 @@
+//! The embedded topology and its supervision.
+//!
+//! ```text
+//!   source task ─┐  bounded mpsc (channel_batches)
+//!   source task ─┼──────────────────────────────▶ sink task ──▶ lake commit
+//!                └◀───────── watch: committed positions ◀───────────┘
+//! ```
+//!
+//! Backpressure: the channel is small, so a slow sink makes sources wait in `send`, which stops
+//! them reading the replication stream, which leaves the changes in the database's log.
+//!
+//! Supervision: a transient error (network, restarting server) restarts the whole pipeline from
+//! the lake's last commit after a backoff. That is the same path as a crash recovery, so a
+//! restart can never lose or duplicate anything that a crash would not. A definite error (bad
+//! setup, undecodable data, lost slot) stops the daemon with the message.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, SourceKind};
+use crate::metrics as m;
+use crate::sink::{ParquetSink, SinkError};
+use crate::source::postgres::{PgError, PgSourceContext, PostgresSource};
+use crate::source::{Classify, SourcePosition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("source `{source_name}`: {error}")]
+    Source { source_name: String, error: PgError },
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Classify for PipelineError {
+    fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Source { error, .. } => error.is_transient(),
+            PipelineError::Sink(SinkError::Io { .. }) => true,
+            PipelineError::Sink(_) | PipelineError::Setup(_) => false,
+        }
+    }
+}
+
+/// What `/status` shows: updated by the runtime.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct StatusBoard {
+    pub state: String,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub committed: BTreeMap<String, SourcePosition>,
+}
+
+pub type SharedStatus = Arc<Mutex<StatusBoard>>;
+
+fn set_status(status: &SharedStatus, f: impl FnOnce(&mut StatusBoard)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+/// Run the pipeline until `shutdown` turns true (drain, commit, Ok) or a definite error.
+pub async fn run(
+    config: &Config,
+    shutdown: watch::Receiver<bool>,
+    healthy: Arc<AtomicBool>,
+    status: SharedStatus,
+) -> Result<(), PipelineError> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        set_status(&status, |s| s.state = "running".into());
+        let result = run_once(config, shutdown.clone(), healthy.clone(), status.clone()).await;
+        healthy.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                set_status(&status, |s| s.state = "stopped".into());
+                return Ok(());
+            }
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                let chain = error_chain(&e);
+                tracing::warn!(error = %chain, retry_in = ?delay, "transient error: restarting the pipeline from the last commit");
+                metrics::counter!(m::PIPELINE_RESTARTS).increment(1);
+                set_status(&status, |s| {
+                    s.state = "restarting".into();
+                    s.restarts += 1;
+                    s.last_error = Some(chain);
+                });
+                let mut sd = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = sd.wait_for(|stop| *stop) => return Ok(()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                set_status(&status, |s| {
+                    s.state = "failed".into();
+                    s.last_error = Some(error_chain(&e));
+                });
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The error with its causes, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+async fn run_once(
+    config: &Config,
+    mut shutdown: watch::Receiver<bool>,
+    healthy: Arc<AtomicBool>,
+    status: SharedStatus,
+) -> Result<(), PipelineError> {
+    let sink_cfg = &config.daemon.sink;
+    let (sink, acks) = ParquetSink::open(&sink_cfg.path, sink_cfg.rotate.clone())?;
+    let committed = sink.committed_positions();
+    set_status(&status, |s| s.committed = committed.clone());
+    let (tx, rx) = mpsc::channel(config.daemon.channel_batches);
+    let mut sink_task = tokio::spawn(sink.run(rx));
+
+    // Sources stop on the daemon's shutdown or when a sibling fails.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sources = JoinSet::new();
+    for source in &config.sources {
+        if source.kind != SourceKind::Postgres {
+            return Err(PipelineError::Setup(format!(
+                "source `{}`: kind {:?} is not supported by this build yet",
+                source.name, source.kind
+            )));
+        }
+        let ctx = PgSourceContext {
+            config: source.clone(),
+            out: tx.clone(),
+            acks: acks.clone(),
+            shutdown: stop_rx.clone(),
+            committed: committed.get(&source.name).cloned(),
+        };
+        let name = source.name.clone();
+        sources.spawn(async move {
+            let result = async { PostgresSource::connect(ctx).await?.run().await }.await;
+            result.map_err(|error| PipelineError::Source { source_name: name, error })
+        });
+    }
+    drop(tx);
+    healthy.store(true, Ordering::Relaxed);
+
+    // Mirror commits into /status.
+    let mut acks_watch = acks.clone();
+    let status_for_acks = status.clone();
+    let mirror = tokio::spawn(async move {
+        while acks_watch.changed().await.is_ok() {
+            let committed = (**acks_watch.borrow_and_update()).clone();
+            set_status(&status_for_acks, |s| s.committed = committed);
+        }
+    });
+
+    let mut first_error: Option<PipelineError> = None;
+    let mut sink_result = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s), if !*stop_tx.borrow() => {
+                tracing::info!("shutting down: draining and committing");
+                stop_tx.send_replace(true);
+            }
+            joined = sources.join_next(), if !sources.is_empty() => {
+                match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        first_error.get_or_insert(e);
+                        stop_tx.send_replace(true);
+                    }
+                    Some(Err(join)) => {
+                        first_error.get_or_insert(PipelineError::Setup(format!("a source task failed: {join}")));
+                        stop_tx.send_replace(true);
+                    }
+                    None => {}
+                }
+            }
+            result = &mut sink_task, if sink_result.is_none() => {
+                let result = result.unwrap_or_else(|join| Err(SinkError::Io {
+                    path: String::new(),
+                    source: std::io::Error::other(format!("sink task failed: {join}")),
+                }));
+                if let Err(e) = &result {
+                    tracing::error!(error = %error_chain(e), "sink failed");
+                }
+                sink_result = Some(result);
+                stop_tx.send_replace(true);
+            }
+        }
+        if sources.is_empty() && sink_result.is_some() {
+            break;
+        }
+    }
+    mirror.abort();
+    if let Some(Err(e)) = sink_result {
+        return Err(e.into());
+    }
+    match first_error {
+        // A source that failed only because the sink went away reports the sink's error above.
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

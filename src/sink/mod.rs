@@ -1,0 +1,253 @@
+//! The Parquet sink: change events into the lake's `raw/` zone, committed exactly once.
+//!
+//! Events are cut by sequence (anything at or below the stream's high-water mark is a replay
+//! and is skipped), routed to one open file per stream and commit date, and committed together
+//! with the source positions they cover (see `lake.rs` for the commit protocol). After a commit
+//! the positions are published to the sources, which only then acknowledge them to the database.
+//!
+//! A commit always includes every accepted event (all open files are sealed first), so the
+//! positions and sequence marks in a commit never run ahead of the data in it.
+
+pub mod lake;
+pub mod parquet;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{RotateConfig, Zone};
+use crate::event::{ChangeEvent, Seq};
+use crate::metrics as m;
+use crate::source::{CommittedPositions, SourceBatch, SourcePosition};
+use lake::{Commit, CommittedFile, LakeRoot};
+use parquet::{ParquetFile, SealedFile, WriteError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("lake I/O at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Days since the epoch → `YYYY-MM-DD`.
+fn date_of_day(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * 86_400, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+pub struct ParquetSink {
+    lake: LakeRoot,
+    rotate: RotateConfig,
+    zone: Zone,
+    /// Open files by stream, then commit day.
+    open: HashMap<String, HashMap<i64, ParquetFile>>,
+    sealed: Vec<SealedFile>,
+    /// The latest resumable position of each source (not yet committed, possibly).
+    positions: BTreeMap<String, SourcePosition>,
+    /// Sources that handed over events with no resume position since their last one.
+    awaiting_position: BTreeSet<String>,
+    /// Highest sequence accepted per stream, committed or not.
+    high_seq: HashMap<String, Seq>,
+    last: Commit,
+    last_commit_at: Instant,
+    acks: watch::Sender<CommittedPositions>,
+}
+
+impl ParquetSink {
+    /// Recover the lake and return the sink with the last commit's state.
+    pub fn open(path: &str, rotate: RotateConfig) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
+        let lake = LakeRoot::open(path).map_err(|source| SinkError::Io { path: path.into(), source })?;
+        let last = lake.recover().map_err(|source| SinkError::Io { path: path.into(), source })?;
+        let high_seq = last
+            .high_seq
+            .iter()
+            .filter_map(|(k, v)| Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?)))
+            .collect();
+        let (acks, acks_rx) = watch::channel(Arc::new(last.positions.clone()));
+        Ok((
+            ParquetSink {
+                lake,
+                rotate,
+                zone: Zone::Raw,
+                open: HashMap::new(),
+                sealed: Vec::new(),
+                positions: last.positions.clone(),
+                awaiting_position: BTreeSet::new(),
+                high_seq,
+                last,
+                last_commit_at: Instant::now(),
+                acks,
+            },
+            acks_rx,
+        ))
+    }
+
+    /// Positions of the last commit, per source: where sources resume.
+    pub fn committed_positions(&self) -> BTreeMap<String, SourcePosition> {
+        self.last.positions.clone()
+    }
+
+    /// Consume batches until every sender is gone, committing as rotation demands; commit what
+    /// can be committed at the end.
+    pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) -> Result<(), SinkError> {
+        let tick = (self.rotate.interval.0 / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = input.recv() => match batch {
+                    Some(batch) => {
+                        metrics::gauge!(m::QUEUE_DEPTH, "queue" => "sink").set((input.max_capacity() - input.capacity()) as f64);
+                        let rotate_now = tokio::task::block_in_place(|| self.accept(batch))?;
+                        if rotate_now {
+                            tokio::task::block_in_place(|| self.seal_and_commit())?;
+                        }
+                    }
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    if self.last_commit_at.elapsed() >= self.rotate.interval.0 && self.has_news() {
+                        tokio::task::block_in_place(|| self.seal_and_commit())?;
+                    }
+                    metrics::gauge!(m::SINK_SECONDS_SINCE_COMMIT).set(self.last_commit_at.elapsed().as_secs_f64());
+                }
+            }
+        }
+        tokio::task::block_in_place(|| self.seal_and_commit())?;
+        if !self.awaiting_position.is_empty() {
+            tracing::info!(sources = ?self.awaiting_position, "stopping with an unfinished snapshot: its rows are discarded and it starts over next time");
+        }
+        Ok(())
+    }
+
+    /// Take a batch in; returns whether a file reached its rotation size.
+    fn accept(&mut self, batch: SourceBatch) -> Result<bool, SinkError> {
+        let mut rotate = false;
+        let mut skipped = 0u64;
+        if !batch.events.is_empty() && batch.resume.is_none() {
+            self.awaiting_position.insert(batch.source.to_string());
+        }
+        for event in batch.events {
+            if self.high_seq.get(&event.table.stream).is_some_and(|h| event.seq <= *h) {
+                skipped += 1;
+                continue;
+            }
+            self.high_seq.insert(event.table.stream.clone(), event.seq);
+            rotate |= self.write(event)?;
+        }
+        if skipped > 0 {
+            metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => batch.source.to_string()).increment(skipped);
+        }
+        if let Some(pos) = batch.resume {
+            self.awaiting_position.remove(&*batch.source);
+            self.positions.insert(batch.source.to_string(), pos);
+        }
+        Ok(rotate)
+    }
+
+    fn write(&mut self, event: ChangeEvent) -> Result<bool, SinkError> {
+        let day = event.commit_ts_us.div_euclid(86_400_000_000);
+        let stream = event.table.stream.as_str();
+        // A schema change starts new files, so a file has one schema.
+        let stale = self
+            .open
+            .get(stream)
+            .and_then(|days| days.get(&day))
+            .is_some_and(|f| f.table.version != event.table.version);
+        if stale {
+            let file = self.open.get_mut(stream).and_then(|d| d.remove(&day)).expect("checked above");
+            self.sealed.push(file.seal()?);
+        }
+        let days = self.open.entry(stream.to_string()).or_default();
+        let file = match days.entry(day) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(ParquetFile::create(event.table.clone(), self.lake.new_tmp_path(), day)?)
+            }
+        };
+        file.push(event)?;
+        Ok(file.rows >= self.rotate.rows || file.estimated_bytes() >= self.rotate.bytes.0)
+    }
+
+    fn has_news(&self) -> bool {
+        !self.open.is_empty() || !self.sealed.is_empty() || self.positions != self.last.positions
+    }
+
+    /// Seal every open file and, if every source's data is covered by a position, commit.
+    fn seal_and_commit(&mut self) -> Result<(), SinkError> {
+        for (_, days) in self.open.drain() {
+            for (_, file) in days {
+                self.sealed.push(file.seal()?);
+            }
+        }
+        if !self.awaiting_position.is_empty() {
+            return Ok(()); // a snapshot in progress: its files wait in tmp/ for its end
+        }
+        if self.sealed.is_empty() && self.positions == self.last.positions {
+            return Ok(());
+        }
+        self.commit()
+    }
+
+    fn commit(&mut self) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let zone = self.zone.as_str();
+        let files = self
+            .sealed
+            .iter()
+            .map(|f| CommittedFile {
+                tmp: f.tmp_path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string(),
+                path: final_path(zone, f),
+                rows: f.rows,
+                bytes: f.bytes,
+            })
+            .collect();
+        let mut high_seq = self.last.high_seq.clone();
+        for (stream, seq) in &self.high_seq {
+            high_seq.insert(format!("{zone}/{stream}"), seq.to_fixed_hex());
+        }
+        let commit = Commit {
+            id: self.last.id + 1,
+            committed_at_ms: chrono::Utc::now().timestamp_millis(),
+            positions: self.positions.clone(),
+            high_seq,
+            files,
+        };
+        self.lake.commit(&commit).map_err(|source| SinkError::Io { path: self.lake.root().display().to_string(), source })?;
+        for f in &self.sealed {
+            let labels = [("zone", zone.to_string()), ("stream", f.stream.clone())];
+            metrics::counter!(m::SINK_ROWS, &labels).increment(f.rows);
+            metrics::counter!(m::SINK_FILES, &labels).increment(1);
+            metrics::counter!(m::SINK_BYTES, &labels).increment(f.bytes);
+        }
+        metrics::counter!(m::SINK_COMMITS).increment(1);
+        metrics::histogram!(m::SINK_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);
+        tracing::debug!(commit = commit.id, files = commit.files.len(), "committed");
+        self.sealed.clear();
+        self.last = commit;
+        self.last_commit_at = Instant::now();
+        self.acks.send_replace(Arc::new(self.last.positions.clone()));
+        Ok(())
+    }
+}
+
+/// `raw/<stream>/date=YYYY-MM-DD/part-<first seq>-<last seq>.parquet`. The date is the commit
+/// date of the file's events (files never span days).
+fn final_path(zone: &str, f: &SealedFile) -> String {
+    format!(
+        "{zone}/{}/date={}/part-{}-{}.parquet",
+        f.stream,
+        date_of_day(f.day),
+        f.first_seq.to_fixed_hex(),
+        f.last_seq.to_fixed_hex()
+    )
+}

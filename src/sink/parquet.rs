@@ -1,0 +1,244 @@
+//! Change events → Arrow record batches → one Parquet file.
+//!
+//! A file holds the row's own typed columns (after image; the before image for deletes) plus
+//! `_op`, `_seq`, `_ts_ms` (commit time), `_source_pos` and `_tx_id`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+
+use crate::event::{ChangeEvent, ColumnType, Seq, TableSchema, Value};
+
+/// Rows buffered before they are encoded into the file as one record batch.
+const ROWS_PER_BATCH: usize = 8192;
+
+pub const COL_OP: &str = "_op";
+pub const COL_SEQ: &str = "_seq";
+pub const COL_TS_MS: &str = "_ts_ms";
+pub const COL_SOURCE_POS: &str = "_source_pos";
+pub const COL_TX_ID: &str = "_tx_id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parquet: {0}")]
+    Parquet(#[from] ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+/// The Arrow type a column is written as.
+pub fn arrow_type(ty: &ColumnType) -> DataType {
+    match ty {
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Int16 => DataType::Int16,
+        ColumnType::Int32 => DataType::Int32,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float32 => DataType::Float32,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => DataType::Utf8,
+        ColumnType::Bytes => DataType::Binary,
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+/// The change-log file schema of a table. Row columns are nullable: a delete's key-only before
+/// image and a truncate have no values for them.
+pub fn arrow_schema(table: &TableSchema) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
+        .collect();
+    fields.push(Field::new(COL_OP, DataType::Utf8, false));
+    fields.push(Field::new(COL_SEQ, DataType::Utf8, false));
+    fields.push(Field::new(COL_TS_MS, DataType::Int64, false));
+    fields.push(Field::new(COL_SOURCE_POS, DataType::Utf8, true));
+    fields.push(Field::new(COL_TX_ID, DataType::Int64, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// One Parquet file being written to a temporary path.
+pub struct ParquetFile {
+    pub table: Arc<TableSchema>,
+    pub tmp_path: PathBuf,
+    /// Commit day (days since the epoch) of every event in the file.
+    pub day: i64,
+    schema: SchemaRef,
+    writer: ArrowWriter<File>,
+    buffered: Vec<ChangeEvent>,
+    pub rows: u64,
+    pub first_seq: Option<Seq>,
+    pub last_seq: Option<Seq>,
+}
+
+/// What a sealed file left behind: a complete, fsynced Parquet file at `tmp_path`.
+#[derive(Debug, Clone)]
+pub struct SealedFile {
+    pub tmp_path: PathBuf,
+    pub stream: String,
+    pub day: i64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub first_seq: Seq,
+    pub last_seq: Seq,
+}
+
+impl ParquetFile {
+    pub fn create(table: Arc<TableSchema>, tmp_path: PathBuf, day: i64) -> Result<ParquetFile, WriteError> {
+        let file = File::create(&tmp_path).map_err(|source| WriteError::Io { path: tmp_path.clone(), source })?;
+        let schema = arrow_schema(&table);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_created_by(concat!("sluice ", env!("CARGO_PKG_VERSION")).to_string())
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        Ok(ParquetFile {
+            table,
+            tmp_path,
+            day,
+            schema,
+            writer,
+            buffered: Vec::with_capacity(ROWS_PER_BATCH),
+            rows: 0,
+            first_seq: None,
+            last_seq: None,
+        })
+    }
+
+    pub fn push(&mut self, event: ChangeEvent) -> Result<(), WriteError> {
+        self.first_seq.get_or_insert(event.seq);
+        self.last_seq = Some(event.seq);
+        self.rows += 1;
+        self.buffered.push(event);
+        if self.buffered.len() >= ROWS_PER_BATCH {
+            self.encode_buffered()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes this file will take, roughly: what is written plus what is buffered in the encoder.
+    pub fn estimated_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    fn encode_buffered(&mut self) -> Result<(), WriteError> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let batch = to_record_batch(&self.schema, &self.table, &self.buffered)?;
+        self.writer.write(&batch)?;
+        self.buffered.clear();
+        Ok(())
+    }
+
+    /// Finish the file and make it durable at its temporary path.
+    pub fn seal(mut self) -> Result<SealedFile, WriteError> {
+        self.encode_buffered()?;
+        let file = self.writer.into_inner()?;
+        file.sync_all().map_err(|source| WriteError::Io { path: self.tmp_path.clone(), source })?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(SealedFile {
+            tmp_path: self.tmp_path,
+            stream: self.table.stream.clone(),
+            day: self.day,
+            rows: self.rows,
+            bytes,
+            first_seq: self.first_seq.unwrap_or(Seq(0)),
+            last_seq: self.last_seq.unwrap_or(Seq(0)),
+        })
+    }
+}
+
+/// Build one record batch from events, column by column.
+pub fn to_record_batch(schema: &SchemaRef, table: &TableSchema, events: &[ChangeEvent]) -> Result<RecordBatch, WriteError> {
+    let n = events.len();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (i, col) in table.columns.iter().enumerate() {
+        let values = events.iter().map(|e| e.row_image().and_then(|r| r.get(i)).unwrap_or(&Value::Null));
+        columns.push(column_array(&col.ty, values, n)?);
+    }
+    let mut op = StringBuilder::with_capacity(n, n);
+    let mut seq = StringBuilder::with_capacity(n, n * 32);
+    let mut ts = Int64Builder::with_capacity(n);
+    let mut pos = StringBuilder::with_capacity(n, n * 12);
+    let mut tx = Int64Builder::with_capacity(n);
+    for e in events {
+        op.append_value(e.op.code());
+        seq.append_value(e.seq.to_fixed_hex());
+        ts.append_value(e.commit_ts_us.div_euclid(1000));
+        pos.append_value(e.pos.render());
+        tx.append_option(e.tx_id.map(|t| t as i64));
+    }
+    columns.push(Arc::new(op.finish()));
+    columns.push(Arc::new(seq.finish()));
+    columns.push(Arc::new(ts.finish()));
+    columns.push(Arc::new(pos.finish()));
+    columns.push(Arc::new(tx.finish()));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Append values of one column to the builder of its type. A value that does not fit its column
+/// type (a source bug) is written as null rather than stopping the sink, and counted.
+fn column_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>, n: usize) -> Result<ArrayRef, WriteError> {
+    macro_rules! build {
+        ($builder:expr, $pat:pat => $val:expr) => {{
+            let mut b = $builder;
+            for v in values {
+                match v {
+                    $pat => b.append_value($val),
+                    Value::Null => b.append_null(),
+                    _ => {
+                        metrics::counter!(crate::metrics::SINK_TYPE_MISMATCH).increment(1);
+                        b.append_null()
+                    }
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    Ok(match ty {
+        ColumnType::Bool => build!(BooleanBuilder::with_capacity(n), Value::Bool(x) => *x),
+        ColumnType::Int16 => build!(Int16Builder::with_capacity(n), Value::Int(x) => *x as i16),
+        ColumnType::Int32 => build!(Int32Builder::with_capacity(n), Value::Int(x) => *x as i32),
+        ColumnType::Int64 => build!(Int64Builder::with_capacity(n), Value::Int(x) => *x),
+        ColumnType::Float32 => build!(Float32Builder::with_capacity(n), Value::Float(x) => *x as f32),
+        ColumnType::Float64 => build!(Float64Builder::with_capacity(n), Value::Float(x) => *x),
+        ColumnType::Decimal { precision, scale } => {
+            let b = Decimal128Builder::with_capacity(n).with_precision_and_scale(*precision, *scale)?;
+            build!(b, Value::Decimal(x) => *x)
+        }
+        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
+            build!(StringBuilder::with_capacity(n, n * 16), Value::Text(x) => x.as_str())
+        }
+        ColumnType::Bytes => build!(BinaryBuilder::with_capacity(n, n * 16), Value::Bytes(x) => x.as_slice()),
+        ColumnType::Date => build!(Date32Builder::with_capacity(n), Value::Temporal(x) => *x as i32),
+        ColumnType::Time => build!(Time64MicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x),
+        ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x),
+        ColumnType::TimestampTz => {
+            let b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            build!(b, Value::Temporal(x) => *x)
+        }
+    })
+}

@@ -1,0 +1,582 @@
+//! The Postgres source: logical replication with pgoutput.
+//!
+//! An explicit state machine (as in supabase/etl):
+//!
+//! ```text
+//!   Setup ──(no position committed)──▶ Snapshot ──▶ Streaming
+//!     └────(position committed)───────────────────────▲
+//! ```
+//!
+//! * **Setup** resolves the configured tables, makes sure the publication exists, and decides
+//!   from the lake's committed position and the slot's existence where to begin.
+//! * **Snapshot** creates the slot on a replication connection with `EXPORT_SNAPSHOT`, reads
+//!   every table with COPY inside a transaction that imported that snapshot, so the rows are
+//!   exactly the state at the slot's consistent point, and emits them as `op=r`. Snapshot batches
+//!   carry no resume position: they become durable only together with the first position after
+//!   them, so a crash mid-snapshot leaves nothing behind and the snapshot starts over.
+//! * **Streaming** starts replication at the committed LSN and turns pgoutput messages into
+//!   events; the slot's confirmed position is advanced only to what the sink has committed.
+
+pub mod catalog;
+pub mod check;
+pub mod error;
+pub mod pgoutput;
+pub mod text;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::{SnapshotMode, SourceConfig};
+use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
+use crate::metrics as m;
+use crate::source::{Acks, SourceBatch, SourcePosition};
+use catalog::{PgTable, SESSION_OPTIONS};
+pub use error::PgError;
+use pgoutput::{Message, TupleValue};
+
+/// Events per batch handed downstream.
+const BATCH_EVENTS: usize = 4096;
+/// A partly filled batch is sent after this long, so a quiet stream still reaches the lake.
+const BATCH_LINGER: Duration = Duration::from_millis(50);
+/// Microseconds between the Unix epoch and Postgres's (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// Everything a run of the source needs from the runtime.
+pub struct PgSourceContext {
+    pub config: SourceConfig,
+    pub out: mpsc::Sender<SourceBatch>,
+    pub acks: Acks,
+    pub shutdown: watch::Receiver<bool>,
+    /// The position the lake has committed for this source, if any.
+    pub committed: Option<SourcePosition>,
+}
+
+/// Where the source begins, decided in Setup.
+enum Start {
+    /// Fresh slot: snapshot (or not), then stream from the slot's consistent point.
+    NewSlot { snapshot: bool },
+    /// Resume streaming at a committed LSN.
+    Resume { lsn: u64 },
+}
+
+pub struct PostgresSource {
+    ctx: PgSourceContext,
+    name: Arc<str>,
+    db: String,
+    client: Client,
+    tables: Vec<PgTable>,
+    /// Schemas by relation id, as last seen.
+    schemas: HashMap<u32, Arc<TableSchema>>,
+    batch: Vec<ChangeEvent>,
+    batch_started: Option<Instant>,
+}
+
+impl PostgresSource {
+    /// Setup: connect, resolve tables, ensure the publication.
+    pub async fn connect(ctx: PgSourceContext) -> Result<PostgresSource, PgError> {
+        let (client, db) = connect_sql(&ctx.config.url).await?;
+        let (tables, missing) = catalog::resolve_tables(&client, &ctx.config.tables).await?;
+        if !missing.is_empty() {
+            return Err(PgError::Setup(format!(
+                "source `{}`: table(s) {} do not exist in database `{db}`",
+                ctx.config.name,
+                missing.join(", ")
+            )));
+        }
+        if tables.is_empty() {
+            return Err(PgError::Setup(format!(
+                "source `{}`: no table matches {:?}",
+                ctx.config.name, ctx.config.tables
+            )));
+        }
+        if let Some(t) = tables.iter().find(|t| !t.identifiable()) {
+            return Err(PgError::Setup(format!(
+                "table {} has no primary key and no replica identity: add a primary key, or run \
+                 ALTER TABLE {} REPLICA IDENTITY FULL",
+                t.display(),
+                t.qualified()
+            )));
+        }
+        catalog::ensure_publication(&client, &ctx.config.publication_name(), &tables).await?;
+        let name: Arc<str> = Arc::from(ctx.config.name.as_str());
+        Ok(PostgresSource {
+            ctx,
+            name,
+            db,
+            client,
+            tables,
+            schemas: HashMap::new(),
+            batch: Vec::with_capacity(BATCH_EVENTS),
+            batch_started: None,
+        })
+    }
+
+    /// Run until shutdown (Ok) or an error.
+    pub async fn run(mut self) -> Result<(), PgError> {
+        let slot = self.ctx.config.slot_name();
+        let start = self.decide_start(&slot).await?;
+        for t in self.tables.clone() {
+            let (schema, _) = catalog::table_schema(&self.client, &self.name, &self.db, &t, 1).await?;
+            self.schemas.insert(t.relid, Arc::new(schema));
+        }
+        let (mut repl, start_lsn) = match start {
+            Start::Resume { lsn } => (self.replication(&slot, lsn).await?, lsn),
+            Start::NewSlot { snapshot } => {
+                let mut repl = ReplicationClient::connect_gated(self.replication_config(&slot, 0)?).await?;
+                let (consistent_point, snapshot_name) = create_slot(&mut repl, &slot, snapshot).await?;
+                if let Some(snapshot_name) = snapshot_name {
+                    tracing::info!(source = %self.name, slot, "taking the initial snapshot");
+                    self.snapshot(&snapshot_name, consistent_point).await?;
+                }
+                // The snapshot (or nothing) is everything before the consistent point: resumable.
+                self.flush(Some(self.position(&slot, consistent_point))).await?;
+                if self.ctx.config.snapshot == SnapshotMode::InitialOnly {
+                    return self.finish_initial_only(consistent_point).await;
+                }
+                repl.start().await?;
+                (repl, consistent_point)
+            }
+        };
+        repl.wait_started().await?;
+        tracing::info!(source = %self.name, slot, lsn = %crate::event::format_lsn(start_lsn), "streaming");
+        let result = self.stream(&mut repl, &slot, start_lsn).await;
+        repl.stop();
+        result
+    }
+
+    async fn decide_start(&mut self, slot: &str) -> Result<Start, PgError> {
+        let slot_state = catalog::slot_confirmed_lsn(&self.client, slot).await?;
+        let committed = match &self.ctx.committed {
+            Some(SourcePosition::Postgres { lsn, slot: s }) if s == slot => Some(*lsn),
+            _ => None,
+        };
+        Ok(match (committed, slot_state) {
+            (Some(lsn), Some(_)) => Start::Resume { lsn },
+            (Some(_), None) => {
+                return Err(PgError::SlotLost { slot: slot.to_string(), source_name: self.name.to_string() });
+            }
+            (None, existing) => {
+                if existing.is_some() {
+                    // A slot without a committed position: an earlier snapshot never finished
+                    // (or someone made the slot by hand). Its exported snapshot is gone, so the
+                    // only consistent start is a new slot and a new snapshot.
+                    tracing::warn!(source = %self.name, slot, "slot exists but nothing was committed: recreating it");
+                    catalog::drop_slot(&self.client, slot).await?;
+                }
+                Start::NewSlot { snapshot: self.ctx.config.snapshot != SnapshotMode::Never }
+            }
+        })
+    }
+
+    fn position(&self, slot: &str, lsn: u64) -> SourcePosition {
+        SourcePosition::Postgres { lsn, slot: slot.to_string() }
+    }
+
+    fn replication_config(&self, slot: &str, start_lsn: u64) -> Result<ReplicationConfig, PgError> {
+        replication_config(&self.ctx.config.url, slot, &self.ctx.config.publication_name(), start_lsn)
+    }
+
+    async fn replication(&self, slot: &str, lsn: u64) -> Result<ReplicationClient, PgError> {
+        let cfg = self.replication_config(slot, lsn)?.with_ack_lsn(Lsn::from_u64(lsn));
+        Ok(ReplicationClient::connect(cfg).await?)
+    }
+
+    /// Read every table at the exported snapshot, as `op=r` events.
+    async fn snapshot(&mut self, snapshot_name: &str, consistent_point: u64) -> Result<(), PgError> {
+        // A connection of its own: the transaction holds the imported snapshot while we stream rows.
+        let (mut snapshot_client, _) = connect_sql(&self.ctx.config.url).await?;
+        let tx = snapshot_client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(PgError::query("beginning the snapshot transaction"))?;
+        tx.batch_execute(&catalog::set_snapshot_sql(snapshot_name))
+            .await
+            .map_err(PgError::query("importing the slot's snapshot"))?;
+        let taken_at = now_us();
+        let seq_major = consistent_point.saturating_sub(1);
+        let mut ordinal = 0u64;
+        let mut fields = Vec::new();
+        let tables = self.tables.clone();
+        for table in &tables {
+            // Re-read the schema inside the snapshot so columns match the rows exactly.
+            let (schema, _) = catalog::table_schema(&tx, &self.name, &self.db, table, 1).await?;
+            let schema = Arc::new(schema);
+            self.schemas.insert(table.relid, schema.clone());
+            let copy = tx
+                .copy_out(&catalog::copy_sql(table, &schema))
+                .await
+                .map_err(PgError::query("starting COPY for the snapshot"))?;
+            futures::pin_mut!(copy);
+            let mut buf = BytesMut::with_capacity(1 << 16);
+            let mut rows = 0u64;
+            while let Some(chunk) = copy.next().await {
+                buf.extend_from_slice(&chunk.map_err(PgError::query("reading COPY data"))?);
+                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    let line = buf.split_to(nl + 1);
+                    let row = copy_row(&schema, &line[..nl], &mut fields)?;
+                    self.batch.push(ChangeEvent {
+                        table: schema.clone(),
+                        op: Op::Read,
+                        before: None,
+                        after: Some(row),
+                        seq: Seq::new(seq_major, ordinal),
+                        commit_ts_us: taken_at,
+                        pos: SourcePos::PgLsn { lsn: consistent_point, commit_lsn: consistent_point },
+                        tx_id: None,
+                        snapshot: true,
+                    });
+                    ordinal += 1;
+                    rows += 1;
+                    if self.batch.len() >= BATCH_EVENTS {
+                        self.flush(None).await?;
+                    }
+                }
+            }
+            metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => schema.stream.clone())
+                .increment(rows);
+            tracing::info!(source = %self.name, table = %table.display(), rows, "snapshot of table done");
+        }
+        tx.commit().await.map_err(PgError::query("ending the snapshot transaction"))?;
+        Ok(())
+    }
+
+    /// `snapshot: initial_only`: hand over the end marker and wait until it is committed.
+    async fn finish_initial_only(&mut self, consistent_point: u64) -> Result<(), PgError> {
+        let slot = self.ctx.config.slot_name();
+        let done = SourceBatch {
+            source: self.name.clone(),
+            events: Vec::new(),
+            resume: Some(self.position(&slot, consistent_point)),
+            finished: true,
+        };
+        self.ctx.out.send(done).await.map_err(|_| PgError::Downstream)?;
+        tracing::info!(source = %self.name, "initial snapshot handed over; not streaming (snapshot: initial_only)");
+        Ok(())
+    }
+
+    async fn stream(&mut self, repl: &mut ReplicationClient, slot: &str, start_lsn: u64) -> Result<(), PgError> {
+        let mut tx = TxState::default();
+        let mut resume = start_lsn;
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut acks = self.ctx.acks.clone();
+        loop {
+            let linger = self.batch_started.map(|t| t + BATCH_LINGER);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.flush(Some(self.position(slot, resume))).await?;
+                    return Ok(());
+                }
+                changed = acks.changed() => {
+                    if changed.is_err() {
+                        return Err(PgError::Downstream);
+                    }
+                    if let Some(SourcePosition::Postgres { lsn, .. }) = acks.borrow_and_update().get(&*self.name) {
+                        repl.update_applied_lsn(Lsn::from_u64(*lsn));
+                        metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string()).set(*lsn as f64);
+                    }
+                }
+                _ = tokio::time::sleep_until(linger.unwrap_or_else(far_future).into()), if linger.is_some() => {
+                    self.flush(Some(self.position(slot, resume))).await?;
+                }
+                event = repl.recv() => {
+                    let Some(event) = event? else {
+                        return Err(PgError::Setup("the replication stream ended".into()));
+                    };
+                    match event {
+                        ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
+                            tx = TxState {
+                                commit_lsn: final_lsn.as_u64(),
+                                xid: xid as u64,
+                                commit_ts_us: commit_time_micros + PG_EPOCH_OFFSET_US,
+                                index: 0,
+                            };
+                        }
+                        ReplicationEvent::XLogData { wal_start, data, .. } => {
+                            self.handle_message(pgoutput::decode(data)?, &mut tx, wal_start.as_u64()).await?;
+                            if self.batch.len() >= BATCH_EVENTS {
+                                // Mid-transaction: resume from the last whole transaction; the
+                                // sink cuts the replayed part of this one by sequence.
+                                self.flush(Some(self.position(slot, resume))).await?;
+                            }
+                        }
+                        ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
+                            resume = end_lsn.as_u64();
+                            let lag = (now_us() - (commit_time_micros + PG_EPOCH_OFFSET_US)) as f64 / 1e6;
+                            metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
+                            if self.batch.is_empty() {
+                                // Nothing of ours in this transaction; the position still moves.
+                                self.batch_started.get_or_insert_with(Instant::now);
+                            }
+                        }
+                        ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
+                        ReplicationEvent::StoppedAt { .. } => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_message(&mut self, msg: Message, tx: &mut TxState, lsn: u64) -> Result<(), PgError> {
+        let (relation, op, before, after) = match msg {
+            Message::Relation(rel) => return self.on_relation(rel).await,
+            Message::Insert { relation, new } => (relation, Op::Create, None, Some(new)),
+            Message::Update { relation, old, new } => (relation, Op::Update, old, Some(new)),
+            Message::Delete { relation, old } => (relation, Op::Delete, Some(old), None),
+            Message::Truncate { relations, .. } => {
+                for relation in relations {
+                    if let Some(schema) = self.schemas.get(&relation).cloned() {
+                        self.push_change(tx, schema, Op::Truncate, None, None, lsn);
+                    }
+                }
+                return Ok(());
+            }
+            Message::Other(_) => return Ok(()),
+        };
+        let Some(schema) = self.schemas.get(&relation).cloned() else {
+            return Ok(()); // a table published by someone else, not configured here
+        };
+        let before_row = match &before {
+            Some((_, old)) => Some(tuple_row(&schema, old, None)?),
+            None => None,
+        };
+        let after_row = match &after {
+            Some(new) => Some(tuple_row(&schema, new, before_row.as_ref())?),
+            None => None,
+        };
+        self.push_change(tx, schema, op, before_row, after_row, lsn);
+        Ok(())
+    }
+
+    fn push_change(
+        &mut self,
+        tx: &mut TxState,
+        table: Arc<TableSchema>,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        lsn: u64,
+    ) {
+        self.batch_started.get_or_insert_with(Instant::now);
+        self.batch.push(ChangeEvent {
+            table,
+            op,
+            before,
+            after,
+            seq: Seq::new(tx.commit_lsn, tx.index),
+            commit_ts_us: tx.commit_ts_us,
+            pos: SourcePos::PgLsn { lsn, commit_lsn: tx.commit_lsn },
+            tx_id: Some(tx.xid),
+            snapshot: false,
+        });
+        tx.index += 1;
+    }
+
+    /// A Relation message: the table's shape as the stream knows it. Keep the current schema if
+    /// nothing changed, otherwise read the new one (a new version makes the sink start new files).
+    async fn on_relation(&mut self, rel: pgoutput::Relation) -> Result<(), PgError> {
+        let Some(table) = self.tables.iter().find(|t| t.relid == rel.id).cloned() else {
+            return Ok(());
+        };
+        let current = self.schemas.get(&rel.id).cloned();
+        let version = current.as_ref().map_or(1, |s| s.version);
+        let (fresh, oids) = catalog::table_schema(&self.client, &self.name, &self.db, &table, version).await?;
+        let matches_stream = fresh.columns.len() == rel.columns.len()
+            && fresh.columns.iter().zip(&rel.columns).zip(&oids).all(|((c, r), oid)| c.name == r.name && *oid == r.type_oid);
+        let schema = if matches_stream {
+            fresh
+        } else {
+            // The catalog moved on already; describe the columns as the stream has them.
+            let mut s = fresh.clone();
+            s.columns = rel
+                .columns
+                .iter()
+                .map(|r| crate::event::Column {
+                    name: r.name.clone(),
+                    ty: catalog::map_type(r.type_oid, r.type_modifier, &format!("oid {}", r.type_oid)),
+                    nullable: !r.key,
+                    key: r.key,
+                    source_type: format!("oid {}", r.type_oid),
+                })
+                .collect();
+            s
+        };
+        match current {
+            Some(cur) if cur.same_shape(&schema) => {}
+            _ => {
+                let mut schema = schema;
+                schema.version = version + 1;
+                tracing::info!(source = %self.name, table = %table.display(), version = schema.version, "table schema changed");
+                self.schemas.insert(rel.id, Arc::new(schema));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand the current batch downstream (waiting while the pipeline is full: backpressure).
+    async fn flush(&mut self, resume: Option<SourcePosition>) -> Result<(), PgError> {
+        self.batch_started = None;
+        let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
+        count_events(&self.name, &events);
+        let batch = SourceBatch { source: self.name.clone(), events, resume, finished: false };
+        self.ctx.out.send(batch).await.map_err(|_| PgError::Downstream)
+    }
+}
+
+#[derive(Default)]
+struct TxState {
+    commit_lsn: u64,
+    xid: u64,
+    commit_ts_us: i64,
+    /// Position of the next change within the transaction: the minor part of the sequence.
+    index: u64,
+}
+
+fn count_events(source: &str, events: &[ChangeEvent]) {
+    let mut counts: HashMap<(&str, Op), u64> = HashMap::new();
+    for e in events {
+        *counts.entry((e.table.stream.as_str(), e.op)).or_default() += 1;
+    }
+    for ((stream, op), n) in counts {
+        metrics::counter!(m::SOURCE_EVENTS, "source" => source.to_string(), "table" => stream.to_string(), "op" => op.code())
+            .increment(n);
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// One COPY text line → a row.
+fn copy_row(schema: &TableSchema, line: &[u8], fields: &mut Vec<Option<Vec<u8>>>) -> Result<Row, PgError> {
+    text::split_copy_line(line, fields).map_err(|e| PgError::Setup(format!("COPY output of {}: {e}", schema.stream)))?;
+    if fields.len() != schema.columns.len() {
+        return Err(PgError::Setup(format!(
+            "COPY output of {} has {} fields, expected {}",
+            schema.stream,
+            fields.len(),
+            schema.columns.len()
+        )));
+    }
+    schema
+        .columns
+        .iter()
+        .zip(fields.iter())
+        .map(|(col, f)| match f {
+            None => Ok(Value::Null),
+            Some(raw) => parse_value(schema, col, raw),
+        })
+        .collect()
+}
+
+fn parse_value(schema: &TableSchema, col: &crate::event::Column, raw: &[u8]) -> Result<Value, PgError> {
+    text::parse_text(&col.ty, raw).map_err(|source| PgError::Value {
+        table: schema.stream.clone(),
+        column: col.name.clone(),
+        source,
+    })
+}
+
+/// A pgoutput tuple → a row. `previous` fills unchanged TOAST values from the old image when the
+/// server sent one (REPLICA IDENTITY FULL). In a key-only old tuple (REPLICA IDENTITY DEFAULT)
+/// the non-key columns arrive as nulls.
+fn tuple_row(schema: &TableSchema, tuple: &[TupleValue], previous: Option<&Row>) -> Result<Row, PgError> {
+    if tuple.len() != schema.columns.len() {
+        return Err(PgError::Setup(format!(
+            "a change of {} has {} columns but the table has {}: schema changed without a Relation message",
+            schema.stream,
+            tuple.len(),
+            schema.columns.len()
+        )));
+    }
+    let mut row = Vec::with_capacity(tuple.len());
+    for (i, (col, tv)) in schema.columns.iter().zip(tuple).enumerate() {
+        row.push(match tv {
+            TupleValue::Null => Value::Null,
+            TupleValue::Text(b) => parse_value(schema, col, b)?,
+            TupleValue::Binary(_) => {
+                return Err(PgError::Setup("binary pgoutput values were not requested".into()));
+            }
+            TupleValue::UnchangedToast => match previous.and_then(|p| p.get(i)) {
+                Some(v) if *v != Value::Null => v.clone(),
+                _ => {
+                    metrics::counter!(m::SOURCE_UNCHANGED_TOAST, "table" => schema.stream.clone()).increment(1);
+                    tracing::warn!(table = %schema.stream, column = %col.name,
+                        "unchanged TOAST value not sent by the server; written as null. Fix: ALTER TABLE … REPLICA IDENTITY FULL");
+                    Value::Null
+                }
+            },
+        });
+    }
+    Ok(row)
+}
+
+/// A normal SQL connection with the session settings the text parsers rely on.
+pub async fn connect_sql(url: &str) -> Result<(Client, String), PgError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
+    config.options(SESSION_OPTIONS).application_name("sluice");
+    let db = config.get_dbname().map(str::to_string).or_else(|| config.get_user().map(str::to_string)).unwrap_or_default();
+    let (client, connection) = config.connect(NoTls).await.map_err(PgError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok((client, db))
+}
+
+fn replication_config(url: &str, slot: &str, publication: &str, start_lsn: u64) -> Result<ReplicationConfig, PgError> {
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let password = config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+    let user = config.get_user().unwrap_or("postgres").to_string();
+    let db = config.get_dbname().unwrap_or(&user).to_string();
+    Ok(ReplicationConfig::new(host, user, password, db, slot, publication)
+        .with_port(port)
+        .with_start_lsn(Lsn::from_u64(start_lsn))
+        .with_options(SESSION_OPTIONS)
+        .with_status_interval(Duration::from_secs(1))
+        .with_buffer_size(BATCH_EVENTS * 2))
+}
+
+/// `CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT` on the gated replication session: returns the
+/// consistent point and, when asked for, the exported snapshot's name (valid while the session
+/// runs no other command).
+async fn create_slot(repl: &mut ReplicationClient, slot: &str, export: bool) -> Result<(u64, Option<String>), PgError> {
+    let mode = if export { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
+    let rows = repl
+        .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {mode}", catalog::quote_ident(slot)))
+        .await?;
+    let row = rows.first().ok_or_else(|| PgError::Setup("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
+    let consistent_point = text(1)
+        .as_deref()
+        .and_then(catalog::parse_lsn)
+        .ok_or_else(|| PgError::Setup("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
+    Ok((consistent_point, if export { text(2) } else { None }))
+}
