@@ -128,7 +128,7 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Take a batch in; returns whether a file reached its rotation size.
+    /// Take a batch in; returns whether a file reached its rotation size (and was sealed).
     fn accept(&mut self, batch: SourceBatch) -> Result<bool, SinkError> {
         let mut rotate = false;
         let mut skipped = 0u64;
@@ -174,7 +174,13 @@ impl ParquetSink {
             }
         };
         file.push(event)?;
-        Ok(file.rows >= self.rotate.rows || file.estimated_bytes() >= self.rotate.bytes.0)
+        if file.rows < self.rotate.rows && file.estimated_bytes() < self.rotate.bytes.0 {
+            return Ok(false);
+        }
+        // Full: seal it now so no file exceeds the limit; the caller commits after the batch.
+        let full = days.remove(&day).expect("just written");
+        self.sealed.push(full.seal()?);
+        Ok(true)
     }
 
     fn has_news(&self) -> bool {

@@ -1,24 +1,38 @@
 //! `sluice check` for a Postgres source: every prerequisite, each problem with its fix. Reads
 //! only; creates nothing.
 
+use tokio_postgres::Client;
+
 use super::{catalog, connect_sql};
 use crate::check::Finding;
 use crate::config::SourceConfig;
 
+fn subject(source: &SourceConfig) -> String {
+    format!("source `{}` ({})", source.name, source.file.display())
+}
+
+/// `sluice check`: connect, then every prerequisite.
 pub async fn check(source: &SourceConfig) -> Vec<Finding> {
-    let subject = format!("source `{}` ({})", source.name, source.file.display());
+    match connect_sql(&source.url).await {
+        Ok((client, db)) => {
+            let mut findings = prerequisites(&client, &db, source).await;
+            findings.extend(publication_privilege(&client, &db, source).await);
+            findings
+        }
+        Err(e) => vec![Finding::problem(
+            &subject(source),
+            format!("cannot connect: {e}"),
+            "check `url` (host, port, user, password, database) and that Postgres accepts connections from this host (pg_hba.conf)".into(),
+        )],
+    }
+}
+
+/// What must hold before the source creates anything (publication, slot): the daemon runs this
+/// too, so a misconfigured database is refused with nothing half-created.
+pub async fn prerequisites(client: &Client, db: &str, source: &SourceConfig) -> Vec<Finding> {
+    let subject = subject(source);
     let mut findings = Vec::new();
     let mut problem = |what: String, fix: String| findings.push(Finding::problem(&subject, what, fix));
-    let (client, db) = match connect_sql(&source.url).await {
-        Ok(c) => c,
-        Err(e) => {
-            problem(
-                format!("cannot connect: {e}"),
-                "check `url` (host, port, user, password, database) and that Postgres accepts connections from this host (pg_hba.conf)".into(),
-            );
-            return findings;
-        }
-    };
     match client.query_one("SHOW wal_level", &[]).await {
         Ok(row) if row.get::<_, String>(0) == "logical" => {}
         Ok(row) => problem(
@@ -61,6 +75,11 @@ pub async fn check(source: &SourceConfig) -> Vec<Finding> {
         }
         Err(e) => problem(format!("cannot list tables: {e}"), "grant the user USAGE on the schemas".into()),
     }
+    findings
+}
+
+async fn publication_privilege(client: &Client, db: &str, source: &SourceConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
     let publication = source.publication_name();
     let has_publication = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
@@ -71,10 +90,11 @@ pub async fn check(source: &SourceConfig) -> Vec<Finding> {
         if let Ok(row) = client.query_one("SELECT has_database_privilege(current_database(), 'CREATE')", &[]).await
             && !row.get::<_, bool>(0)
         {
-            problem(
+            findings.push(Finding::problem(
+                &subject(source),
                 format!("publication `{publication}` does not exist and the user may not create it"),
-                format!("GRANT CREATE ON DATABASE {} TO <user>; or CREATE PUBLICATION {publication} FOR TABLE … as the owner", catalog::quote_ident(&db)),
-            );
+                format!("GRANT CREATE ON DATABASE {} TO <user>; or CREATE PUBLICATION {publication} FOR TABLE … as the owner", catalog::quote_ident(db)),
+            ));
         }
     }
     findings

@@ -82,28 +82,12 @@ impl PostgresSource {
     /// Setup: connect, resolve tables, ensure the publication.
     pub async fn connect(ctx: PgSourceContext) -> Result<PostgresSource, PgError> {
         let (client, db) = connect_sql(&ctx.config.url).await?;
-        let (tables, missing) = catalog::resolve_tables(&client, &ctx.config.tables).await?;
-        if !missing.is_empty() {
-            return Err(PgError::Setup(format!(
-                "source `{}`: table(s) {} do not exist in database `{db}`",
-                ctx.config.name,
-                missing.join(", ")
-            )));
+        let problems = check::prerequisites(&client, &db, &ctx.config).await;
+        if !problems.is_empty() {
+            let text = problems.iter().map(|f| format!("{}; fix: {}", f.problem, f.fix)).collect::<Vec<_>>().join("\n  ");
+            return Err(PgError::Setup(format!("prerequisites not met, nothing was created:\n  {text}")));
         }
-        if tables.is_empty() {
-            return Err(PgError::Setup(format!(
-                "source `{}`: no table matches {:?}",
-                ctx.config.name, ctx.config.tables
-            )));
-        }
-        if let Some(t) = tables.iter().find(|t| !t.identifiable()) {
-            return Err(PgError::Setup(format!(
-                "table {} has no primary key and no replica identity: add a primary key, or run \
-                 ALTER TABLE {} REPLICA IDENTITY FULL",
-                t.display(),
-                t.qualified()
-            )));
-        }
+        let (tables, _) = catalog::resolve_tables(&client, &ctx.config.tables).await?;
         catalog::ensure_publication(&client, &ctx.config.publication_name(), &tables).await?;
         let name: Arc<str> = Arc::from(ctx.config.name.as_str());
         Ok(PostgresSource {

@@ -1,0 +1,354 @@
+//! Helpers shared by the integration tests: a database of their own on the real Postgres that
+//! `scripts/services.sh up` starts, the real `sluice` binary, and readers of the lake.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio_postgres::{Client, NoTls};
+
+pub fn pg_admin_url() -> String {
+    std::env::var("SLUICE_PG_URL").unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5432/sluice".into())
+}
+
+pub fn pg_plain_url() -> String {
+    std::env::var("SLUICE_PG_PLAIN_URL").unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5433/sluice".into())
+}
+
+pub fn python() -> String {
+    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/sluice-services/venv/bin/python")
+    })
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url} (run scripts/services.sh up postgres): {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A database of the test's own, dropped and recreated (with its slots) on each run.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn create(name: &str) -> TestDb {
+        Self::create_on(&pg_admin_url(), name).await
+    }
+
+    pub async fn create_on(admin_url: &str, name: &str) -> TestDb {
+        let admin = connect(admin_url).await;
+        for row in admin
+            .query("SELECT slot_name FROM pg_replication_slots WHERE database = $1", &[&name])
+            .await
+            .unwrap()
+        {
+            let slot: String = row.get(0);
+            // The slot may still be held by a daemon killed a moment ago.
+            for _ in 0..50 {
+                if admin.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name} OWNER sluice")).await.unwrap();
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("bad admin url"),
+        };
+        TestDb { name: name.to_string(), url, admin_url: admin_url.to_string() }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    /// Slots of this database: (name, confirmed_flush_lsn).
+    pub async fn slots(&self) -> Vec<(String, Option<String>)> {
+        let admin = connect(&self.admin_url).await;
+        admin
+            .query("SELECT slot_name::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = $1", &[&self.name])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+}
+
+/// A sluice daemon under test: its config folder and lake in a temp dir.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub lake: PathBuf,
+    pub metrics_addr: String,
+    pub child: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Daemon {
+    /// Write `sluice.yaml` and one Postgres source file.
+    pub fn configure(source_name: &str, url: &str, tables: &[&str], rotate: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake");
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("sluice.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "pipeline: test\nsink:\n  path: file://{}\n  rotate: {rotate}\nmetrics: {{ listen: {metrics_addr} }}\n",
+                lake.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("sources")).unwrap();
+        std::fs::write(
+            dir.path().join("sources").join(format!("{source_name}.yaml")),
+            format!("name: {source_name}\nkind: postgres\nurl: {url}\ntables: [{}]\n", tables.join(", ")),
+        )
+        .unwrap();
+        Daemon { dir, config, lake, metrics_addr, child: None }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args).env("SLUICE_LOG", "info,sluice=debug");
+        cmd
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("sluice.log"))
+            .unwrap();
+        let child = self
+            .command(&["run", "--config", self.config.to_str().unwrap()])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice");
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sluice did not stop within 30 s of SIGTERM\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(&self.metrics_addr, "/metrics").unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// One row of a change-log file, every column rendered as canonical text.
+#[derive(Debug, Clone)]
+pub struct LakeRow {
+    pub op: String,
+    pub seq: String,
+    pub values: BTreeMap<String, Option<String>>,
+    pub file: PathBuf,
+}
+
+/// Every row of every committed file of a stream, sorted by `_seq`.
+pub fn lake_rows(lake: &Path, stream: &str) -> Vec<LakeRow> {
+    let mut rows = Vec::new();
+    let dir = lake.join("raw").join(stream);
+    for file in parquet_files(&dir) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let schema = batch.schema();
+            for i in 0..batch.num_rows() {
+                let mut values = BTreeMap::new();
+                for (c, field) in schema.fields().iter().enumerate() {
+                    values.insert(field.name().clone(), render(batch.column(c).as_ref(), i));
+                }
+                rows.push(LakeRow {
+                    op: values["_op"].clone().unwrap(),
+                    seq: values["_seq"].clone().unwrap(),
+                    values,
+                    file: file.clone(),
+                });
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.seq.cmp(&b.seq));
+    rows
+}
+
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(parquet_files(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Canonical text of a value, matching what `pg_text_sql` produces on the Postgres side.
+fn render(a: &dyn Array, i: usize) -> Option<String> {
+    if a.is_null(i) {
+        return None;
+    }
+    Some(match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
+        DataType::Int16 => a.as_primitive::<arrow::datatypes::Int16Type>().value(i).to_string(),
+        DataType::Int32 => a.as_primitive::<arrow::datatypes::Int32Type>().value(i).to_string(),
+        DataType::Int64 => a.as_primitive::<arrow::datatypes::Int64Type>().value(i).to_string(),
+        DataType::Float64 => a.as_primitive::<arrow::datatypes::Float64Type>().value(i).to_string(),
+        DataType::Float32 => a.as_primitive::<arrow::datatypes::Float32Type>().value(i).to_string(),
+        DataType::Boolean => a.as_boolean().value(i).to_string(),
+        DataType::Decimal128(_, scale) => {
+            let v = a.as_primitive::<arrow::datatypes::Decimal128Type>().value(i);
+            format_decimal(v, *scale as u32)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(i).to_string()
+        }
+        DataType::Date32 => a.as_primitive::<arrow::datatypes::Date32Type>().value(i).to_string(),
+        DataType::Time64(TimeUnit::Microsecond) => {
+            a.as_primitive::<arrow::datatypes::Time64MicrosecondType>().value(i).to_string()
+        }
+        DataType::Binary => a.as_binary::<i32>().value(i).iter().map(|b| format!("{b:02x}")).collect(),
+        other => panic!("unexpected type {other}"),
+    })
+}
+
+fn format_decimal(v: i128, scale: u32) -> String {
+    let neg = v < 0;
+    let digits = v.unsigned_abs().to_string();
+    let s = if scale == 0 {
+        digits
+    } else {
+        let padded = format!("{digits:0>width$}", width = scale as usize + 1);
+        let (int, frac) = padded.split_at(padded.len() - scale as usize);
+        format!("{int}.{frac}")
+    };
+    if neg { format!("-{s}") } else { s }
+}
+
+/// The current state the change log implies: last row per key by `_seq`, deletes removed,
+/// a truncate clears everything before it.
+pub fn state_from_log(rows: &[LakeRow], key: &str, columns: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+    let mut state = BTreeMap::new();
+    for r in rows {
+        match r.op.as_str() {
+            "t" => state.clear(),
+            "d" => {
+                state.remove(r.values[key].as_ref().unwrap());
+            }
+            _ => {
+                let k = r.values[key].clone().unwrap();
+                state.insert(k, columns.iter().map(|c| r.values[*c].clone()).collect());
+            }
+        }
+    }
+    state
+}
+
+/// The table's rows as canonical text, by key. `exprs` are SQL expressions in column order;
+/// the first is the key.
+pub async fn table_state(client: &Client, table: &str, exprs: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+    let sql = format!("SELECT {} FROM {table}", exprs.iter().map(|e| format!("({e})::text")).collect::<Vec<_>>().join(", "));
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let vals: Vec<Option<String>> = (0..exprs.len()).map(|i| r.get(i)).collect();
+            (vals[0].clone().unwrap(), vals[1..].to_vec())
+        })
+        .map(|(k, v)| {
+            let mut all = vec![Some(k.clone())];
+            all.extend(v);
+            (k, all)
+        })
+        .collect()
+}
+
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub type Shared<T> = Arc<std::sync::Mutex<T>>;
