@@ -227,6 +227,8 @@ hdfs_install() {
   log "fetching Hadoop 2.7.3 jars from the pyspark 2.4.8 sdist"
   local dl=$STATE/pyspark-dl
   mkdir -p "$dl" "$HDFS/jars"
+  # pip prepares the sdist's metadata even with --no-deps: that needs setuptools and wheel.
+  "$VENV/bin/pip" install -q --disable-pip-version-check setuptools wheel
   [ -f "$dl/pyspark-2.4.8.tar.gz" ] ||
     "$VENV/bin/pip" download -q --no-deps --no-binary :all: --no-build-isolation -d "$dl" pyspark==2.4.8
   local members=()

@@ -1,0 +1,160 @@
+//! Crash test: kill -9 the daemon at random moments (during the snapshot, while streaming, in the
+//! middle of commits) while a workload writes, a dozen times; then let it catch up and prove the
+//! lake holds every change exactly once.
+//!
+//! Every update bumps the row's `version` by one, so per key the change log must read: `r` (any
+//! version) or `c` (version 0), then `u` with versions rising by exactly one, then at most one `d`
+//! at the end. A lost change leaves a gap, a duplicate repeats a version, and the final state must
+//! equal the table.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random transactions of inserts, updates and deletes until `stop`. Returns the count of
+/// committed statements.
+async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>, seed: u64) {
+    let mut client = connect(&url).await;
+    let mut rng = Rng(seed);
+    let mut live: Vec<i64> = (1..=2000).collect();
+    let mut next_id = 2001i64;
+    while !stop.load(Ordering::Relaxed) {
+        let tx = client.transaction().await.unwrap();
+        let mut inserted = Vec::new();
+        let mut deleted = Vec::new();
+        let n = 1 + rng.below(4);
+        for _ in 0..n {
+            let roll = rng.below(100);
+            if roll < 35 || live.len() < 10 {
+                tx.execute("INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')", &[&next_id])
+                    .await
+                    .unwrap();
+                inserted.push(next_id);
+                next_id += 1;
+            } else {
+                let id = live[rng.below(live.len() as u64) as usize];
+                if deleted.contains(&id) {
+                    continue;
+                }
+                if roll < 88 {
+                    tx.execute("UPDATE accounts SET version = version + 1, balance = balance + 1.25 WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
+                } else {
+                    tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.unwrap();
+                    deleted.push(id);
+                }
+            }
+        }
+        tx.commit().await.unwrap();
+        committed.fetch_add(n, Ordering::Relaxed);
+        live.extend(inserted);
+        live.retain(|id| !deleted.contains(id));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    let db = TestDb::create("sluice_it_crash").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
+             INSERT INTO accounts SELECT g, 0, 0, repeat('n', 100) FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .unwrap();
+    let mut d = Daemon::configure("crash", &db.url, &["public.accounts"], "{ rows: 700, interval: 200ms }");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    d.start();
+    let load = tokio::spawn(workload(db.url.clone(), stop.clone(), committed.clone(), seed));
+
+    const KILLS: usize = 12;
+    for i in 0..KILLS {
+        if !d.is_running() {
+            d.child = None;
+            d.start();
+        }
+        let wait = 150 + rng.below(2000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        assert!(d.is_running(), "sluice exited by itself before kill {i}:\n{}", d.log());
+        d.kill9();
+        d.start();
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    eprintln!("workload committed {} statements", committed.load(Ordering::Relaxed));
+
+    let want = table_state(&client, "accounts", &["id", "version"]).await;
+    wait_for("the lake to catch up after the last kill", Duration::from_secs(90), || async {
+        state_from_log(&lake_rows(&d.lake, "crash.public.accounts"), "id", &["id", "version"]) == want
+    })
+    .await;
+    assert!(d.terminate().success(), "{}", d.log());
+
+    let rows = lake_rows(&d.lake, "crash.public.accounts");
+    let mut seqs: Vec<&str> = rows.iter().map(|r| r.seq.as_str()).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), rows.len(), "a sequence appears twice in the lake");
+
+    let mut per_key: BTreeMap<i64, Vec<&LakeRow>> = BTreeMap::new();
+    for r in &rows {
+        per_key.entry(r.values["id"].as_ref().unwrap().parse().unwrap()).or_default().push(r);
+    }
+    let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, events) in &per_key {
+        let version = |r: &LakeRow| r.values["version"].as_ref().map(|v| v.parse::<i64>().unwrap());
+        let first = events[0];
+        assert!(first.op == "r" || (first.op == "c" && version(first) == Some(0)), "key {key}: first event {} {:?}", first.op, version(first));
+        let mut last_version = version(first).unwrap();
+        for (i, e) in events.iter().enumerate().skip(1) {
+            match e.op.as_str() {
+                "u" => {
+                    let v = version(e).unwrap();
+                    assert_eq!(v, last_version + 1, "key {key}: version {v} after {last_version} (lost or duplicated update)");
+                    last_version = v;
+                }
+                "d" => assert_eq!(i, events.len() - 1, "key {key}: events after its delete"),
+                other => panic!("key {key}: unexpected {other} after the first event"),
+            }
+        }
+        for e in events {
+            *by_op.entry(e.op.as_str()).or_default() += 1;
+        }
+        let deleted = events.last().unwrap().op == "d";
+        match want.get(&key.to_string()) {
+            Some(row) => {
+                assert!(!deleted, "key {key} is in the table but deleted in the lake");
+                assert_eq!(row[1].as_deref().map(|v| v.parse::<i64>().unwrap()), Some(last_version), "key {key}");
+            }
+            None => assert!(deleted, "key {key} was deleted from the table but not in the lake"),
+        }
+    }
+    eprintln!("lake events by op: {by_op:?}; files: {}", parquet_files(&d.lake.join("raw")).len());
+    assert!(by_op.get("u").copied().unwrap_or(0) > 100, "the workload ran during the kills: {by_op:?}");
+    assert!(by_op.get("d").copied().unwrap_or(0) > 10, "{by_op:?}");
+}
