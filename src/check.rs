@@ -16,13 +16,21 @@ pub struct Finding {
 
 impl Finding {
     pub fn problem(subject: &str, problem: String, fix: String) -> Finding {
-        Finding { subject: subject.to_string(), problem, fix }
+        Finding {
+            subject: subject.to_string(),
+            problem,
+            fix,
+        }
     }
 }
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}\n    fix: {}", self.subject, self.problem, self.fix)
+        write!(
+            f,
+            "{}: {}\n    fix: {}",
+            self.subject, self.problem, self.fix
+        )
     }
 }
 
@@ -34,14 +42,22 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
             return errors
                 .0
                 .into_iter()
-                .map(|p| Finding::problem(&p.file.display().to_string(), location_message(&p), "edit the file as described".into()))
+                .map(|p| {
+                    Finding::problem(
+                        &p.file.display().to_string(),
+                        location_message(&p),
+                        "edit the file as described".into(),
+                    )
+                })
                 .collect();
         }
     };
     let mut findings = Vec::new();
     for source in &config.sources {
         match source.kind {
-            SourceKind::Postgres => findings.extend(crate::source::postgres::check::check(source).await),
+            SourceKind::Postgres => {
+                findings.extend(crate::source::postgres::check::check(source).await)
+            }
             other => findings.push(Finding::problem(
                 &format!("source `{}`", source.name),
                 format!("kind `{other:?}` is not supported by this build yet"),
@@ -52,12 +68,20 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
     if !config.transform_files.is_empty() {
         findings.push(Finding::problem(
             "transforms",
-            format!("{} transform file(s) found; transforms are not supported by this build yet", config.transform_files.len()),
+            format!(
+                "{} transform file(s) found; transforms are not supported by this build yet",
+                config.transform_files.len()
+            ),
             "remove them from the transforms folder for now".into(),
         ));
     }
-    if let Err(e) = LakeRoot::open(&config.daemon.sink.path).and_then(|lake| lake.check_writable()) {
-        findings.push(Finding::problem("sink", format!("cannot write to `{}`: {e}", config.daemon.sink.path), "create the folder or fix its permissions".into()));
+    if let Err(e) = LakeRoot::open(&config.daemon.sink.path).and_then(|lake| lake.check_writable())
+    {
+        findings.push(Finding::problem(
+            "sink",
+            format!("cannot write to `{}`: {e}", config.daemon.sink.path),
+            "create the folder or fix its permissions".into(),
+        ));
     }
     findings
 }

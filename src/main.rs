@@ -12,7 +12,11 @@ use sluice::runtime::{self, StatusBoard};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Change-data-capture from database logs into a Parquet lake, exactly once")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Change-data-capture from database logs into a Parquet lake, exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +59,10 @@ enum Stage {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -81,7 +88,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -98,7 +107,10 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
     };
     init_logging(config.daemon.log_format);
     if only.is_some() && config.daemon.log.kind == LogKind::Embedded {
-        anyhow::bail!("--only needs `log.kind: kafka` in {}: in embedded mode every stage runs in one process", config_path.display());
+        anyhow::bail!(
+            "--only needs `log.kind: kafka` in {}: in embedded mode every stage runs in one process",
+            config_path.display()
+        );
     }
     if config.daemon.log.kind == LogKind::Kafka {
         anyhow::bail!("log.kind: kafka is not supported by this build yet; use `embedded`");
@@ -107,12 +119,20 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
     let healthy = Arc::new(AtomicBool::new(false));
     let status = Arc::new(Mutex::new(StatusBoard::default()));
     let status_view = status.clone();
-    let addr = config.daemon.metrics.listen.parse().context("metrics.listen")?;
+    let addr = config
+        .daemon
+        .metrics
+        .listen
+        .parse()
+        .context("metrics.listen")?;
     sluice::metrics::serve(
         addr,
         handle,
         healthy.clone(),
-        Arc::new(move || serde_json::to_value(status_view.lock().map(|s| s.clone()).unwrap_or_default()).unwrap_or_default()),
+        Arc::new(move || {
+            serde_json::to_value(status_view.lock().map(|s| s.clone()).unwrap_or_default())
+                .unwrap_or_default()
+        }),
     )
     .await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -156,7 +176,10 @@ async fn wait_for_signal() {
 async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let findings = sluice::check::run(&config_path).await;
     if findings.is_empty() {
-        println!("ok: {} is valid, every source and the sink are reachable and ready", config_path.display());
+        println!(
+            "ok: {} is valid, every source and the sink are reachable and ready",
+            config_path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for f in &findings {
@@ -170,14 +193,20 @@ async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
-        .with_context(|| format!("no sluice daemon answers on {addr} (is it running? see metrics.listen)"))?;
+        .with_context(|| {
+            format!("no sluice daemon answers on {addr} (is it running? see metrics.listen)")
+        })?;
     stream
         .write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let value: serde_json::Value = serde_json::from_str(body).context("the daemon's /status answer is not JSON")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    let value: serde_json::Value =
+        serde_json::from_str(body).context("the daemon's /status answer is not JSON")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -187,11 +216,14 @@ async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
     if let Some(err) = value["last_error"].as_str() {
         println!("last error: {err}");
     }
-    println!("{:<20} {:<12} {}", "SOURCE", "KIND", "COMMITTED POSITION");
+    println!("{:<20} {:<12} COMMITTED POSITION", "SOURCE", "KIND");
     if let Some(map) = value["committed"].as_object() {
         for (name, pos) in map {
             let kind = pos["kind"].as_str().unwrap_or("?");
-            let lsn = pos["lsn"].as_u64().map(sluice::event::format_lsn).unwrap_or_default();
+            let lsn = pos["lsn"]
+                .as_u64()
+                .map(sluice::event::format_lsn)
+                .unwrap_or_default();
             println!("{name:<20} {kind:<12} {lsn}");
         }
     }

@@ -39,7 +39,9 @@ pub const PIPELINE_RESTARTS: &str = "sluice_pipeline_restarts_total";
 /// Install the global recorder. Safe to call once per process.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])?
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])?
         .install_recorder()?;
     describe();
     Ok(handle)
@@ -47,25 +49,70 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(SOURCE_EVENTS, "Change events read from the source, by table and op (c, u, d, r, t).");
+    describe_counter!(
+        SOURCE_EVENTS,
+        "Change events read from the source, by table and op (c, u, d, r, t)."
+    );
     describe_counter!(SOURCE_SNAPSHOT_ROWS, "Rows read by the initial snapshot.");
-    describe_gauge!(SOURCE_LAG_SECONDS, Unit::Seconds, "Now minus the commit time of the last transaction read.");
-    describe_gauge!(SOURCE_COMMITTED_POSITION, "Last source position committed to the lake and acknowledged (Postgres: LSN).");
-    describe_counter!(SOURCE_UNCHANGED_TOAST, "Unchanged TOAST values the server did not send (written as null).");
-    describe_counter!(SOURCE_ERRORS, "Source errors, by kind (transient or definite).");
+    describe_gauge!(
+        SOURCE_LAG_SECONDS,
+        Unit::Seconds,
+        "Now minus the commit time of the last transaction read."
+    );
+    describe_gauge!(
+        SOURCE_COMMITTED_POSITION,
+        "Last source position committed to the lake and acknowledged (Postgres: LSN)."
+    );
+    describe_counter!(
+        SOURCE_UNCHANGED_TOAST,
+        "Unchanged TOAST values the server did not send (written as null)."
+    );
+    describe_counter!(
+        SOURCE_ERRORS,
+        "Source errors, by kind (transient or definite)."
+    );
     describe_gauge!(SOURCE_UP, "1 while the source is connected and running.");
     describe_counter!(SINK_ROWS, "Rows committed to the lake.");
     describe_counter!(SINK_FILES, "Files committed to the lake.");
-    describe_counter!(SINK_BYTES, Unit::Bytes, "Bytes of Parquet committed to the lake.");
+    describe_counter!(
+        SINK_BYTES,
+        Unit::Bytes,
+        "Bytes of Parquet committed to the lake."
+    );
     describe_counter!(SINK_COMMITS, "Lake commits.");
-    describe_histogram!(SINK_COMMIT_SECONDS, Unit::Seconds, "Time to make a commit durable.");
-    describe_gauge!(SINK_LAST_COMMIT_TIMESTAMP, Unit::Seconds, "Unix time of the last lake commit.");
-    describe_gauge!(SINK_SECONDS_SINCE_COMMIT, Unit::Seconds, "Seconds since the last lake commit.");
-    describe_counter!(SINK_REPLAYED_SKIPPED, "Replayed events skipped because the lake already has them.");
-    describe_counter!(SINK_TYPE_MISMATCH, "Values that did not fit their column type (written as null).");
+    describe_histogram!(
+        SINK_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time to make a commit durable."
+    );
+    describe_gauge!(
+        SINK_LAST_COMMIT_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time of the last lake commit."
+    );
+    describe_gauge!(
+        SINK_SECONDS_SINCE_COMMIT,
+        Unit::Seconds,
+        "Seconds since the last lake commit."
+    );
+    describe_counter!(
+        SINK_REPLAYED_SKIPPED,
+        "Replayed events skipped because the lake already has them."
+    );
+    describe_counter!(
+        SINK_TYPE_MISMATCH,
+        "Values that did not fit their column type (written as null)."
+    );
     describe_gauge!(QUEUE_DEPTH, "Batches waiting in an in-process queue.");
-    describe_gauge!(RESIDENT_MEMORY, Unit::Bytes, "Resident set size of the process.");
-    describe_counter!(PIPELINE_RESTARTS, "Pipeline restarts after transient errors.");
+    describe_gauge!(
+        RESIDENT_MEMORY,
+        Unit::Bytes,
+        "Resident set size of the process."
+    );
+    describe_counter!(
+        PIPELINE_RESTARTS,
+        "Pipeline restarts after transient errors."
+    );
 }
 
 /// Resident set size from /proc (Linux), in bytes.
@@ -93,10 +140,14 @@ pub async fn serve(
         .route("/metrics", get(render))
         .route("/healthz", get(healthz))
         .route("/status", get(status_json))
-        .with_state(AppState { handle, healthy, status });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e} (set metrics.listen)"))?;
+        .with_state(AppState {
+            handle,
+            healthy,
+            status,
+        });
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} for metrics: {e} (set metrics.listen)")
+    })?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics endpoint stopped");

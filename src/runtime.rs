@@ -157,7 +157,10 @@ async fn run_once(
         let name = source.name.clone();
         sources.spawn(async move {
             let result = async { PostgresSource::connect(ctx).await?.run().await }.await;
-            result.map_err(|error| PipelineError::Source { source_name: name, error })
+            result.map_err(|error| PipelineError::Source {
+                source_name: name,
+                error,
+            })
         });
     }
     drop(tx);

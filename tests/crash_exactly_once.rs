@@ -44,9 +44,12 @@ async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>,
         for _ in 0..n {
             let roll = rng.below(100);
             if roll < 35 || live.len() < 10 {
-                tx.execute("INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')", &[&next_id])
-                    .await
-                    .unwrap();
+                tx.execute(
+                    "INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')",
+                    &[&next_id],
+                )
+                .await
+                .unwrap();
                 inserted.push(next_id);
                 next_id += 1;
             } else {
@@ -59,7 +62,9 @@ async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>,
                         .await
                         .unwrap();
                 } else {
-                    tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await.unwrap();
+                    tx.execute("DELETE FROM accounts WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
                     deleted.push(id);
                 }
             }
@@ -83,15 +88,29 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         )
         .await
         .unwrap();
-    let mut d = Daemon::configure("crash", &db.url, &["public.accounts"], "{ rows: 700, interval: 200ms }");
+    let mut d = Daemon::configure(
+        "crash",
+        &db.url,
+        &["public.accounts"],
+        "{ rows: 700, interval: 200ms }",
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed);
     d.start();
-    let load = tokio::spawn(workload(db.url.clone(), stop.clone(), committed.clone(), seed));
+    let load = tokio::spawn(workload(
+        db.url.clone(),
+        stop.clone(),
+        committed.clone(),
+        seed,
+    ));
 
     const KILLS: usize = 12;
     for i in 0..KILLS {
@@ -101,41 +120,76 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         }
         let wait = 150 + rng.below(2000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        assert!(d.is_running(), "sluice exited by itself before kill {i}:\n{}", d.log());
+        assert!(
+            d.is_running(),
+            "sluice exited by itself before kill {i}:\n{}",
+            d.log()
+        );
         d.kill9();
         d.start();
     }
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    eprintln!("workload committed {} statements", committed.load(Ordering::Relaxed));
+    eprintln!(
+        "workload committed {} statements",
+        committed.load(Ordering::Relaxed)
+    );
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
-    wait_for("the lake to catch up after the last kill", Duration::from_secs(90), || async {
-        state_from_log(&lake_rows(&d.lake, "crash.public.accounts"), "id", &["id", "version"]) == want
-    })
+    wait_for(
+        "the lake to catch up after the last kill",
+        Duration::from_secs(90),
+        || async {
+            state_from_log(
+                &lake_rows(&d.lake, "crash.public.accounts"),
+                "id",
+                &["id", "version"],
+            ) == want
+        },
+    )
     .await;
     assert!(d.terminate().success(), "{}", d.log());
 
     let rows = lake_rows(&d.lake, "crash.public.accounts");
     let mut seqs: Vec<&str> = rows.iter().map(|r| r.seq.as_str()).collect();
     seqs.dedup();
-    assert_eq!(seqs.len(), rows.len(), "a sequence appears twice in the lake");
+    assert_eq!(
+        seqs.len(),
+        rows.len(),
+        "a sequence appears twice in the lake"
+    );
 
     let mut per_key: BTreeMap<i64, Vec<&LakeRow>> = BTreeMap::new();
     for r in &rows {
-        per_key.entry(r.values["id"].as_ref().unwrap().parse().unwrap()).or_default().push(r);
+        per_key
+            .entry(r.values["id"].as_ref().unwrap().parse().unwrap())
+            .or_default()
+            .push(r);
     }
     let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
     for (key, events) in &per_key {
-        let version = |r: &LakeRow| r.values["version"].as_ref().map(|v| v.parse::<i64>().unwrap());
+        let version = |r: &LakeRow| {
+            r.values["version"]
+                .as_ref()
+                .map(|v| v.parse::<i64>().unwrap())
+        };
         let first = events[0];
-        assert!(first.op == "r" || (first.op == "c" && version(first) == Some(0)), "key {key}: first event {} {:?}", first.op, version(first));
+        assert!(
+            first.op == "r" || (first.op == "c" && version(first) == Some(0)),
+            "key {key}: first event {} {:?}",
+            first.op,
+            version(first)
+        );
         let mut last_version = version(first).unwrap();
         for (i, e) in events.iter().enumerate().skip(1) {
             match e.op.as_str() {
                 "u" => {
                     let v = version(e).unwrap();
-                    assert_eq!(v, last_version + 1, "key {key}: version {v} after {last_version} (lost or duplicated update)");
+                    assert_eq!(
+                        v,
+                        last_version + 1,
+                        "key {key}: version {v} after {last_version} (lost or duplicated update)"
+                    );
                     last_version = v;
                 }
                 "d" => assert_eq!(i, events.len() - 1, "key {key}: events after its delete"),
@@ -148,13 +202,29 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         let deleted = events.last().unwrap().op == "d";
         match want.get(&key.to_string()) {
             Some(row) => {
-                assert!(!deleted, "key {key} is in the table but deleted in the lake");
-                assert_eq!(row[1].as_deref().map(|v| v.parse::<i64>().unwrap()), Some(last_version), "key {key}");
+                assert!(
+                    !deleted,
+                    "key {key} is in the table but deleted in the lake"
+                );
+                assert_eq!(
+                    row[1].as_deref().map(|v| v.parse::<i64>().unwrap()),
+                    Some(last_version),
+                    "key {key}"
+                );
             }
-            None => assert!(deleted, "key {key} was deleted from the table but not in the lake"),
+            None => assert!(
+                deleted,
+                "key {key} was deleted from the table but not in the lake"
+            ),
         }
     }
-    eprintln!("lake events by op: {by_op:?}; files: {}", parquet_files(&d.lake.join("raw")).len());
-    assert!(by_op.get("u").copied().unwrap_or(0) > 100, "the workload ran during the kills: {by_op:?}");
+    eprintln!(
+        "lake events by op: {by_op:?}; files: {}",
+        parquet_files(&d.lake.join("raw")).len()
+    );
+    assert!(
+        by_op.get("u").copied().unwrap_or(0) > 100,
+        "the workload ran during the kills: {by_op:?}"
+    );
     assert!(by_op.get("d").copied().unwrap_or(0) > 10, "{by_op:?}");
 }

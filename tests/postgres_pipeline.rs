@@ -26,15 +26,36 @@ const ITEMS_INSERT: &str = "INSERT INTO items
 
 /// Canonical text of each column, matching `common::render` on the lake side.
 const ITEMS_EXPRS: &[&str] = &[
-    "id", "i", "s", "name", "descr", "price", "ratio", "r",
-    "(extract(epoch from created) * 1000000)::bigint", "(extract(epoch from updated) * 1000000)::bigint",
-    "flag", "payload", "d - date '1970-01-01'", "(extract(epoch from t) * 1000000)::bigint", "u", "encode(b, 'hex')",
+    "id",
+    "i",
+    "s",
+    "name",
+    "descr",
+    "price",
+    "ratio",
+    "r",
+    "(extract(epoch from created) * 1000000)::bigint",
+    "(extract(epoch from updated) * 1000000)::bigint",
+    "flag",
+    "payload",
+    "d - date '1970-01-01'",
+    "(extract(epoch from t) * 1000000)::bigint",
+    "u",
+    "encode(b, 'hex')",
 ];
 const ITEMS_COLS: &[&str] = &[
-    "id", "i", "s", "name", "descr", "price", "ratio", "r", "created", "updated", "flag", "payload", "d", "t", "u", "b",
+    "id", "i", "s", "name", "descr", "price", "ratio", "r", "created", "updated", "flag",
+    "payload", "d", "t", "u", "b",
 ];
 
-async fn lake_equals_table(d: &Daemon, client: &tokio_postgres::Client, stream: &str, table: &str, exprs: &[&str], cols: &[&str]) -> bool {
+async fn lake_equals_table(
+    d: &Daemon,
+    client: &tokio_postgres::Client,
+    stream: &str,
+    table: &str,
+    exprs: &[&str],
+    cols: &[&str],
+) -> bool {
     let lake = state_from_log(&lake_rows(&d.lake, stream), cols[0], cols);
     let want = table_state(client, table, exprs).await;
     lake == want
@@ -54,7 +75,11 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 fn latest_committed_lsn(lake: &std::path::Path) -> Option<u64> {
     let dir = lake.join("_sluice/commits");
-    let latest = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).max()?;
+    let latest = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .max()?;
     let commit: serde_json::Value = serde_json::from_slice(&std::fs::read(latest).ok()?).ok()?;
     commit["positions"]["pgt"]["lsn"].as_u64()
 }
@@ -69,23 +94,41 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     let db = TestDb::create("sluice_it_pipeline").await;
     let client = db.client().await;
     client.batch_execute(ITEMS).await.unwrap();
-    client.execute(ITEMS_INSERT, &[&1i64, &300i64]).await.unwrap();
     client
-        .batch_execute("CREATE TABLE audit (id int PRIMARY KEY, what text);
-                        INSERT INTO audit SELECT g, 'before-' || g FROM generate_series(1, 10) g;")
+        .execute(ITEMS_INSERT, &[&1i64, &300i64])
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE audit (id int PRIMARY KEY, what text);
+                        INSERT INTO audit SELECT g, 'before-' || g FROM generate_series(1, 10) g;",
+        )
         .await
         .unwrap();
 
-    let mut d = Daemon::configure("pgt", &db.url, &["public.items", "public.audit"], "{ rows: 100, interval: 500ms }");
+    let mut d = Daemon::configure(
+        "pgt",
+        &db.url,
+        &["public.items", "public.audit"],
+        "{ rows: 100, interval: 500ms }",
+    );
     d.start();
     let audit_cols = ["id", "what"];
-    wait_for("the snapshot in the lake", Duration::from_secs(60), || async {
-        lake_rows(&d.lake, "pgt.public.items").len() == 300 && lake_rows(&d.lake, "pgt.public.audit").len() == 10
-    })
+    wait_for(
+        "the snapshot in the lake",
+        Duration::from_secs(60),
+        || async {
+            lake_rows(&d.lake, "pgt.public.items").len() == 300
+                && lake_rows(&d.lake, "pgt.public.audit").len() == 10
+        },
+    )
     .await;
 
     // Changes of every kind, in several transactions.
-    client.execute(ITEMS_INSERT, &[&301i64, &400i64]).await.unwrap();
+    client
+        .execute(ITEMS_INSERT, &[&301i64, &400i64])
+        .await
+        .unwrap();
     client
         .batch_execute(
             "UPDATE items SET price = price + 0.01, name = 'renamed-' || id, updated = now(), payload = '{\"u\": true}' WHERE id <= 50;
@@ -98,48 +141,115 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
         .await
         .unwrap();
 
-    wait_for("the lake to equal the tables", Duration::from_secs(60), || async {
-        lake_equals_table(&d, &client, "pgt.public.items", "items", ITEMS_EXPRS, ITEMS_COLS).await
-            && lake_equals_table(&d, &client, "pgt.public.audit", "audit", &["id", "what"], &audit_cols).await
-    })
+    wait_for(
+        "the lake to equal the tables",
+        Duration::from_secs(60),
+        || async {
+            lake_equals_table(
+                &d,
+                &client,
+                "pgt.public.items",
+                "items",
+                ITEMS_EXPRS,
+                ITEMS_COLS,
+            )
+            .await
+                && lake_equals_table(
+                    &d,
+                    &client,
+                    "pgt.public.audit",
+                    "audit",
+                    &["id", "what"],
+                    &audit_cols,
+                )
+                .await
+        },
+    )
     .await;
 
     let items = lake_rows(&d.lake, "pgt.public.items");
-    assert_eq!(op_counts(&items), counts(&[("r", 300), ("c", 100), ("u", 62), ("d", 20)]));
+    assert_eq!(
+        op_counts(&items),
+        counts(&[("r", 300), ("c", 100), ("u", 62), ("d", 20)])
+    );
     let audit = lake_rows(&d.lake, "pgt.public.audit");
     assert_eq!(op_counts(&audit), counts(&[("r", 10), ("t", 1), ("c", 3)]));
-    assert!(parquet_files(&d.lake.join("raw/pgt.public.items")).len() >= 3, "rotation by rows makes several files");
+    assert!(
+        parquet_files(&d.lake.join("raw/pgt.public.items")).len() >= 3,
+        "rotation by rows makes several files"
+    );
 
     // The slot is acknowledged up to what the lake committed, and no further.
-    wait_for("the slot to confirm the committed position", Duration::from_secs(20), || async {
-        let committed = latest_committed_lsn(&d.lake).unwrap_or(0);
-        let slots = db.slots().await;
-        let confirmed = slots.iter().find(|(n, _)| n == "sluice_pgt").and_then(|(_, l)| l.clone()).map(|l| parse_lsn(&l));
-        confirmed.is_some_and(|c| c == committed && committed > 0)
-    })
+    wait_for(
+        "the slot to confirm the committed position",
+        Duration::from_secs(20),
+        || async {
+            let committed = latest_committed_lsn(&d.lake).unwrap_or(0);
+            let slots = db.slots().await;
+            let confirmed = slots
+                .iter()
+                .find(|(n, _)| n == "sluice_pgt")
+                .and_then(|(_, l)| l.clone())
+                .map(|l| parse_lsn(&l));
+            confirmed.is_some_and(|c| c == committed && committed > 0)
+        },
+    )
     .await;
 
     let metrics = d.metrics();
-    assert!(metrics.contains("sluice_source_events_total{source=\"pgt\",table=\"pgt.public.items\",op=\"c\"} 100"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "sluice_source_events_total{source=\"pgt\",table=\"pgt.public.items\",op=\"c\"} 100"
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains("sluice_sink_commits_total"), "{metrics}");
-    assert_eq!(http_get(&d.metrics_addr, "/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(
+        http_get(&d.metrics_addr, "/healthz").as_deref(),
+        Some("ok\n")
+    );
 
     let status = d.terminate();
-    assert!(status.success(), "SIGTERM must drain and exit 0: {status:?}\n{}", d.log());
+    assert!(
+        status.success(),
+        "SIGTERM must drain and exit 0: {status:?}\n{}",
+        d.log()
+    );
 
     // A restart resumes where the lake ends: new changes once, nothing replayed twice.
     d.start();
-    client.batch_execute("UPDATE items SET s = 1 WHERE id <= 5; DELETE FROM items WHERE id = 6;").await.unwrap();
-    wait_for("the changes after the restart", Duration::from_secs(60), || async {
-        lake_equals_table(&d, &client, "pgt.public.items", "items", ITEMS_EXPRS, ITEMS_COLS).await
-    })
+    client
+        .batch_execute("UPDATE items SET s = 1 WHERE id <= 5; DELETE FROM items WHERE id = 6;")
+        .await
+        .unwrap();
+    wait_for(
+        "the changes after the restart",
+        Duration::from_secs(60),
+        || async {
+            lake_equals_table(
+                &d,
+                &client,
+                "pgt.public.items",
+                "items",
+                ITEMS_EXPRS,
+                ITEMS_COLS,
+            )
+            .await
+        },
+    )
     .await;
     let items = lake_rows(&d.lake, "pgt.public.items");
-    assert_eq!(op_counts(&items), counts(&[("r", 300), ("c", 100), ("u", 67), ("d", 21)]));
+    assert_eq!(
+        op_counts(&items),
+        counts(&[("r", 300), ("c", 100), ("u", 67), ("d", 21)])
+    );
     assert!(d.terminate().success());
 
     // An independent reader: pyarrow rebuilds the state and compares it with the tables.
-    for (stream, table, key) in [("pgt.public.items", "items", "id"), ("pgt.public.audit", "audit", "id")] {
+    for (stream, table, key) in [
+        ("pgt.public.items", "items", "id"),
+        ("pgt.public.audit", "audit", "id"),
+    ] {
         let out = std::process::Command::new(python())
             .args([
                 concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/lake_vs_table.py"),

@@ -36,9 +36,12 @@ pub(crate) fn interpolate_with(
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err((line, format!(
-                        "environment variable `{name}` is not set (set it, or write `${{{name}:-default}}`)"
-                    )));
+                    return Err((
+                        line,
+                        format!(
+                            "environment variable `{name}` is not set (set it, or write `${{{name}:-default}}`)"
+                        ),
+                    ));
                 }
             }
             rest = &body[end + 1..];

@@ -246,7 +246,9 @@ pub enum SnapshotMode {
 
 impl SourceConfig {
     pub fn slot_name(&self) -> String {
-        self.slot.clone().unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
+        self.slot
+            .clone()
+            .unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
     }
     pub fn publication_name(&self) -> String {
         self.publication
@@ -258,7 +260,13 @@ impl SourceConfig {
 /// Postgres slot names allow lower-case letters, digits and underscores only.
 fn sanitize_identifier(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -308,7 +316,12 @@ impl Config {
         }
         validate_daemon(path, &daemon, &mut problems);
         if problems.is_empty() {
-            Ok(Config { file: path.to_path_buf(), daemon, sources, transform_files })
+            Ok(Config {
+                file: path.to_path_buf(),
+                daemon,
+                sources,
+                transform_files,
+            })
         } else {
             Err(ConfigErrors(problems))
         }
@@ -316,7 +329,12 @@ impl Config {
 }
 
 fn problem(file: &Path, message: String) -> ConfigProblem {
-    ConfigProblem { file: file.to_path_buf(), line: None, column: None, message }
+    ConfigProblem {
+        file: file.to_path_buf(),
+        line: None,
+        column: None,
+        message,
+    }
 }
 
 fn validate_source(s: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
@@ -327,13 +345,17 @@ fn validate_source(s: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
         )));
     }
     if s.tables.is_empty() {
-        problems.push(problem(&s.file, "tables: list at least one table, e.g. [public.orders]".into()));
+        problems.push(problem(
+            &s.file,
+            "tables: list at least one table, e.g. [public.orders]".into(),
+        ));
     }
     for t in &s.tables {
         if s.kind == SourceKind::Postgres && t.split('.').count() != 2 {
-            problems.push(problem(&s.file, format!(
-                "tables: `{t}` must be `schema.table` (globs allowed, e.g. public.*)"
-            )));
+            problems.push(problem(
+                &s.file,
+                format!("tables: `{t}` must be `schema.table` (globs allowed, e.g. public.*)"),
+            ));
         }
     }
 }
@@ -346,23 +368,29 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
         problems.push(problem(path, "channel_batches must be at least 1".into()));
     }
     if d.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-        problems.push(problem(path, format!(
-            "metrics.listen `{}` is not an address like 127.0.0.1:9187",
-            d.metrics.listen
-        )));
+        problems.push(problem(
+            path,
+            format!(
+                "metrics.listen `{}` is not an address like 127.0.0.1:9187",
+                d.metrics.listen
+            ),
+        ));
     }
     if !d.sink.path.starts_with("file://") && d.sink.path.contains("://") {
-        problems.push(problem(path, format!(
-            "sink.path `{}`: only file:// paths are supported by this build",
-            d.sink.path
-        )));
+        problems.push(problem(
+            path,
+            format!(
+                "sink.path `{}`: only file:// paths are supported by this build",
+                d.sink.path
+            ),
+        ));
     }
 }
 
 /// Read a YAML file, interpolate `${VAR}`, and deserialize it with unknown keys refused.
 pub fn parse_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigProblem> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| problem(path, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| problem(path, format!("cannot read: {e}")))?;
     let text = interpolate_env(&text).map_err(|(line, msg)| ConfigProblem {
         file: path.to_path_buf(),
         line: Some(line),
@@ -414,21 +442,30 @@ fn expand_paths(
                 Ok(rd) => {
                     let mut files: Vec<PathBuf> = rd
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| f.extension().is_some_and(|x| x == ext || (ext == "yaml" && x == "yml")))
+                        .filter(|f| {
+                            f.extension()
+                                .is_some_and(|x| x == ext || (ext == "yaml" && x == "yml"))
+                        })
                         .collect();
                     files.sort();
                     out.extend(files);
                 }
-                Err(e) => problems.push(problem(config_file, format!("cannot list `{}`: {e}", p.display()))),
+                Err(e) => problems.push(problem(
+                    config_file,
+                    format!("cannot list `{}`: {e}", p.display()),
+                )),
             }
         } else if p.is_file() {
             out.push(p);
         } else if !(entry.ends_with('/') && ext == "sql") {
             // A missing transforms folder is fine (no transforms yet); anything else is a mistake.
-            problems.push(problem(config_file, format!(
-                "`{entry}` (resolved to {}) does not exist; give a folder or a list of files",
-                p.display()
-            )));
+            problems.push(problem(
+                config_file,
+                format!(
+                    "`{entry}` (resolved to {}) does not exist; give a folder or a list of files",
+                    p.display()
+                ),
+            ));
         }
     }
     out

@@ -7,12 +7,17 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-const GOOD_SOURCE: &str = "name: shop\nkind: postgres\nurl: postgres://u@127.0.0.1/db\ntables: [public.orders]\n";
+const GOOD_SOURCE: &str =
+    "name: shop\nkind: postgres\nurl: postgres://u@127.0.0.1/db\ntables: [public.orders]\n";
 
 #[test]
 fn loads_a_complete_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let main = write(dir.path(), "sluice.yaml", "pipeline: shop\nsink:\n  path: file:///tmp/lake\n  rotate: { rows: 10, bytes: 1MiB, interval: 2s }\n");
+    let main = write(
+        dir.path(),
+        "sluice.yaml",
+        "pipeline: shop\nsink:\n  path: file:///tmp/lake\n  rotate: { rows: 10, bytes: 1MiB, interval: 2s }\n",
+    );
     write(dir.path(), "sources/shop.yaml", GOOD_SOURCE);
     let cfg = Config::load(&main).unwrap();
     assert_eq!(cfg.sources.len(), 1);
@@ -25,7 +30,11 @@ fn loads_a_complete_configuration() {
 #[test]
 fn a_typo_names_file_line_and_the_keys_expected() {
     let dir = tempfile::tempdir().unwrap();
-    let main = write(dir.path(), "sluice.yaml", "pipeline: shop\nsink:\n  path: /tmp/lake\n  rotat: {}\n");
+    let main = write(
+        dir.path(),
+        "sluice.yaml",
+        "pipeline: shop\nsink:\n  path: /tmp/lake\n  rotat: {}\n",
+    );
     let err = Config::load(&main).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("sluice.yaml:4:"), "{text}");
@@ -37,19 +46,34 @@ fn a_typo_names_file_line_and_the_keys_expected() {
 fn every_bad_source_file_is_reported_not_only_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let main = write(dir.path(), "sluice.yaml", "sink: { path: /tmp/lake }\n");
-    write(dir.path(), "sources/a.yaml", "name: a\nkind: postgres\nurl: x\ntables: [public.t]\nsnapshot: sometimes\n");
-    write(dir.path(), "sources/b.yaml", "name: b\nkind: postgres\ntables: [public.t]\n");
+    write(
+        dir.path(),
+        "sources/a.yaml",
+        "name: a\nkind: postgres\nurl: x\ntables: [public.t]\nsnapshot: sometimes\n",
+    );
+    write(
+        dir.path(),
+        "sources/b.yaml",
+        "name: b\nkind: postgres\ntables: [public.t]\n",
+    );
     let err = Config::load(&main).unwrap_err();
     assert_eq!(err.0.len(), 2, "{err}");
     assert!(err.0[0].to_string().contains("a.yaml:5:"), "{err}");
-    assert!(err.0[0].message.contains("unknown variant `sometimes`"), "{err}");
+    assert!(
+        err.0[0].message.contains("unknown variant `sometimes`"),
+        "{err}"
+    );
     assert!(err.0[1].message.contains("missing field `url`"), "{err}");
 }
 
 #[test]
 fn wrong_type_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let main = write(dir.path(), "sluice.yaml", "sink:\n  path: /tmp/lake\n  rotate:\n    rows: many\n");
+    let main = write(
+        dir.path(),
+        "sluice.yaml",
+        "sink:\n  path: /tmp/lake\n  rotate:\n    rows: many\n",
+    );
     write(dir.path(), "sources/a.yaml", GOOD_SOURCE);
     let err = Config::load(&main).unwrap_err().to_string();
     assert!(err.contains("sluice.yaml:4:"), "{err}");
@@ -60,9 +84,16 @@ fn wrong_type_is_refused() {
 fn env_interpolation_and_missing_variable() {
     let dir = tempfile::tempdir().unwrap();
     let main = write(dir.path(), "sluice.yaml", "sink: { path: /tmp/lake }\n");
-    write(dir.path(), "sources/a.yaml", "name: a\nkind: postgres\nurl: postgres://u:${SLUICE_TEST_SURELY_UNSET_VAR}@h/db\ntables: [public.t]\n");
+    write(
+        dir.path(),
+        "sources/a.yaml",
+        "name: a\nkind: postgres\nurl: postgres://u:${SLUICE_TEST_SURELY_UNSET_VAR}@h/db\ntables: [public.t]\n",
+    );
     let err = Config::load(&main).unwrap_err().to_string();
-    assert!(err.contains("a.yaml:3: environment variable `SLUICE_TEST_SURELY_UNSET_VAR` is not set"), "{err}");
+    assert!(
+        err.contains("a.yaml:3: environment variable `SLUICE_TEST_SURELY_UNSET_VAR` is not set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,7 +101,11 @@ fn duplicate_source_names_and_bad_table_names() {
     let dir = tempfile::tempdir().unwrap();
     let main = write(dir.path(), "sluice.yaml", "sink: { path: /tmp/lake }\n");
     write(dir.path(), "sources/a.yaml", GOOD_SOURCE);
-    write(dir.path(), "sources/b.yaml", "name: shop\nkind: postgres\nurl: x\ntables: [orders]\n");
+    write(
+        dir.path(),
+        "sources/b.yaml",
+        "name: shop\nkind: postgres\nurl: x\ntables: [orders]\n",
+    );
     let err = Config::load(&main).unwrap_err().to_string();
     assert!(err.contains("must be `schema.table`"), "{err}");
     assert!(err.contains("used by another file"), "{err}");

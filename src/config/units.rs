@@ -13,7 +13,9 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size like 128MiB"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size like 128MiB"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -22,9 +24,15 @@ impl ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
     }
 }
 
@@ -49,10 +57,13 @@ pub struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d).map_err(|_| de::Error::custom("expected a duration like 60s"))?;
+        let s = String::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a duration like 60s"))?;
         humantime::parse_duration(&s)
             .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("`{s}` is not a duration like 60s or 500ms: {e}")))
+            .map_err(|e| {
+                de::Error::custom(format!("`{s}` is not a duration like 60s or 500ms: {e}"))
+            })
     }
 }
 

@@ -19,7 +19,9 @@ pub fn key_json(event: &ChangeEvent) -> Json {
     let row = event.row_image();
     let mut key = Map::new();
     for (i, col) in schema.key_columns() {
-        let v = row.map(|r| value_json(&col.ty, &r[i])).unwrap_or(Json::Null);
+        let v = row
+            .map(|r| value_json(&col.ty, &r[i]))
+            .unwrap_or(Json::Null);
         key.insert(col.name.clone(), v);
     }
     Json::Object(key)
@@ -28,7 +30,11 @@ pub fn key_json(event: &ChangeEvent) -> Json {
 /// The message value: `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}`.
 pub fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
     let schema = &event.table;
-    let image = |r: &Option<Row>| r.as_ref().map(|r| row_json(schema, r)).unwrap_or(Json::Null);
+    let image = |r: &Option<Row>| {
+        r.as_ref()
+            .map(|r| row_json(schema, r))
+            .unwrap_or(Json::Null)
+    };
     json!({
         "before": image(&event.before),
         "after": image(&event.after),
@@ -55,7 +61,10 @@ fn source_json(event: &ChangeEvent) -> Json {
     match &event.pos {
         SourcePos::PgLsn { lsn, commit_lsn } => {
             // Debezium: ["<last commit lsn>", "<lsn>"] as a JSON string.
-            src.insert("sequence".into(), json!(format!("[\"{commit_lsn}\",\"{lsn}\"]")));
+            src.insert(
+                "sequence".into(),
+                json!(format!("[\"{commit_lsn}\",\"{lsn}\"]")),
+            );
             src.insert("ts_us".into(), json!(ts_us));
             src.insert("ts_ns".into(), json!(ts_us as i128 * 1000));
             src.insert("schema".into(), json!(schema.id.namespace));

@@ -22,7 +22,10 @@ pub enum ColumnType {
     Float32,
     Float64,
     /// Exact decimal with at most 38 digits.
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     /// JSON document, carried as its text.
     Json,
@@ -82,7 +85,13 @@ pub struct TableSchema {
 impl TableSchema {
     pub fn new(id: TableId, columns: Vec<Column>, version: u32, source_info: SourceInfo) -> Self {
         let stream = id.stream();
-        Self { id, stream, columns, version, source_info }
+        Self {
+            id,
+            stream,
+            columns,
+            version,
+            source_info,
+        }
     }
 
     pub fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {

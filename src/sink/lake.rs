@@ -57,9 +57,14 @@ impl LakeRoot {
     pub fn open(path: &str) -> io::Result<LakeRoot> {
         let local = path.strip_prefix("file://").unwrap_or(path);
         if local.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty sink path"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty sink path",
+            ));
         }
-        Ok(LakeRoot { root: PathBuf::from(local) })
+        Ok(LakeRoot {
+            root: PathBuf::from(local),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -83,7 +88,11 @@ impl LakeRoot {
 
     /// A fresh temporary file name for a data file.
     pub fn new_tmp_path(&self) -> PathBuf {
-        self.tmp_dir().join(format!("{:016x}{:016x}.parquet", rand::random::<u64>(), rand::random::<u64>()))
+        self.tmp_dir().join(format!(
+            "{:016x}{:016x}.parquet",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        ))
     }
 
     /// Bring the lake to the state of its last commit and return that commit.
@@ -101,7 +110,10 @@ impl LakeRoot {
             }
         }
         if discarded > 0 {
-            tracing::info!(files = discarded, "discarded uncommitted files from before the restart");
+            tracing::info!(
+                files = discarded,
+                "discarded uncommitted files from before the restart"
+            );
         }
         Ok(last)
     }
@@ -110,16 +122,23 @@ impl LakeRoot {
         let mut best: Option<u64> = None;
         for entry in fs::read_dir(self.commits_dir())? {
             let name = entry?.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse::<u64>().ok()) else {
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
             best = best.max(Some(id));
         }
         let Some(id) = best else { return Ok(None) };
         let text = fs::read(self.commit_path(id))?;
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("commit record {id} is unreadable: {e}")))
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("commit record {id} is unreadable: {e}"),
+            )
+        })
     }
 
     fn commit_path(&self, id: u64) -> PathBuf {
@@ -151,7 +170,10 @@ impl LakeRoot {
                 continue; // moved already (before a crash, or in the commit itself)
             }
             let to = self.root.join(&f.path);
-            let dir = to.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+            let dir = to
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| self.root.clone());
             fs::create_dir_all(&dir)?;
             fs::rename(&from, &to)?;
             dirs.insert(dir);

@@ -63,9 +63,18 @@ pub struct ParquetSink {
 
 impl ParquetSink {
     /// Recover the lake and return the sink with the last commit's state.
-    pub fn open(path: &str, rotate: RotateConfig) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
-        let lake = LakeRoot::open(path).map_err(|source| SinkError::Io { path: path.into(), source })?;
-        let last = lake.recover().map_err(|source| SinkError::Io { path: path.into(), source })?;
+    pub fn open(
+        path: &str,
+        rotate: RotateConfig,
+    ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
+        let lake = LakeRoot::open(path).map_err(|source| SinkError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let last = lake.recover().map_err(|source| SinkError::Io {
+            path: path.into(),
+            source,
+        })?;
         let high_seq = last
             .high_seq
             .iter()
@@ -98,7 +107,8 @@ impl ParquetSink {
     /// Consume batches until every sender is gone, committing as rotation demands; commit what
     /// can be committed at the end.
     pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) -> Result<(), SinkError> {
-        let tick = (self.rotate.interval.0 / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick =
+            (self.rotate.interval.0 / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -136,7 +146,11 @@ impl ParquetSink {
             self.awaiting_position.insert(batch.source.to_string());
         }
         for event in batch.events {
-            if self.high_seq.get(&event.table.stream).is_some_and(|h| event.seq <= *h) {
+            if self
+                .high_seq
+                .get(&event.table.stream)
+                .is_some_and(|h| event.seq <= *h)
+            {
                 skipped += 1;
                 continue;
             }
@@ -144,7 +158,8 @@ impl ParquetSink {
             rotate |= self.write(event)?;
         }
         if skipped > 0 {
-            metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => batch.source.to_string()).increment(skipped);
+            metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => batch.source.to_string())
+                .increment(skipped);
         }
         if let Some(pos) = batch.resume {
             self.awaiting_position.remove(&*batch.source);
@@ -163,15 +178,21 @@ impl ParquetSink {
             .and_then(|days| days.get(&day))
             .is_some_and(|f| f.table.version != event.table.version);
         if stale {
-            let file = self.open.get_mut(stream).and_then(|d| d.remove(&day)).expect("checked above");
+            let file = self
+                .open
+                .get_mut(stream)
+                .and_then(|d| d.remove(&day))
+                .expect("checked above");
             self.sealed.push(file.seal()?);
         }
         let days = self.open.entry(stream.to_string()).or_default();
         let file = match days.entry(day) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(ParquetFile::create(event.table.clone(), self.lake.new_tmp_path(), day)?)
-            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(ParquetFile::create(
+                event.table.clone(),
+                self.lake.new_tmp_path(),
+                day,
+            )?),
         };
         file.push(event)?;
         if file.rows < self.rotate.rows && file.estimated_bytes() < self.rotate.bytes.0 {
@@ -210,7 +231,12 @@ impl ParquetSink {
             .sealed
             .iter()
             .map(|f| CommittedFile {
-                tmp: f.tmp_path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string(),
+                tmp: f
+                    .tmp_path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 path: final_path(zone, f),
                 rows: f.rows,
                 bytes: f.bytes,
@@ -227,7 +253,10 @@ impl ParquetSink {
             high_seq,
             files,
         };
-        self.lake.commit(&commit).map_err(|source| SinkError::Io { path: self.lake.root().display().to_string(), source })?;
+        self.lake.commit(&commit).map_err(|source| SinkError::Io {
+            path: self.lake.root().display().to_string(),
+            source,
+        })?;
         for f in &self.sealed {
             let labels = [("zone", zone.to_string()), ("stream", f.stream.clone())];
             metrics::counter!(m::SINK_ROWS, &labels).increment(f.rows);
@@ -241,7 +270,8 @@ impl ParquetSink {
         self.sealed.clear();
         self.last = commit;
         self.last_commit_at = Instant::now();
-        self.acks.send_replace(Arc::new(self.last.positions.clone()));
+        self.acks
+            .send_replace(Arc::new(self.last.positions.clone()));
         Ok(())
     }
 }

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -54,7 +55,9 @@ pub fn arrow_type(ty: &ColumnType) -> DataType {
         ColumnType::Float32 => DataType::Float32,
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => DataType::Utf8,
+        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
+            DataType::Utf8
+        }
         ColumnType::Bytes => DataType::Binary,
         ColumnType::Date => DataType::Date32,
         ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
@@ -106,8 +109,15 @@ pub struct SealedFile {
 }
 
 impl ParquetFile {
-    pub fn create(table: Arc<TableSchema>, tmp_path: PathBuf, day: i64) -> Result<ParquetFile, WriteError> {
-        let file = File::create(&tmp_path).map_err(|source| WriteError::Io { path: tmp_path.clone(), source })?;
+    pub fn create(
+        table: Arc<TableSchema>,
+        tmp_path: PathBuf,
+        day: i64,
+    ) -> Result<ParquetFile, WriteError> {
+        let file = File::create(&tmp_path).map_err(|source| WriteError::Io {
+            path: tmp_path.clone(),
+            source,
+        })?;
         let schema = arrow_schema(&table);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
@@ -157,7 +167,10 @@ impl ParquetFile {
     pub fn seal(mut self) -> Result<SealedFile, WriteError> {
         self.encode_buffered()?;
         let file = self.writer.into_inner()?;
-        file.sync_all().map_err(|source| WriteError::Io { path: self.tmp_path.clone(), source })?;
+        file.sync_all().map_err(|source| WriteError::Io {
+            path: self.tmp_path.clone(),
+            source,
+        })?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(SealedFile {
             tmp_path: self.tmp_path,
@@ -172,11 +185,17 @@ impl ParquetFile {
 }
 
 /// Build one record batch from events, column by column.
-pub fn to_record_batch(schema: &SchemaRef, table: &TableSchema, events: &[ChangeEvent]) -> Result<RecordBatch, WriteError> {
+pub fn to_record_batch(
+    schema: &SchemaRef,
+    table: &TableSchema,
+    events: &[ChangeEvent],
+) -> Result<RecordBatch, WriteError> {
     let n = events.len();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (i, col) in table.columns.iter().enumerate() {
-        let values = events.iter().map(|e| e.row_image().and_then(|r| r.get(i)).unwrap_or(&Value::Null));
+        let values = events
+            .iter()
+            .map(|e| e.row_image().and_then(|r| r.get(i)).unwrap_or(&Value::Null));
         columns.push(column_array(&col.ty, values, n)?);
     }
     let mut op = StringBuilder::with_capacity(n, n);
@@ -201,7 +220,11 @@ pub fn to_record_batch(schema: &SchemaRef, table: &TableSchema, events: &[Change
 
 /// Append values of one column to the builder of its type. A value that does not fit its column
 /// type (a source bug) is written as null rather than stopping the sink, and counted.
-fn column_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>, n: usize) -> Result<ArrayRef, WriteError> {
+fn column_array<'a>(
+    ty: &ColumnType,
+    values: impl Iterator<Item = &'a Value>,
+    n: usize,
+) -> Result<ArrayRef, WriteError> {
     macro_rules! build {
         ($builder:expr, $pat:pat => $val:expr) => {{
             let mut b = $builder;
@@ -223,19 +246,30 @@ fn column_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>, n:
         ColumnType::Int16 => build!(Int16Builder::with_capacity(n), Value::Int(x) => *x as i16),
         ColumnType::Int32 => build!(Int32Builder::with_capacity(n), Value::Int(x) => *x as i32),
         ColumnType::Int64 => build!(Int64Builder::with_capacity(n), Value::Int(x) => *x),
-        ColumnType::Float32 => build!(Float32Builder::with_capacity(n), Value::Float(x) => *x as f32),
+        ColumnType::Float32 => {
+            build!(Float32Builder::with_capacity(n), Value::Float(x) => *x as f32)
+        }
         ColumnType::Float64 => build!(Float64Builder::with_capacity(n), Value::Float(x) => *x),
         ColumnType::Decimal { precision, scale } => {
-            let b = Decimal128Builder::with_capacity(n).with_precision_and_scale(*precision, *scale)?;
+            let b =
+                Decimal128Builder::with_capacity(n).with_precision_and_scale(*precision, *scale)?;
             build!(b, Value::Decimal(x) => *x)
         }
         ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
             build!(StringBuilder::with_capacity(n, n * 16), Value::Text(x) => x.as_str())
         }
-        ColumnType::Bytes => build!(BinaryBuilder::with_capacity(n, n * 16), Value::Bytes(x) => x.as_slice()),
-        ColumnType::Date => build!(Date32Builder::with_capacity(n), Value::Temporal(x) => *x as i32),
-        ColumnType::Time => build!(Time64MicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x),
-        ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x),
+        ColumnType::Bytes => {
+            build!(BinaryBuilder::with_capacity(n, n * 16), Value::Bytes(x) => x.as_slice())
+        }
+        ColumnType::Date => {
+            build!(Date32Builder::with_capacity(n), Value::Temporal(x) => *x as i32)
+        }
+        ColumnType::Time => {
+            build!(Time64MicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x)
+        }
+        ColumnType::Timestamp => {
+            build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x)
+        }
         ColumnType::TimestampTz => {
             let b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
             build!(b, Value::Temporal(x) => *x)

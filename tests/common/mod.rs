@@ -14,11 +14,13 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, NoTls};
 
 pub fn pg_admin_url() -> String {
-    std::env::var("SLUICE_PG_URL").unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5432/sluice".into())
+    std::env::var("SLUICE_PG_URL")
+        .unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5432/sluice".into())
 }
 
 pub fn pg_plain_url() -> String {
-    std::env::var("SLUICE_PG_PLAIN_URL").unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5433/sluice".into())
+    std::env::var("SLUICE_PG_PLAIN_URL")
+        .unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5433/sluice".into())
 }
 
 pub fn python() -> String {
@@ -31,7 +33,9 @@ pub fn python() -> String {
 pub async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url} (run scripts/services.sh up postgres): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to {url} (run scripts/services.sh up postgres): {e}")
+        });
     tokio::spawn(conn);
     client
 }
@@ -51,26 +55,43 @@ impl TestDb {
     pub async fn create_on(admin_url: &str, name: &str) -> TestDb {
         let admin = connect(admin_url).await;
         for row in admin
-            .query("SELECT slot_name FROM pg_replication_slots WHERE database = $1", &[&name])
+            .query(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = $1",
+                &[&name],
+            )
             .await
             .unwrap()
         {
             let slot: String = row.get(0);
             // The slot may still be held by a daemon killed a moment ago.
             for _ in 0..50 {
-                if admin.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.is_ok() {
+                if admin
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                    .is_ok()
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {name} OWNER sluice")).await.unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER sluice"))
+            .await
+            .unwrap();
         let url = match admin_url.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("bad admin url"),
         };
-        TestDb { name: name.to_string(), url, admin_url: admin_url.to_string() }
+        TestDb {
+            name: name.to_string(),
+            url,
+            admin_url: admin_url.to_string(),
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -100,7 +121,11 @@ pub struct Daemon {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Daemon {
@@ -121,11 +146,22 @@ impl Daemon {
         .unwrap();
         std::fs::create_dir_all(dir.path().join("sources")).unwrap();
         std::fs::write(
-            dir.path().join("sources").join(format!("{source_name}.yaml")),
-            format!("name: {source_name}\nkind: postgres\nurl: {url}\ntables: [{}]\n", tables.join(", ")),
+            dir.path()
+                .join("sources")
+                .join(format!("{source_name}.yaml")),
+            format!(
+                "name: {source_name}\nkind: postgres\nurl: {url}\ntables: [{}]\n",
+                tables.join(", ")
+            ),
         )
         .unwrap();
-        Daemon { dir, config, lake, metrics_addr, child: None }
+        Daemon {
+            dir,
+            config,
+            lake,
+            metrics_addr,
+            child: None,
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -165,13 +201,20 @@ impl Daemon {
     /// SIGTERM and wait for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("not running");
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "sluice did not stop within 30 s of SIGTERM\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not stop within 30 s of SIGTERM\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -197,7 +240,8 @@ impl Drop for Daemon {
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out.split_once("\r\n\r\n")?.1.to_string())
@@ -244,7 +288,9 @@ pub fn lake_rows(lake: &Path, stream: &str) -> Vec<LakeRow> {
 
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -264,24 +310,51 @@ fn render(a: &dyn Array, i: usize) -> Option<String> {
     }
     Some(match a.data_type() {
         DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
-        DataType::Int16 => a.as_primitive::<arrow::datatypes::Int16Type>().value(i).to_string(),
-        DataType::Int32 => a.as_primitive::<arrow::datatypes::Int32Type>().value(i).to_string(),
-        DataType::Int64 => a.as_primitive::<arrow::datatypes::Int64Type>().value(i).to_string(),
-        DataType::Float64 => a.as_primitive::<arrow::datatypes::Float64Type>().value(i).to_string(),
-        DataType::Float32 => a.as_primitive::<arrow::datatypes::Float32Type>().value(i).to_string(),
+        DataType::Int16 => a
+            .as_primitive::<arrow::datatypes::Int16Type>()
+            .value(i)
+            .to_string(),
+        DataType::Int32 => a
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .value(i)
+            .to_string(),
+        DataType::Int64 => a
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(i)
+            .to_string(),
+        DataType::Float64 => a
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .value(i)
+            .to_string(),
+        DataType::Float32 => a
+            .as_primitive::<arrow::datatypes::Float32Type>()
+            .value(i)
+            .to_string(),
         DataType::Boolean => a.as_boolean().value(i).to_string(),
         DataType::Decimal128(_, scale) => {
-            let v = a.as_primitive::<arrow::datatypes::Decimal128Type>().value(i);
+            let v = a
+                .as_primitive::<arrow::datatypes::Decimal128Type>()
+                .value(i);
             format_decimal(v, *scale as u32)
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            a.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(i).to_string()
-        }
-        DataType::Date32 => a.as_primitive::<arrow::datatypes::Date32Type>().value(i).to_string(),
-        DataType::Time64(TimeUnit::Microsecond) => {
-            a.as_primitive::<arrow::datatypes::Time64MicrosecondType>().value(i).to_string()
-        }
-        DataType::Binary => a.as_binary::<i32>().value(i).iter().map(|b| format!("{b:02x}")).collect(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => a
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .value(i)
+            .to_string(),
+        DataType::Date32 => a
+            .as_primitive::<arrow::datatypes::Date32Type>()
+            .value(i)
+            .to_string(),
+        DataType::Time64(TimeUnit::Microsecond) => a
+            .as_primitive::<arrow::datatypes::Time64MicrosecondType>()
+            .value(i)
+            .to_string(),
+        DataType::Binary => a
+            .as_binary::<i32>()
+            .value(i)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
         other => panic!("unexpected type {other}"),
     })
 }
@@ -301,7 +374,11 @@ fn format_decimal(v: i128, scale: u32) -> String {
 
 /// The current state the change log implies: last row per key by `_seq`, deletes removed,
 /// a truncate clears everything before it.
-pub fn state_from_log(rows: &[LakeRow], key: &str, columns: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+pub fn state_from_log(
+    rows: &[LakeRow],
+    key: &str,
+    columns: &[&str],
+) -> BTreeMap<String, Vec<Option<String>>> {
     let mut state = BTreeMap::new();
     for r in rows {
         match r.op.as_str() {
@@ -320,8 +397,19 @@ pub fn state_from_log(rows: &[LakeRow], key: &str, columns: &[&str]) -> BTreeMap
 
 /// The table's rows as canonical text, by key. `exprs` are SQL expressions in column order;
 /// the first is the key.
-pub async fn table_state(client: &Client, table: &str, exprs: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
-    let sql = format!("SELECT {} FROM {table}", exprs.iter().map(|e| format!("({e})::text")).collect::<Vec<_>>().join(", "));
+pub async fn table_state(
+    client: &Client,
+    table: &str,
+    exprs: &[&str],
+) -> BTreeMap<String, Vec<Option<String>>> {
+    let sql = format!(
+        "SELECT {} FROM {table}",
+        exprs
+            .iter()
+            .map(|e| format!("({e})::text"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     client
         .query(&sql, &[])
         .await

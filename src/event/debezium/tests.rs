@@ -14,14 +14,25 @@ fn bench_schema() -> Arc<TableSchema> {
         source_type: String::new(),
     };
     Arc::new(TableSchema::new(
-        TableId { source: "pg".into(), namespace: "public".into(), table: "bench".into() },
+        TableId {
+            source: "pg".into(),
+            namespace: "public".into(),
+            table: "bench".into(),
+        },
         vec![
             col("id", ColumnType::Int64, true),
             col("i32", ColumnType::Int32, false),
             col("i64", ColumnType::Int64, false),
             col("name", ColumnType::Text, false),
             col("descr", ColumnType::Text, false),
-            col("price", ColumnType::Decimal { precision: 12, scale: 2 }, false),
+            col(
+                "price",
+                ColumnType::Decimal {
+                    precision: 12,
+                    scale: 2,
+                },
+                false,
+            ),
             col("ratio", ColumnType::Float64, false),
             col("created_at", ColumnType::Timestamp, false),
             col("updated_at", ColumnType::TimestampTz, false),
@@ -29,7 +40,10 @@ fn bench_schema() -> Arc<TableSchema> {
             col("payload", ColumnType::Json, false),
         ],
         1,
-        SourceInfo { connector: "postgresql", db: "cdctest".into() },
+        SourceInfo {
+            connector: "postgresql",
+            db: "cdctest".into(),
+        },
     ))
 }
 
@@ -67,7 +81,10 @@ fn update_matches_debezium_before_after_key_and_source() {
         after: Some(after),
         seq: Seq::new(267185912, 0),
         commit_ts_us: 1795239333446691,
-        pos: SourcePos::PgLsn { lsn: 267185968, commit_lsn: 267185912 },
+        pos: SourcePos::PgLsn {
+            lsn: 267185968,
+            commit_lsn: 267185912,
+        },
         tx_id: Some(1425),
         snapshot: false,
     };
@@ -79,8 +96,19 @@ fn update_matches_debezium_before_after_key_and_source() {
     }
     let (src, want) = (&got["source"], &expected["value"]["source"]);
     for field in [
-        "connector", "name", "ts_ms", "snapshot", "db", "sequence", "ts_us", "ts_ns", "schema",
-        "table", "txId", "lsn", "xmin",
+        "connector",
+        "name",
+        "ts_ms",
+        "snapshot",
+        "db",
+        "sequence",
+        "ts_us",
+        "ts_ns",
+        "schema",
+        "table",
+        "txId",
+        "lsn",
+        "xmin",
     ] {
         assert_eq!(src[field], want[field], "source.{field}");
     }
@@ -102,7 +130,10 @@ fn decimal_bytes_are_minimal_twos_complement() {
 
 #[test]
 fn zoned_timestamps_print_the_shortest_fraction() {
-    assert_eq!(zoned_timestamp(1717243200123456), "2024-06-01T12:00:00.123456Z");
+    assert_eq!(
+        zoned_timestamp(1717243200123456),
+        "2024-06-01T12:00:00.123456Z"
+    );
     assert_eq!(zoned_timestamp(1717243200000000), "2024-06-01T12:00:00Z");
     assert_eq!(zoned_timestamp(1717243200100000), "2024-06-01T12:00:00.1Z");
     assert_eq!(zoned_timestamp(-1), "1969-12-31T23:59:59.999999Z");

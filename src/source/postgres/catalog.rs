@@ -7,7 +7,8 @@ use super::error::PgError;
 use crate::event::{Column, ColumnType, SourceInfo, TableId, TableSchema};
 
 /// Session settings that make every text value unambiguous (see `text.rs`).
-pub const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3 -c IntervalStyle=iso_8601";
+pub const SESSION_OPTIONS: &str =
+    "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3 -c IntervalStyle=iso_8601";
 
 /// A captured table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +48,10 @@ fn quote_literal(s: &str) -> String {
 
 /// Tables matching `patterns` (`schema.table`, globs allowed). A pattern without glob characters
 /// that matches nothing is reported, as it is almost always a typo.
-pub async fn resolve_tables(client: &Client, patterns: &[String]) -> Result<(Vec<PgTable>, Vec<String>), PgError> {
+pub async fn resolve_tables(
+    client: &Client,
+    patterns: &[String],
+) -> Result<(Vec<PgTable>, Vec<String>), PgError> {
     let rows = client
         .query(
             "SELECT c.oid, n.nspname, c.relname, c.relreplident::text,
@@ -74,7 +78,8 @@ pub async fn resolve_tables(client: &Client, patterns: &[String]) -> Result<(Vec
     let mut matched = Vec::new();
     let mut missing = Vec::new();
     for pattern in patterns {
-        let glob = glob::Pattern::new(pattern).map_err(|e| PgError::Setup(format!("table pattern `{pattern}`: {e}")))?;
+        let glob = glob::Pattern::new(pattern)
+            .map_err(|e| PgError::Setup(format!("table pattern `{pattern}`: {e}")))?;
         let before = matched.len();
         for t in &all {
             if glob.matches(&t.display()) && !matched.contains(t) {
@@ -129,8 +134,15 @@ pub async fn table_schema<C: GenericClient>(
             }
         })
         .collect();
-    let id = TableId { source: source.to_string(), namespace: table.schema.clone(), table: table.name.clone() };
-    let info = SourceInfo { connector: "postgresql", db: db.to_string() };
+    let id = TableId {
+        source: source.to_string(),
+        namespace: table.schema.clone(),
+        table: table.name.clone(),
+    };
+    let info = SourceInfo {
+        connector: "postgresql",
+        db: db.to_string(),
+    };
     Ok((TableSchema::new(id, columns, version, info), oids))
 }
 
@@ -153,7 +165,10 @@ pub fn map_type(oid: u32, typmod: i32, type_name: &str) -> ColumnType {
         1184 => ColumnType::TimestampTz,
         2950 => ColumnType::Uuid,
         1700 => match numeric_precision_scale(typmod) {
-            Some((p, s)) if p <= 38 => ColumnType::Decimal { precision: p as u8, scale: s as i8 },
+            Some((p, s)) if p <= 38 => ColumnType::Decimal {
+                precision: p as u8,
+                scale: s as i8,
+            },
             // Unconstrained or wider than 38 digits: exact text, never a rounded float.
             _ => ColumnType::Other(type_name.to_string()),
         },
@@ -171,32 +186,54 @@ fn numeric_precision_scale(typmod: i32) -> Option<(i32, i32)> {
 
 /// Make sure the publication exists and publishes exactly what we capture (adding missing
 /// tables; never dropping tables a user added by hand).
-pub async fn ensure_publication(client: &Client, name: &str, tables: &[PgTable]) -> Result<(), PgError> {
+pub async fn ensure_publication(
+    client: &Client,
+    name: &str,
+    tables: &[PgTable],
+) -> Result<(), PgError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await
         .map_err(PgError::query("looking up the publication"))?
         .is_some();
-    let list = tables.iter().map(PgTable::qualified).collect::<Vec<_>>().join(", ");
+    let list = tables
+        .iter()
+        .map(PgTable::qualified)
+        .collect::<Vec<_>>()
+        .join(", ");
     if !exists {
         client
-            .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(name)))
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {list}",
+                quote_ident(name)
+            ))
             .await
             .map_err(PgError::query("creating the publication"))?;
         return Ok(());
     }
     let published = client
-        .query("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", &[&name])
+        .query(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
         .await
         .map_err(PgError::query("listing the publication's tables"))?;
     let missing: Vec<String> = tables
         .iter()
-        .filter(|t| !published.iter().any(|r| r.get::<_, String>(0) == t.schema && r.get::<_, String>(1) == t.name))
+        .filter(|t| {
+            !published
+                .iter()
+                .any(|r| r.get::<_, String>(0) == t.schema && r.get::<_, String>(1) == t.name)
+        })
         .map(PgTable::qualified)
         .collect();
     if !missing.is_empty() {
         client
-            .batch_execute(&format!("ALTER PUBLICATION {} ADD TABLE {}", quote_ident(name), missing.join(", ")))
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {} ADD TABLE {}",
+                quote_ident(name),
+                missing.join(", ")
+            ))
             .await
             .map_err(PgError::query("adding tables to the publication"))?;
     }
@@ -204,7 +241,10 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[PgTable])
 }
 
 /// The slot's state: `None` if it does not exist.
-pub async fn slot_confirmed_lsn(client: &Client, slot: &str) -> Result<Option<Option<u64>>, PgError> {
+pub async fn slot_confirmed_lsn(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<Option<u64>>, PgError> {
     let row = client
         .query_opt(
             "SELECT confirmed_flush_lsn::text, plugin FROM pg_replication_slots WHERE slot_name = $1",
@@ -235,7 +275,12 @@ pub fn set_snapshot_sql(snapshot: &str) -> String {
 }
 
 pub fn copy_sql(table: &PgTable, schema: &TableSchema) -> String {
-    let cols = schema.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    let cols = schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("COPY (SELECT {cols} FROM {}) TO STDOUT", table.qualified())
 }
 
@@ -246,9 +291,21 @@ mod tests {
     #[test]
     fn numeric_typmods() {
         // numeric(12,2) has typmod ((12 << 16) | 2) + 4
-        assert_eq!(map_type(1700, ((12 << 16) | 2) + 4, "numeric(12,2)"), ColumnType::Decimal { precision: 12, scale: 2 });
-        assert_eq!(map_type(1700, -1, "numeric"), ColumnType::Other("numeric".into()));
-        assert_eq!(map_type(1700, ((60 << 16) | 2) + 4, "numeric(60,2)"), ColumnType::Other("numeric(60,2)".into()));
+        assert_eq!(
+            map_type(1700, ((12 << 16) | 2) + 4, "numeric(12,2)"),
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            map_type(1700, -1, "numeric"),
+            ColumnType::Other("numeric".into())
+        );
+        assert_eq!(
+            map_type(1700, ((60 << 16) | 2) + 4, "numeric(60,2)"),
+            ColumnType::Other("numeric(60,2)".into())
+        );
     }
 
     #[test]
@@ -257,6 +314,9 @@ mod tests {
         assert_eq!(parse_lsn("1/0"), Some(1 << 32));
         assert_eq!(parse_lsn("junk"), None);
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(set_snapshot_sql("00000003-1"), "SET TRANSACTION SNAPSHOT '00000003-1'");
+        assert_eq!(
+            set_snapshot_sql("00000003-1"),
+            "SET TRANSACTION SNAPSHOT '00000003-1'"
+        );
     }
 }

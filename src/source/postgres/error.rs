@@ -53,7 +53,10 @@ impl Classify for PgError {
             PgError::Query { source, .. } => source.is_closed() || source.as_db_error().is_none(),
             PgError::Replication(e) => e.is_transient() || e.is_io(),
             PgError::Downstream => true,
-            PgError::Decode(_) | PgError::Value { .. } | PgError::Setup(_) | PgError::SlotLost { .. } => false,
+            PgError::Decode(_)
+            | PgError::Value { .. }
+            | PgError::Setup(_)
+            | PgError::SlotLost { .. } => false,
         }
     }
 }

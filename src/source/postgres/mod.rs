@@ -84,8 +84,14 @@ impl PostgresSource {
         let (client, db) = connect_sql(&ctx.config.url).await?;
         let problems = check::prerequisites(&client, &db, &ctx.config).await;
         if !problems.is_empty() {
-            let text = problems.iter().map(|f| format!("{}; fix: {}", f.problem, f.fix)).collect::<Vec<_>>().join("\n  ");
-            return Err(PgError::Setup(format!("prerequisites not met, nothing was created:\n  {text}")));
+            let text = problems
+                .iter()
+                .map(|f| format!("{}; fix: {}", f.problem, f.fix))
+                .collect::<Vec<_>>()
+                .join("\n  ");
+            return Err(PgError::Setup(format!(
+                "prerequisites not met, nothing was created:\n  {text}"
+            )));
         }
         let (tables, _) = catalog::resolve_tables(&client, &ctx.config.tables).await?;
         catalog::ensure_publication(&client, &ctx.config.publication_name(), &tables).await?;
@@ -107,20 +113,24 @@ impl PostgresSource {
         let slot = self.ctx.config.slot_name();
         let start = self.decide_start(&slot).await?;
         for t in self.tables.clone() {
-            let (schema, _) = catalog::table_schema(&self.client, &self.name, &self.db, &t, 1).await?;
+            let (schema, _) =
+                catalog::table_schema(&self.client, &self.name, &self.db, &t, 1).await?;
             self.schemas.insert(t.relid, Arc::new(schema));
         }
         let (mut repl, start_lsn) = match start {
             Start::Resume { lsn } => (self.replication(&slot, lsn).await?, lsn),
             Start::NewSlot { snapshot } => {
-                let mut repl = ReplicationClient::connect_gated(self.replication_config(&slot, 0)?).await?;
-                let (consistent_point, snapshot_name) = create_slot(&mut repl, &slot, snapshot).await?;
+                let mut repl =
+                    ReplicationClient::connect_gated(self.replication_config(&slot, 0)?).await?;
+                let (consistent_point, snapshot_name) =
+                    create_slot(&mut repl, &slot, snapshot).await?;
                 if let Some(snapshot_name) = snapshot_name {
                     tracing::info!(source = %self.name, slot, "taking the initial snapshot");
                     self.snapshot(&snapshot_name, consistent_point).await?;
                 }
                 // The snapshot (or nothing) is everything before the consistent point: resumable.
-                self.flush(Some(self.position(&slot, consistent_point))).await?;
+                self.flush(Some(self.position(&slot, consistent_point)))
+                    .await?;
                 if self.ctx.config.snapshot == SnapshotMode::InitialOnly {
                     return self.finish_initial_only(consistent_point).await;
                 }
@@ -144,7 +154,10 @@ impl PostgresSource {
         Ok(match (committed, slot_state) {
             (Some(lsn), Some(_)) => Start::Resume { lsn },
             (Some(_), None) => {
-                return Err(PgError::SlotLost { slot: slot.to_string(), source_name: self.name.to_string() });
+                return Err(PgError::SlotLost {
+                    slot: slot.to_string(),
+                    source_name: self.name.to_string(),
+                });
             }
             (None, existing) => {
                 if existing.is_some() {
@@ -154,26 +167,42 @@ impl PostgresSource {
                     tracing::warn!(source = %self.name, slot, "slot exists but nothing was committed: recreating it");
                     catalog::drop_slot(&self.client, slot).await?;
                 }
-                Start::NewSlot { snapshot: self.ctx.config.snapshot != SnapshotMode::Never }
+                Start::NewSlot {
+                    snapshot: self.ctx.config.snapshot != SnapshotMode::Never,
+                }
             }
         })
     }
 
     fn position(&self, slot: &str, lsn: u64) -> SourcePosition {
-        SourcePosition::Postgres { lsn, slot: slot.to_string() }
+        SourcePosition::Postgres {
+            lsn,
+            slot: slot.to_string(),
+        }
     }
 
     fn replication_config(&self, slot: &str, start_lsn: u64) -> Result<ReplicationConfig, PgError> {
-        replication_config(&self.ctx.config.url, slot, &self.ctx.config.publication_name(), start_lsn)
+        replication_config(
+            &self.ctx.config.url,
+            slot,
+            &self.ctx.config.publication_name(),
+            start_lsn,
+        )
     }
 
     async fn replication(&self, slot: &str, lsn: u64) -> Result<ReplicationClient, PgError> {
-        let cfg = self.replication_config(slot, lsn)?.with_ack_lsn(Lsn::from_u64(lsn));
+        let cfg = self
+            .replication_config(slot, lsn)?
+            .with_ack_lsn(Lsn::from_u64(lsn));
         Ok(ReplicationClient::connect(cfg).await?)
     }
 
     /// Read every table at the exported snapshot, as `op=r` events.
-    async fn snapshot(&mut self, snapshot_name: &str, consistent_point: u64) -> Result<(), PgError> {
+    async fn snapshot(
+        &mut self,
+        snapshot_name: &str,
+        consistent_point: u64,
+    ) -> Result<(), PgError> {
         // A connection of its own: the transaction holds the imported snapshot while we stream rows.
         let (mut snapshot_client, _) = connect_sql(&self.ctx.config.url).await?;
         let tx = snapshot_client
@@ -215,7 +244,10 @@ impl PostgresSource {
                         after: Some(row),
                         seq: Seq::new(seq_major, ordinal),
                         commit_ts_us: taken_at,
-                        pos: SourcePos::PgLsn { lsn: consistent_point, commit_lsn: consistent_point },
+                        pos: SourcePos::PgLsn {
+                            lsn: consistent_point,
+                            commit_lsn: consistent_point,
+                        },
                         tx_id: None,
                         snapshot: true,
                     });
@@ -230,7 +262,9 @@ impl PostgresSource {
                 .increment(rows);
             tracing::info!(source = %self.name, table = %table.display(), rows, "snapshot of table done");
         }
-        tx.commit().await.map_err(PgError::query("ending the snapshot transaction"))?;
+        tx.commit()
+            .await
+            .map_err(PgError::query("ending the snapshot transaction"))?;
         Ok(())
     }
 
@@ -243,12 +277,21 @@ impl PostgresSource {
             resume: Some(self.position(&slot, consistent_point)),
             finished: true,
         };
-        self.ctx.out.send(done).await.map_err(|_| PgError::Downstream)?;
+        self.ctx
+            .out
+            .send(done)
+            .await
+            .map_err(|_| PgError::Downstream)?;
         tracing::info!(source = %self.name, "initial snapshot handed over; not streaming (snapshot: initial_only)");
         Ok(())
     }
 
-    async fn stream(&mut self, repl: &mut ReplicationClient, slot: &str, start_lsn: u64) -> Result<(), PgError> {
+    async fn stream(
+        &mut self,
+        repl: &mut ReplicationClient,
+        slot: &str,
+        start_lsn: u64,
+    ) -> Result<(), PgError> {
         let mut tx = TxState::default();
         let mut resume = start_lsn;
         let mut shutdown = self.ctx.shutdown.clone();
@@ -311,7 +354,12 @@ impl PostgresSource {
         }
     }
 
-    async fn handle_message(&mut self, msg: Message, tx: &mut TxState, lsn: u64) -> Result<(), PgError> {
+    async fn handle_message(
+        &mut self,
+        msg: Message,
+        tx: &mut TxState,
+        lsn: u64,
+    ) -> Result<(), PgError> {
         let (relation, op, before, after) = match msg {
             Message::Relation(rel) => return self.on_relation(rel).await,
             Message::Insert { relation, new } => (relation, Op::Create, None, Some(new)),
@@ -359,7 +407,10 @@ impl PostgresSource {
             after,
             seq: Seq::new(tx.commit_lsn, tx.index),
             commit_ts_us: tx.commit_ts_us,
-            pos: SourcePos::PgLsn { lsn, commit_lsn: tx.commit_lsn },
+            pos: SourcePos::PgLsn {
+                lsn,
+                commit_lsn: tx.commit_lsn,
+            },
             tx_id: Some(tx.xid),
             snapshot: false,
         });
@@ -374,9 +425,15 @@ impl PostgresSource {
         };
         let current = self.schemas.get(&rel.id).cloned();
         let version = current.as_ref().map_or(1, |s| s.version);
-        let (fresh, oids) = catalog::table_schema(&self.client, &self.name, &self.db, &table, version).await?;
+        let (fresh, oids) =
+            catalog::table_schema(&self.client, &self.name, &self.db, &table, version).await?;
         let matches_stream = fresh.columns.len() == rel.columns.len()
-            && fresh.columns.iter().zip(&rel.columns).zip(&oids).all(|((c, r), oid)| c.name == r.name && *oid == r.type_oid);
+            && fresh
+                .columns
+                .iter()
+                .zip(&rel.columns)
+                .zip(&oids)
+                .all(|((c, r), oid)| c.name == r.name && *oid == r.type_oid);
         let schema = if matches_stream {
             fresh
         } else {
@@ -387,7 +444,11 @@ impl PostgresSource {
                 .iter()
                 .map(|r| crate::event::Column {
                     name: r.name.clone(),
-                    ty: catalog::map_type(r.type_oid, r.type_modifier, &format!("oid {}", r.type_oid)),
+                    ty: catalog::map_type(
+                        r.type_oid,
+                        r.type_modifier,
+                        &format!("oid {}", r.type_oid),
+                    ),
                     nullable: !r.key,
                     key: r.key,
                     source_type: format!("oid {}", r.type_oid),
@@ -412,8 +473,17 @@ impl PostgresSource {
         self.batch_started = None;
         let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
         count_events(&self.name, &events);
-        let batch = SourceBatch { source: self.name.clone(), events, resume, finished: false };
-        self.ctx.out.send(batch).await.map_err(|_| PgError::Downstream)
+        let batch = SourceBatch {
+            source: self.name.clone(),
+            events,
+            resume,
+            finished: false,
+        };
+        self.ctx
+            .out
+            .send(batch)
+            .await
+            .map_err(|_| PgError::Downstream)
     }
 }
 
@@ -449,8 +519,13 @@ pub fn now_us() -> i64 {
 }
 
 /// One COPY text line → a row.
-fn copy_row(schema: &TableSchema, line: &[u8], fields: &mut Vec<Option<Vec<u8>>>) -> Result<Row, PgError> {
-    text::split_copy_line(line, fields).map_err(|e| PgError::Setup(format!("COPY output of {}: {e}", schema.stream)))?;
+fn copy_row(
+    schema: &TableSchema,
+    line: &[u8],
+    fields: &mut Vec<Option<Vec<u8>>>,
+) -> Result<Row, PgError> {
+    text::split_copy_line(line, fields)
+        .map_err(|e| PgError::Setup(format!("COPY output of {}: {e}", schema.stream)))?;
     if fields.len() != schema.columns.len() {
         return Err(PgError::Setup(format!(
             "COPY output of {} has {} fields, expected {}",
@@ -470,7 +545,11 @@ fn copy_row(schema: &TableSchema, line: &[u8], fields: &mut Vec<Option<Vec<u8>>>
         .collect()
 }
 
-fn parse_value(schema: &TableSchema, col: &crate::event::Column, raw: &[u8]) -> Result<Value, PgError> {
+fn parse_value(
+    schema: &TableSchema,
+    col: &crate::event::Column,
+    raw: &[u8],
+) -> Result<Value, PgError> {
     text::parse_text(&col.ty, raw).map_err(|source| PgError::Value {
         table: schema.stream.clone(),
         column: col.name.clone(),
@@ -481,7 +560,11 @@ fn parse_value(schema: &TableSchema, col: &crate::event::Column, raw: &[u8]) -> 
 /// A pgoutput tuple → a row. `previous` fills unchanged TOAST values from the old image when the
 /// server sent one (REPLICA IDENTITY FULL). In a key-only old tuple (REPLICA IDENTITY DEFAULT)
 /// the non-key columns arrive as nulls.
-fn tuple_row(schema: &TableSchema, tuple: &[TupleValue], previous: Option<&Row>) -> Result<Row, PgError> {
+fn tuple_row(
+    schema: &TableSchema,
+    tuple: &[TupleValue],
+    previous: Option<&Row>,
+) -> Result<Row, PgError> {
     if tuple.len() != schema.columns.len() {
         return Err(PgError::Setup(format!(
             "a change of {} has {} columns but the table has {}: schema changed without a Relation message",
@@ -514,10 +597,15 @@ fn tuple_row(schema: &TableSchema, tuple: &[TupleValue], previous: Option<&Row>)
 
 /// A normal SQL connection with the session settings the text parsers rely on.
 pub async fn connect_sql(url: &str) -> Result<(Client, String), PgError> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
     config.options(SESSION_OPTIONS).application_name("sluice");
-    let db = config.get_dbname().map(str::to_string).or_else(|| config.get_user().map(str::to_string)).unwrap_or_default();
+    let db = config
+        .get_dbname()
+        .map(str::to_string)
+        .or_else(|| config.get_user().map(str::to_string))
+        .unwrap_or_default();
     let (client, connection) = config.connect(NoTls).await.map_err(PgError::Connect)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -527,9 +615,15 @@ pub async fn connect_sql(url: &str) -> Result<(Client, String), PgError> {
     Ok((client, db))
 }
 
-fn replication_config(url: &str, slot: &str, publication: &str, start_lsn: u64) -> Result<ReplicationConfig, PgError> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
+fn replication_config(
+    url: &str,
+    slot: &str,
+    publication: &str,
+    start_lsn: u64,
+) -> Result<ReplicationConfig, PgError> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         #[cfg(unix)]
@@ -537,30 +631,54 @@ fn replication_config(url: &str, slot: &str, publication: &str, start_lsn: u64) 
         None => "localhost".to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let password = config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
     let user = config.get_user().unwrap_or("postgres").to_string();
     let db = config.get_dbname().unwrap_or(&user).to_string();
-    Ok(ReplicationConfig::new(host, user, password, db, slot, publication)
-        .with_port(port)
-        .with_start_lsn(Lsn::from_u64(start_lsn))
-        .with_options(SESSION_OPTIONS)
-        .with_status_interval(Duration::from_secs(1))
-        .with_buffer_size(BATCH_EVENTS * 2))
+    Ok(
+        ReplicationConfig::new(host, user, password, db, slot, publication)
+            .with_port(port)
+            .with_start_lsn(Lsn::from_u64(start_lsn))
+            .with_options(SESSION_OPTIONS)
+            .with_status_interval(Duration::from_secs(1))
+            .with_buffer_size(BATCH_EVENTS * 2),
+    )
 }
 
 /// `CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT` on the gated replication session: returns the
 /// consistent point and, when asked for, the exported snapshot's name (valid while the session
 /// runs no other command).
-async fn create_slot(repl: &mut ReplicationClient, slot: &str, export: bool) -> Result<(u64, Option<String>), PgError> {
-    let mode = if export { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
+async fn create_slot(
+    repl: &mut ReplicationClient,
+    slot: &str,
+    export: bool,
+) -> Result<(u64, Option<String>), PgError> {
+    let mode = if export {
+        "EXPORT_SNAPSHOT"
+    } else {
+        "NOEXPORT_SNAPSHOT"
+    };
     let rows = repl
-        .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {mode}", catalog::quote_ident(slot)))
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {mode}",
+            catalog::quote_ident(slot)
+        ))
         .await?;
-    let row = rows.first().ok_or_else(|| PgError::Setup("CREATE_REPLICATION_SLOT returned no row".into()))?;
-    let text = |i: usize| row.get(i).and_then(|v| v.as_ref()).map(|b| String::from_utf8_lossy(b).into_owned());
+    let row = rows
+        .first()
+        .ok_or_else(|| PgError::Setup("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let text = |i: usize| {
+        row.get(i)
+            .and_then(|v| v.as_ref())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
     let consistent_point = text(1)
         .as_deref()
         .and_then(catalog::parse_lsn)
-        .ok_or_else(|| PgError::Setup("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
+        .ok_or_else(|| {
+            PgError::Setup("CREATE_REPLICATION_SLOT returned no consistent point".into())
+        })?;
     Ok((consistent_point, if export { text(2) } else { None }))
 }

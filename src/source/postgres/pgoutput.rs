@@ -51,11 +51,25 @@ pub type Tuple = Vec<TupleValue>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Relation(Relation),
-    Insert { relation: u32, new: Tuple },
+    Insert {
+        relation: u32,
+        new: Tuple,
+    },
     /// `old` is the key (`K`, replica identity default/index) or the whole old row (`O`, full).
-    Update { relation: u32, old: Option<(OldKind, Tuple)>, new: Tuple },
-    Delete { relation: u32, old: (OldKind, Tuple) },
-    Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
+    Update {
+        relation: u32,
+        old: Option<(OldKind, Tuple)>,
+        new: Tuple,
+    },
+    Delete {
+        relation: u32,
+        old: (OldKind, Tuple),
+    },
+    Truncate {
+        relations: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
     /// Begin, Commit, Origin, Type, Message: handled elsewhere or not needed.
     Other(u8),
 }
@@ -101,8 +115,13 @@ impl Reader {
     }
     fn cstr(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let rest = &self.buf[self.pos.min(self.buf.len())..];
-        let end = rest.iter().position(|&b| b == 0).ok_or(DecodeError::Truncated(what))?;
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::NotUtf8(what))?.to_owned();
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(DecodeError::Truncated(what))?;
+        let s = std::str::from_utf8(&rest[..end])
+            .map_err(|_| DecodeError::NotUtf8(what))?
+            .to_owned();
         self.pos += end + 1;
         Ok(s)
     }
@@ -123,7 +142,10 @@ pub fn decode(buf: Bytes) -> Result<Message, DecodeError> {
         b'I' => {
             let relation = r.u32("insert relation")?;
             match r.u8("insert tuple tag")? {
-                b'N' => Message::Insert { relation, new: tuple(&mut r)? },
+                b'N' => Message::Insert {
+                    relation,
+                    new: tuple(&mut r)?,
+                },
                 t => return Err(DecodeError::UnknownTag(t, "insert")),
             }
         }
@@ -132,14 +154,22 @@ pub fn decode(buf: Bytes) -> Result<Message, DecodeError> {
             let mut old = None;
             let mut t = r.u8("update tuple tag")?;
             if t == b'K' || t == b'O' {
-                let kind = if t == b'K' { OldKind::Key } else { OldKind::Full };
+                let kind = if t == b'K' {
+                    OldKind::Key
+                } else {
+                    OldKind::Full
+                };
                 old = Some((kind, tuple(&mut r)?));
                 t = r.u8("update new tuple tag")?;
             }
             if t != b'N' {
                 return Err(DecodeError::UnknownTag(t, "update"));
             }
-            Message::Update { relation, old, new: tuple(&mut r)? }
+            Message::Update {
+                relation,
+                old,
+                new: tuple(&mut r)?,
+            }
         }
         b'D' => {
             let relation = r.u32("delete relation")?;
@@ -148,14 +178,23 @@ pub fn decode(buf: Bytes) -> Result<Message, DecodeError> {
                 b'O' => OldKind::Full,
                 t => return Err(DecodeError::UnknownTag(t, "delete")),
             };
-            Message::Delete { relation, old: (kind, tuple(&mut r)?) }
+            Message::Delete {
+                relation,
+                old: (kind, tuple(&mut r)?),
+            }
         }
         b'T' => {
             let n = r.u32("truncate count")? as usize;
             let options = r.u8("truncate options")?;
             r.need(n.saturating_mul(4), "truncate relations")?;
-            let relations = (0..n).map(|_| r.u32("truncate relation")).collect::<Result<_, _>>()?;
-            Message::Truncate { relations, cascade: options & 1 != 0, restart_identity: options & 2 != 0 }
+            let relations = (0..n)
+                .map(|_| r.u32("truncate relation"))
+                .collect::<Result<_, _>>()?;
+            Message::Truncate {
+                relations,
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+            }
         }
         b'B' | b'C' | b'O' | b'Y' | b'M' => Message::Other(tag),
         t => return Err(DecodeError::UnknownTag(t, "message")),
@@ -177,9 +216,20 @@ fn relation(r: &mut Reader) -> Result<Relation, DecodeError> {
         let name = r.cstr("column name")?;
         let type_oid = r.u32("column type")?;
         let type_modifier = r.i32("column type modifier")?;
-        columns.push(RelationColumn { key: flags & 1 != 0, name, type_oid, type_modifier });
+        columns.push(RelationColumn {
+            key: flags & 1 != 0,
+            name,
+            type_oid,
+            type_modifier,
+        });
     }
-    Ok(Relation { id, namespace, name, replica_identity, columns })
+    Ok(Relation {
+        id,
+        namespace,
+        name,
+        replica_identity,
+        columns,
+    })
 }
 
 fn tuple(r: &mut Reader) -> Result<Tuple, DecodeError> {
@@ -194,9 +244,14 @@ fn tuple(r: &mut Reader) -> Result<Tuple, DecodeError> {
             b'u' => TupleValue::UnchangedToast,
             kind @ (b't' | b'b') => {
                 let len = r.i32("value length")?;
-                let len = usize::try_from(len).map_err(|_| DecodeError::Negative("value length"))?;
+                let len =
+                    usize::try_from(len).map_err(|_| DecodeError::Negative("value length"))?;
                 let data = r.bytes(len, "value")?;
-                if kind == b't' { TupleValue::Text(data) } else { TupleValue::Binary(data) }
+                if kind == b't' {
+                    TupleValue::Text(data)
+                } else {
+                    TupleValue::Binary(data)
+                }
             }
             t => return Err(DecodeError::UnknownTag(t, "tuple")),
         });
@@ -228,7 +283,11 @@ mod tests {
             msg,
             Message::Insert {
                 relation: 16384,
-                new: vec![TupleValue::Text(Bytes::from_static(b"42")), TupleValue::Null, TupleValue::UnchangedToast]
+                new: vec![
+                    TupleValue::Text(Bytes::from_static(b"42")),
+                    TupleValue::Null,
+                    TupleValue::UnchangedToast
+                ]
             }
         );
     }
@@ -244,9 +303,19 @@ mod tests {
         m.extend(b"id\0");
         m.extend(20u32.to_be_bytes());
         m.extend((-1i32).to_be_bytes());
-        let Message::Relation(rel) = decode(Bytes::from(m)).unwrap() else { panic!() };
+        let Message::Relation(rel) = decode(Bytes::from(m)).unwrap() else {
+            panic!()
+        };
         assert_eq!(rel.name, "t");
-        assert_eq!(rel.columns[0], RelationColumn { key: true, name: "id".into(), type_oid: 20, type_modifier: -1 });
+        assert_eq!(
+            rel.columns[0],
+            RelationColumn {
+                key: true,
+                name: "id".into(),
+                type_oid: 20,
+                type_modifier: -1
+            }
+        );
 
         let mut t = vec![b'T'];
         t.extend(2u32.to_be_bytes());
@@ -255,7 +324,11 @@ mod tests {
         t.extend(8u32.to_be_bytes());
         assert_eq!(
             decode(Bytes::from(t)).unwrap(),
-            Message::Truncate { relations: vec![7, 8], cascade: true, restart_identity: false }
+            Message::Truncate {
+                relations: vec![7, 8],
+                cascade: true,
+                restart_identity: false
+            }
         );
     }
 

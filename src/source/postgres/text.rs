@@ -12,7 +12,10 @@ pub struct ValueError {
 }
 
 fn err(ty: &ColumnType, reason: &'static str) -> ValueError {
-    ValueError { ty: format!("{ty:?}"), reason }
+    ValueError {
+        ty: format!("{ty:?}"),
+        reason,
+    }
 }
 
 /// Parse one value in Postgres's text output format for a column of type `ty`.
@@ -30,14 +33,16 @@ pub fn parse_text(ty: &ColumnType, raw: &[u8]) -> Result<Value, ValueError> {
         ColumnType::Float32 | ColumnType::Float64 => {
             Value::Float(s.parse().map_err(|_| err(ty, "not a number"))?)
         }
-        ColumnType::Decimal { scale, .. } => {
-            Value::Decimal(parse_decimal(s, *scale).ok_or_else(|| err(ty, "not a decimal of this scale"))?)
-        }
+        ColumnType::Decimal { scale, .. } => Value::Decimal(
+            parse_decimal(s, *scale).ok_or_else(|| err(ty, "not a decimal of this scale"))?,
+        ),
         ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
             Value::Text(s.to_owned())
         }
         ColumnType::Bytes => Value::Bytes(parse_bytea(s).ok_or_else(|| err(ty, "not \\x hex"))?),
-        ColumnType::Date => Value::Temporal(parse_date(s).ok_or_else(|| err(ty, "not a date"))? as i64),
+        ColumnType::Date => {
+            Value::Temporal(parse_date(s).ok_or_else(|| err(ty, "not a date"))? as i64)
+        }
         ColumnType::Time => Value::Temporal(parse_time(s).ok_or_else(|| err(ty, "not a time"))?),
         ColumnType::Timestamp => {
             Value::Temporal(parse_timestamp(s, false).ok_or_else(|| err(ty, "not a timestamp"))?)
@@ -192,7 +197,9 @@ fn unescape_copy(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
             i += 1;
             continue;
         }
-        let next = *raw.get(i + 1).ok_or("COPY field ends in a lone backslash")?;
+        let next = *raw
+            .get(i + 1)
+            .ok_or("COPY field ends in a lone backslash")?;
         i += 2;
         out.push(match next {
             b'b' => 0x08,
@@ -271,7 +278,10 @@ mod tests {
             parse_timestamp("2024-06-01 14:00:00.123456+02", true),
             Some(1717243200123456)
         );
-        assert_eq!(parse_timestamp("2024-06-01 05:30:00-05:30", true), Some(1717243200000000));
+        assert_eq!(
+            parse_timestamp("2024-06-01 05:30:00-05:30", true),
+            Some(1717243200000000)
+        );
         assert_eq!(parse_timestamp("infinity", false), None);
     }
 
@@ -279,10 +289,17 @@ mod tests {
     fn values_by_type() {
         assert_eq!(parse_text(&ColumnType::Bool, b"t"), Ok(Value::Bool(true)));
         assert_eq!(parse_text(&ColumnType::Int64, b"-42"), Ok(Value::Int(-42)));
-        assert_eq!(parse_text(&ColumnType::Bytes, b"\\x00ff"), Ok(Value::Bytes(vec![0, 255])));
+        assert_eq!(
+            parse_text(&ColumnType::Bytes, b"\\x00ff"),
+            Ok(Value::Bytes(vec![0, 255]))
+        );
         assert!(parse_text(&ColumnType::Int32, b"x").is_err());
         assert!(parse_text(&ColumnType::Text, &[0xff, 0xfe]).is_err());
-        assert_eq!(parse_text(&ColumnType::Float64, b"NaN").map(|v| matches!(v, Value::Float(f) if f.is_nan())), Ok(true));
+        assert_eq!(
+            parse_text(&ColumnType::Float64, b"NaN")
+                .map(|v| matches!(v, Value::Float(f) if f.is_nan())),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -305,12 +322,31 @@ mod tests {
     #[test]
     fn never_panics_on_garbage() {
         let types = [
-            ColumnType::Bool, ColumnType::Int16, ColumnType::Float64,
-            ColumnType::Decimal { precision: 38, scale: 10 }, ColumnType::Bytes, ColumnType::Date,
-            ColumnType::Time, ColumnType::Timestamp, ColumnType::TimestampTz,
+            ColumnType::Bool,
+            ColumnType::Int16,
+            ColumnType::Float64,
+            ColumnType::Decimal {
+                precision: 38,
+                scale: 10,
+            },
+            ColumnType::Bytes,
+            ColumnType::Date,
+            ColumnType::Time,
+            ColumnType::Timestamp,
+            ColumnType::TimestampTz,
         ];
-        let inputs: [&[u8]; 10] = [b"", b"-", b"+", b"::", b"2024-02-30 25:61:61+99", b"\\x0", b"9999999999-01-01 00:00:00",
-            b"1.2.3", b" - ", b"00:00:00.1234567"];
+        let inputs: [&[u8]; 10] = [
+            b"",
+            b"-",
+            b"+",
+            b"::",
+            b"2024-02-30 25:61:61+99",
+            b"\\x0",
+            b"9999999999-01-01 00:00:00",
+            b"1.2.3",
+            b" - ",
+            b"00:00:00.1234567",
+        ];
         for ty in &types {
             for input in inputs {
                 let _ = parse_text(ty, input);

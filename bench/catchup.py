@@ -1,0 +1,166 @@
+"""Catch-up benchmark: how fast sluice drains a backlog of changes into the Parquet raw zone,
+next to pg_recvlogical draining the same backlog to /dev/null in the same run (the rate the
+server can hand out changes: the ceiling for any client).
+
+Workload (the foundation issue's): table `bench` of 11 columns; 100,000 inserts in 100
+transactions of one 1,000-row INSERT, 50,000 updates of 5 columns (ids 1..50000) in 50
+transactions, 10,000 deletes in 10 transactions: 160,000 change events.
+
+Run through bench/run.sh, which starts Postgres and builds sluice in release mode.
+usage: catchup.py SLUICE_BINARY [--runs N]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import psycopg
+
+ADMIN = os.environ.get("SLUICE_PG_URL", "postgres://sluice:sluice@127.0.0.1:5432/sluice")
+DB = "sluice_bench"
+URL = ADMIN.rsplit("/", 1)[0] + "/" + DB
+EVENTS = 160_000
+
+TABLE = """CREATE TABLE bench (
+    id bigint PRIMARY KEY, i32 int NOT NULL, i64 bigint, name varchar(64) NOT NULL, descr varchar(255),
+    price numeric(12,2), ratio double precision, created_at timestamp(6) NOT NULL, updated_at timestamptz,
+    flag boolean, payload jsonb)"""
+
+
+def sql(url, *statements, autocommit=True):
+    with psycopg.connect(url, autocommit=autocommit) as conn:
+        for s in statements:
+            conn.execute(s)
+
+
+def write_backlog():
+    with psycopg.connect(URL) as conn:
+        for t in range(100):
+            lo, hi = t * 1000 + 1, (t + 1) * 1000
+            conn.execute(f"""INSERT INTO bench SELECT g, (g % 30000)::int, g * 1000003, 'name-' || g,
+                'description for row ' || g || ' ' || repeat('x', 40), g / 100.0, g / 3.0,
+                timestamp '2024-01-01' + g * interval '1.000001 second', NULL, false,
+                jsonb_build_object('k', g, 'tags', jsonb_build_array('a', 'b'), 'nested', jsonb_build_object('x', 1))
+                FROM generate_series({lo}, {hi}) g""")
+            conn.commit()
+        for t in range(50):
+            lo, hi = t * 1000 + 1, (t + 1) * 1000
+            conn.execute(f"""UPDATE bench SET i32 = i32 + 1, descr = 'updated ' || id, price = price + 1.5,
+                updated_at = timestamptz '2024-06-01 12:00:00.123456+00', flag = true
+                WHERE id BETWEEN {lo} AND {hi}""")
+            conn.commit()
+        for t in range(10):
+            lo = 90_001 + t * 1000
+            conn.execute(f"DELETE FROM bench WHERE id BETWEEN {lo} AND {lo + 999}")
+            conn.commit()
+        return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+def metric(addr, name):
+    try:
+        text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=1).read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def one_run(sluice, workdir):
+    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
+    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    sql(URL, TABLE)
+    lake = os.path.join(workdir, "lake")
+    shutil.rmtree(lake, ignore_errors=True)
+    os.makedirs(os.path.join(workdir, "sources"), exist_ok=True)
+    addr = "127.0.0.1:9291"
+    with open(os.path.join(workdir, "sluice.yaml"), "w") as f:
+        f.write(f"pipeline: bench\nsink:\n  path: file://{lake}\n  rotate: {{ rows: 1000000, bytes: 256MiB, interval: 1s }}\n"
+                f"metrics: {{ listen: {addr} }}\n")
+    with open(os.path.join(workdir, "sources", "bench.yaml"), "w") as f:
+        f.write(f"name: bench\nkind: postgres\nurl: {URL}\ntables: [public.bench]\n")
+    config = os.path.join(workdir, "sluice.yaml")
+    log = open(os.path.join(workdir, "sluice.log"), "a")
+
+    # sluice creates its slot (empty snapshot) and stops; pg_recvlogical gets a slot of its own.
+    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
+    while metric(addr, "sluice_sink_commits_total") in (None, 0.0):
+        time.sleep(0.1)
+    p.terminate()
+    p.wait()
+    sql(URL, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+
+    end_lsn = write_backlog()
+
+    env = dict(os.environ, PGPASSWORD="sluice")
+    t0 = time.monotonic()
+    subprocess.run(["pg_recvlogical", "-h", "127.0.0.1", "-U", "sluice", "-d", DB, "--slot", "bench_recv", "--start",
+                    "-o", "proto_version=1", "-o", "publication_names=sluice_bench", "-f", "/dev/null",
+                    "-E", end_lsn, "--no-loop"], check=True, env=env)
+    recv_secs = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
+    rows = 0.0
+    while rows < EVENTS:
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        rows = metric(addr, "sluice_sink_rows_total") or 0.0
+        time.sleep(0.02)
+    sluice_secs = time.monotonic() - t0
+    rss_kb = peak_rss_kb(p.pid)
+    cpu = cpu_seconds(p.pid)
+    p.terminate()
+    p.wait()
+    sql(ADMIN, "SELECT pg_drop_replication_slot('bench_recv')")
+    return {
+        "sluice_events_per_s": EVENTS / sluice_secs,
+        "pg_recvlogical_events_per_s": EVENTS / recv_secs,
+        "sluice_seconds": sluice_secs,
+        "peak_rss_mb": rss_kb / 1024,
+        "cpu_s_per_million": cpu / EVENTS * 1e6,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sluice")
+    ap.add_argument("--runs", type=int, default=1)
+    args = ap.parse_args()
+    workdir = tempfile.mkdtemp(prefix="sluice-bench-")
+    results = [one_run(args.sluice, workdir) for _ in range(args.runs)]
+    med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    ratio = med["sluice_events_per_s"] / med["pg_recvlogical_events_per_s"]
+    print()
+    print(f"{'workload':<28} {'sluice ev/s':>12} {'pg_recvlogical ev/s':>20} {'ratio':>6} {'peak RSS MB':>12} {'CPU s/M ev':>11}")
+    print(f"{'pg catch-up 160k, raw zone':<28} {med['sluice_events_per_s']:>12,.0f} {med['pg_recvlogical_events_per_s']:>20,.0f} "
+          f"{ratio:>6.2f} {med['peak_rss_mb']:>12.1f} {med['cpu_s_per_million']:>11.2f}")
+    print(f"(median of {args.runs} run(s); sluice time includes process start, slot attach and the final commit)")
+    print(json.dumps({"runs": results}, indent=None))
+
+
+if __name__ == "__main__":
+    main()
