@@ -278,6 +278,7 @@ hdfs_java() { # class log pidfile
 }
 
 hdfs_up() {
+  command -v curl >/dev/null || apt_install curl
   hdfs_install
   hdfs_configure
   if [ ! -d "$HDFS/data/name/current" ]; then

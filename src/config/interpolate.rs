@@ -2,6 +2,7 @@
 
 /// Replace every `${VAR}` with the environment's value. `$$` is a literal `$`. A variable that is
 /// unset and has no default is an error naming the line, so a typo never becomes an empty URL.
+/// Comment lines (first non-blank character `#`) are left as they are.
 pub fn interpolate_env(text: &str) -> Result<String, (usize, String)> {
     interpolate_with(text, |name| std::env::var(name).ok())
 }
@@ -11,11 +12,25 @@ pub(crate) fn interpolate_with(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, (usize, String)> {
     let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            interpolate_line(line, i + 1, &lookup, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn interpolate_line(
+    text: &str,
+    line: usize,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), (usize, String)> {
     let mut rest = text;
-    let mut line = 1;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
-        line += rest[..i].matches('\n').count();
         let after = &rest[i + 1..];
         if let Some(stripped) = after.strip_prefix('$') {
             out.push('$');
@@ -51,7 +66,7 @@ pub(crate) fn interpolate_with(
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -73,6 +88,12 @@ mod tests {
         let err = interpolate_with("a: 1\nb: ${MISSING}\n", env).unwrap_err();
         assert_eq!(err.0, 2);
         assert!(err.1.contains("MISSING"));
+    }
+
+    #[test]
+    fn comment_lines_are_left_alone() {
+        let text = "# write ${VAR} for variables\na: ${PW} # ${PW}\n";
+        assert_eq!(interpolate_with(text, env).unwrap(), "# write ${VAR} for variables\na: s3cret # s3cret\n");
     }
 
     #[test]

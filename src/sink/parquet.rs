@@ -24,6 +24,8 @@ use crate::event::{ChangeEvent, ColumnType, Seq, TableSchema, Value};
 
 /// Rows buffered before they are encoded into the file as one record batch.
 const ROWS_PER_BATCH: usize = 8192;
+/// Rows per Parquet row group: large enough for good scans, small enough to bound memory.
+const ROW_GROUP_ROWS: usize = 65_536;
 
 pub const COL_OP: &str = "_op";
 pub const COL_SEQ: &str = "_seq";
@@ -121,6 +123,8 @@ impl ParquetFile {
         let schema = arrow_schema(&table);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            // The writer holds a row group in memory until it is full: keep that bounded.
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(concat!("sluice ", env!("CARGO_PKG_VERSION")).to_string())
             .build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;

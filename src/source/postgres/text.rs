@@ -279,7 +279,7 @@ mod tests {
             Some(1717243200123456)
         );
         assert_eq!(
-            parse_timestamp("2024-06-01 05:30:00-05:30", true),
+            parse_timestamp("2024-06-01 06:30:00-05:30", true),
             Some(1717243200000000)
         );
         assert_eq!(parse_timestamp("infinity", false), None);
