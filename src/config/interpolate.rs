@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn comment_lines_are_left_alone() {
         let text = "# write ${VAR} for variables\na: ${PW} # ${PW}\n";
-        assert_eq!(interpolate_with(text, env).unwrap(), "# write ${VAR} for variables\na: s3cret # s3cret\n");
+        assert_eq!(
+            interpolate_with(text, env).unwrap(),
+            "# write ${VAR} for variables\na: s3cret # s3cret\n"
+        );
     }
 
     #[test]

@@ -427,16 +427,28 @@ pub async fn table_state(
         .collect()
 }
 
-pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(wait_until(timeout, f).await, "timed out waiting for {what}");
+}
+
+/// Poll `f` until it holds or `timeout` passes; whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + timeout;
     while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    true
 }
 
 pub type Shared<T> = Arc<std::sync::Mutex<T>>;

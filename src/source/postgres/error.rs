@@ -46,17 +46,61 @@ impl PgError {
     }
 }
 
+/// Server errors worth retrying: the connection was cut (class 08), the server is short of
+/// resources (53), shutting down or starting (57P01-57P03), the slot is still held by a
+/// connection that has not noticed its client died (55006), or a serialization conflict (40).
+pub fn sqlstate_is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("40")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "55006")
+}
+
+/// pgwire-replication reports server errors as text ending in `(SQLSTATE xxxxx)`.
+fn sqlstate_in_message(message: &str) -> Option<&str> {
+    let at = message.rfind("SQLSTATE ")? + "SQLSTATE ".len();
+    message.get(at..at + 5)
+}
+
 impl Classify for PgError {
     fn is_transient(&self) -> bool {
         match self {
             PgError::Connect(_) => true,
-            PgError::Query { source, .. } => source.is_closed() || source.as_db_error().is_none(),
-            PgError::Replication(e) => e.is_transient() || e.is_io(),
+            PgError::Query { source, .. } => match source.code() {
+                Some(code) => sqlstate_is_transient(code.code()),
+                None => true, // not a server answer: the connection broke
+            },
+            PgError::Replication(PgWireError::Server(message)) => {
+                sqlstate_in_message(message).is_some_and(sqlstate_is_transient)
+            }
+            PgError::Replication(e) => e.is_transient(),
             PgError::Downstream => true,
             PgError::Decode(_)
             | PgError::Value { .. }
             | PgError::Setup(_)
             | PgError::SlotLost { .. } => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_classified_by_sqlstate() {
+        let cut = PgError::Replication(PgWireError::Server(
+            "terminating connection due to administrator command (SQLSTATE 57P01)".into(),
+        ));
+        assert!(cut.is_transient());
+        let busy = PgError::Replication(PgWireError::Server(
+            "replication slot \"s\" is active for PID 42 (SQLSTATE 55006)".into(),
+        ));
+        assert!(busy.is_transient());
+        let gone = PgError::Replication(PgWireError::Server(
+            "replication slot \"s\" does not exist (SQLSTATE 42704)".into(),
+        ));
+        assert!(!gone.is_transient());
+        assert!(!PgError::Setup("x".into()).is_transient());
     }
 }
