@@ -47,6 +47,16 @@ wait_port() { # host port seconds
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+stop_pidfile() { # pidfile: TERM, wait up to 15 s, then KILL
+  pid_alive "$1" || { rm -f "$1"; return 0; }
+  local pid
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
+
 # ---------------------------------------------------------------- python (readers, drivers, stand-ins)
 python_up() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -198,16 +208,13 @@ mongodb_up() {
   if ! pid_alive "$STATE/mongodb.pid"; then
     mkdir -p "$STATE/mongodb"
     nohup "$VENV/bin/secantusd-py" --host 127.0.0.1 --port $MONGO_PORT \
-      --storage-path "$STATE/mongodb" >"$STATE/mongodb.log" 2>&1 &
+      --storage-path "$STATE/mongodb" >"$STATE/mongodb.log" 2>&1 </dev/null &
     echo $! >"$STATE/mongodb.pid"
   fi
   wait_port 127.0.0.1 $MONGO_PORT 60
   log "mongodb (SecantusDB) up: mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true"
 }
-mongodb_down() {
-  if pid_alive "$STATE/mongodb.pid"; then kill "$(cat "$STATE/mongodb.pid")"; fi
-  rm -f "$STATE/mongodb.pid"
-}
+mongodb_down() { stop_pidfile "$STATE/mongodb.pid"; }
 mongodb_status() { pid_alive "$STATE/mongodb.pid" && echo "mongodb: up" || echo "mongodb: down"; }
 
 # ---------------------------------------------------------------- hdfs (Hadoop 2.7.3 from pyspark's jars)
@@ -272,9 +279,11 @@ log4j.appender.console.layout.ConversionPattern=%d %p %c{1}: %m%n
 EOF
 }
 
-hdfs_java() { # class log pidfile
-  (cd "$HDFS" && nohup java -Xmx512m -XX:+UseSerialGC -cp "conf:res:jars/*" "$1" >"$2" 2>&1 &
-    echo $! >"$3")
+hdfs_classpath() { echo "$HDFS/conf:$HDFS/res:$HDFS/jars/*"; }
+
+hdfs_java() { # class log pidfile. java itself in the background, so the pid is java's.
+  nohup java -Xmx512m -XX:+UseSerialGC -cp "$(hdfs_classpath)" "$1" >"$2" 2>&1 </dev/null &
+  echo $! >"$3"
 }
 
 hdfs_up() {
@@ -282,8 +291,8 @@ hdfs_up() {
   hdfs_install
   hdfs_configure
   if [ ! -d "$HDFS/data/name/current" ]; then
-    (cd "$HDFS" && java -cp "conf:res:jars/*" org.apache.hadoop.hdfs.server.namenode.NameNode \
-      -format -force -nonInteractive >"$HDFS/format.log" 2>&1)
+    java -cp "$(hdfs_classpath)" org.apache.hadoop.hdfs.server.namenode.NameNode \
+      -format -force -nonInteractive >"$HDFS/format.log" 2>&1 </dev/null
   fi
   pid_alive "$HDFS/namenode.pid" ||
     hdfs_java org.apache.hadoop.hdfs.server.namenode.NameNode "$HDFS/namenode.log" "$HDFS/namenode.pid"
@@ -297,10 +306,7 @@ hdfs_up() {
   log "hdfs up: hdfs://127.0.0.1:$HDFS_PORT"
 }
 hdfs_down() {
-  for p in datanode namenode; do
-    if pid_alive "$HDFS/$p.pid"; then kill "$(cat "$HDFS/$p.pid")"; fi
-    rm -f "$HDFS/$p.pid"
-  done
+  for p in datanode namenode; do stop_pidfile "$HDFS/$p.pid"; done
 }
 hdfs_status() { pid_alive "$HDFS/namenode.pid" && echo "hdfs: up" || echo "hdfs: down"; }
 
