@@ -61,6 +61,18 @@ async fn lake_equals_table(
     lake == want
 }
 
+async fn items_match(d: &Daemon, client: &tokio_postgres::Client) -> bool {
+    lake_equals_table(
+        d,
+        client,
+        "pgt.public.items",
+        "items",
+        ITEMS_EXPRS,
+        ITEMS_COLS,
+    )
+    .await
+}
+
 fn op_counts(rows: &[LakeRow]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for r in rows {
@@ -145,15 +157,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
         "the lake to equal the tables",
         Duration::from_secs(60),
         || async {
-            lake_equals_table(
-                &d,
-                &client,
-                "pgt.public.items",
-                "items",
-                ITEMS_EXPRS,
-                ITEMS_COLS,
-            )
-            .await
+            items_match(&d, &client).await
                 && lake_equals_table(
                     &d,
                     &client,
@@ -225,17 +229,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     wait_for(
         "the changes after the restart",
         Duration::from_secs(60),
-        || async {
-            lake_equals_table(
-                &d,
-                &client,
-                "pgt.public.items",
-                "items",
-                ITEMS_EXPRS,
-                ITEMS_COLS,
-            )
-            .await
-        },
+        || async { items_match(&d, &client).await },
     )
     .await;
     let items = lake_rows(&d.lake, "pgt.public.items");

@@ -303,52 +303,33 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Canonical text of a value, matching what `pg_text_sql` produces on the Postgres side.
+/// Canonical text of a value, matching the SQL expressions the tests give `table_state`.
 fn render(a: &dyn Array, i: usize) -> Option<String> {
+    use arrow::datatypes as t;
+    fn prim<T: t::ArrowPrimitiveType>(a: &dyn Array, i: usize) -> String
+    where
+        T::Native: std::fmt::Display,
+    {
+        a.as_primitive::<T>().value(i).to_string()
+    }
     if a.is_null(i) {
         return None;
     }
     Some(match a.data_type() {
         DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
-        DataType::Int16 => a
-            .as_primitive::<arrow::datatypes::Int16Type>()
-            .value(i)
-            .to_string(),
-        DataType::Int32 => a
-            .as_primitive::<arrow::datatypes::Int32Type>()
-            .value(i)
-            .to_string(),
-        DataType::Int64 => a
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(i)
-            .to_string(),
-        DataType::Float64 => a
-            .as_primitive::<arrow::datatypes::Float64Type>()
-            .value(i)
-            .to_string(),
-        DataType::Float32 => a
-            .as_primitive::<arrow::datatypes::Float32Type>()
-            .value(i)
-            .to_string(),
+        DataType::Int16 => prim::<t::Int16Type>(a, i),
+        DataType::Int32 => prim::<t::Int32Type>(a, i),
+        DataType::Int64 => prim::<t::Int64Type>(a, i),
+        DataType::Float64 => prim::<t::Float64Type>(a, i),
+        DataType::Float32 => prim::<t::Float32Type>(a, i),
         DataType::Boolean => a.as_boolean().value(i).to_string(),
-        DataType::Decimal128(_, scale) => {
-            let v = a
-                .as_primitive::<arrow::datatypes::Decimal128Type>()
-                .value(i);
-            format_decimal(v, *scale as u32)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => a
-            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-            .value(i)
-            .to_string(),
-        DataType::Date32 => a
-            .as_primitive::<arrow::datatypes::Date32Type>()
-            .value(i)
-            .to_string(),
-        DataType::Time64(TimeUnit::Microsecond) => a
-            .as_primitive::<arrow::datatypes::Time64MicrosecondType>()
-            .value(i)
-            .to_string(),
+        DataType::Decimal128(_, scale) => format_decimal(
+            a.as_primitive::<t::Decimal128Type>().value(i),
+            *scale as u32,
+        ),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => prim::<t::TimestampMicrosecondType>(a, i),
+        DataType::Date32 => prim::<t::Date32Type>(a, i),
+        DataType::Time64(TimeUnit::Microsecond) => prim::<t::Time64MicrosecondType>(a, i),
         DataType::Binary => a
             .as_binary::<i32>()
             .value(i)
