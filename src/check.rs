@@ -12,6 +12,8 @@ pub struct Finding {
     pub subject: String,
     pub problem: String,
     pub fix: String,
+    /// A risk worth knowing that does not stop the pipeline (the exit code stays 0).
+    pub warning: bool,
 }
 
 impl Finding {
@@ -20,15 +22,26 @@ impl Finding {
             subject: subject.to_string(),
             problem,
             fix,
+            warning: false,
+        }
+    }
+
+    pub fn warning(subject: &str, problem: String, fix: String) -> Finding {
+        Finding {
+            subject: subject.to_string(),
+            problem,
+            fix,
+            warning: true,
         }
     }
 }
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.warning { "warning: " } else { "" };
         write!(
             f,
-            "{}: {}\n    fix: {}",
+            "{kind}{}: {}\n    fix: {}",
             self.subject, self.problem, self.fix
         )
     }

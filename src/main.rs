@@ -175,17 +175,19 @@ async fn wait_for_signal() {
 
 async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let findings = sluice::check::run(&config_path).await;
-    if findings.is_empty() {
+    for f in &findings {
+        println!("{f}");
+    }
+    let problems = findings.iter().filter(|f| !f.warning).count();
+    let warnings = findings.len() - problems;
+    if problems == 0 {
         println!(
-            "ok: {} is valid, every source and the sink are reachable and ready",
+            "ok: {} is valid, every source and the sink are reachable and ready ({warnings} warning(s))",
             config_path.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for f in &findings {
-        println!("{f}");
-    }
-    println!("{} problem(s) found", findings.len());
+    println!("{problems} problem(s) found, {warnings} warning(s)");
     Ok(ExitCode::FAILURE)
 }
 

@@ -15,9 +15,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const SOURCE_EVENTS: &str = "sluice_source_events_total";
 pub const SOURCE_SNAPSHOT_ROWS: &str = "sluice_source_snapshot_rows_total";
 pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
+pub const SOURCE_LAG_BYTES: &str = "sluice_source_lag_bytes";
 pub const SOURCE_COMMITTED_POSITION: &str = "sluice_source_committed_position";
 pub const SOURCE_UNCHANGED_TOAST: &str = "sluice_source_unchanged_toast_total";
 pub const SOURCE_ERRORS: &str = "sluice_source_errors_total";
+pub const SOURCE_LOSSY_VALUES: &str = "sluice_source_lossy_values_total";
+pub const SOURCE_UNMAPPED_TYPES: &str = "sluice_source_unmapped_type_columns";
 pub const SOURCE_UP: &str = "sluice_source_up";
 
 // Sinks, labels {zone, stream}.

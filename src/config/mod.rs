@@ -219,6 +219,10 @@ pub struct SourceConfig {
     /// Postgres: publication name (default `sluice_<name>`).
     #[serde(default)]
     pub publication: Option<String>,
+    /// Postgres: how often to write a heartbeat into the WAL (pg_logical_emit_message) so that an
+    /// idle or filtered database still advances the slot and frees WAL.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: HumanDuration,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub file: PathBuf,
@@ -255,6 +259,10 @@ impl SourceConfig {
             .clone()
             .unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
     }
+}
+
+fn default_heartbeat() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 /// Postgres slot names allow lower-case letters, digits and underscores only.

@@ -96,7 +96,17 @@ pub fn value_json(ty: &ColumnType, v: &Value) -> Json {
         (_, Value::Float(f)) if f.is_finite() => json!(f),
         (_, Value::Float(f)) => json!(non_finite_name(*f)),
         (_, Value::Decimal(u)) => json!(BASE64.encode(decimal_bytes(*u))),
+        (ColumnType::Numeric, Value::Text(s)) => variable_scale_decimal(s),
         (_, Value::Text(s)) => json!(s),
+        (ColumnType::List(elem), Value::List(items)) => {
+            Json::Array(items.iter().map(|v| value_json(elem, v)).collect())
+        }
+        (_, Value::List(items)) => Json::Array(
+            items
+                .iter()
+                .map(|v| value_json(&ColumnType::Text, v))
+                .collect(),
+        ),
         (_, Value::Bytes(b)) => json!(BASE64.encode(b)),
         (ColumnType::TimestampTz, Value::Temporal(us)) => json!(zoned_timestamp(*us)),
         (_, Value::Temporal(t)) => json!(t),
@@ -127,6 +137,53 @@ pub fn decimal_bytes(unscaled: i128) -> Vec<u8> {
         start += 1;
     }
     bytes[start..].to_vec()
+}
+
+/// Debezium's VariableScaleDecimal for numerics without a fixed scale: `{"scale", "value"}` with
+/// the unscaled value as big-endian two's-complement bytes. NaN and infinities have no such form:
+/// null, as Debezium's precise mode does.
+fn variable_scale_decimal(text: &str) -> Json {
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) || int.len() + frac.len() == 0 {
+        return Json::Null;
+    }
+    // Magnitude as big-endian bytes, by repeated multiply-by-ten.
+    let mut magnitude: Vec<u8> = vec![0];
+    for d in int.bytes().chain(frac.bytes()) {
+        let mut carry = (d - b'0') as u32;
+        for byte in magnitude.iter_mut().rev() {
+            let v = *byte as u32 * 10 + carry;
+            *byte = v as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            magnitude.insert(0, carry as u8);
+            carry >>= 8;
+        }
+    }
+    if magnitude[0] & 0x80 != 0 {
+        magnitude.insert(0, 0); // room for the sign bit
+    }
+    if neg {
+        // Two's complement: invert and add one.
+        let mut carry = 1u16;
+        for byte in magnitude.iter_mut().rev() {
+            let v = (!*byte) as u16 + carry;
+            *byte = v as u8;
+            carry = v >> 8;
+        }
+    }
+    while magnitude.len() > 1
+        && ((magnitude[0] == 0 && magnitude[1] & 0x80 == 0)
+            || (magnitude[0] == 0xff && magnitude[1] & 0x80 != 0))
+    {
+        magnitude.remove(0);
+    }
+    json!({ "scale": frac.len(), "value": BASE64.encode(magnitude) })
 }
 
 /// ISO-8601 in UTC with `Z` and the shortest fraction, as Java's ISO_OFFSET_DATE_TIME prints it.

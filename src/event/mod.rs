@@ -26,6 +26,9 @@ pub enum ColumnType {
         precision: u8,
         scale: i8,
     },
+    /// Exact decimal of any precision and scale (Postgres `numeric` without a typmod, or wider
+    /// than 38 digits), carried as its decimal text; `NaN` and `±Infinity` as those words.
+    Numeric,
     Text,
     /// JSON document, carried as its text.
     Json,
@@ -35,6 +38,13 @@ pub enum ColumnType {
     Date,
     /// Microseconds since midnight.
     Time,
+    /// Time of day with a zone, normalised to UTC, as text `HH:MM:SS[.ffffff]Z`.
+    TimeTz,
+    /// A duration, as ISO-8601 text (`P1Y2M3DT4H5M6S`): months, days and time stay separate, so
+    /// nothing is approximated.
+    Interval,
+    /// A one-dimensional array of the element type.
+    List(Box<ColumnType>),
     /// Microseconds since the epoch, no time zone.
     Timestamp,
     /// Microseconds since the epoch, UTC.
@@ -129,7 +139,16 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// Date: days; Time: micros of day; Timestamp(Tz): micros since the epoch.
     Temporal(i64),
+    /// Elements of a List column.
+    List(Vec<Value>),
 }
+
+/// `infinity` / `-infinity` dates and timestamps: the largest and smallest values, as DuckDB
+/// represents them.
+pub const DATE_INFINITY: i64 = i32::MAX as i64;
+pub const DATE_NEG_INFINITY: i64 = -(i32::MAX as i64);
+pub const TIMESTAMP_INFINITY: i64 = i64::MAX;
+pub const TIMESTAMP_NEG_INFINITY: i64 = -i64::MAX;
 
 pub type Row = Vec<Value>;
 

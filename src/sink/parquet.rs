@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -57,8 +58,15 @@ pub fn arrow_type(ty: &ColumnType) -> DataType {
         ColumnType::Float32 => DataType::Float32,
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
-            DataType::Utf8
+        ColumnType::Text
+        | ColumnType::Json
+        | ColumnType::Uuid
+        | ColumnType::Numeric
+        | ColumnType::TimeTz
+        | ColumnType::Interval
+        | ColumnType::Other(_) => DataType::Utf8,
+        ColumnType::List(elem) => {
+            DataType::List(Arc::new(Field::new("item", arrow_type(elem), true)))
         }
         ColumnType::Bytes => DataType::Binary,
         ColumnType::Date => DataType::Date32,
@@ -259,9 +267,16 @@ fn column_array<'a>(
                 Decimal128Builder::with_capacity(n).with_precision_and_scale(*precision, *scale)?;
             build!(b, Value::Decimal(x) => *x)
         }
-        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
+        ColumnType::Text
+        | ColumnType::Json
+        | ColumnType::Uuid
+        | ColumnType::Numeric
+        | ColumnType::TimeTz
+        | ColumnType::Interval
+        | ColumnType::Other(_) => {
             build!(StringBuilder::with_capacity(n, n * 16), Value::Text(x) => x.as_str())
         }
+        ColumnType::List(elem) => list_array(elem, values, n)?,
         ColumnType::Bytes => {
             build!(BinaryBuilder::with_capacity(n, n * 16), Value::Bytes(x) => x.as_slice())
         }
@@ -279,4 +294,41 @@ fn column_array<'a>(
             build!(b, Value::Temporal(x) => *x)
         }
     })
+}
+
+/// A List column: the elements of every row flattened into one child array, plus offsets.
+fn list_array<'a>(
+    elem: &ColumnType,
+    values: impl Iterator<Item = &'a Value>,
+    n: usize,
+) -> Result<ArrayRef, WriteError> {
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0i32);
+    let mut valid = Vec::with_capacity(n);
+    let mut flat: Vec<&Value> = Vec::new();
+    for v in values {
+        match v {
+            Value::List(items) => {
+                flat.extend(items.iter());
+                valid.push(true);
+            }
+            Value::Null => valid.push(false),
+            _ => {
+                metrics::counter!(crate::metrics::SINK_TYPE_MISMATCH).increment(1);
+                valid.push(false);
+            }
+        }
+        offsets.push(
+            i32::try_from(flat.len())
+                .map_err(|_| ArrowError::ComputeError("list column over 2^31 elements".into()))?,
+        );
+    }
+    let child = column_array(elem, flat.iter().copied(), flat.len())?;
+    let field = Arc::new(Field::new("item", arrow_type(elem), true));
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        OffsetBuffer::new(offsets.into()),
+        child,
+        Some(NullBuffer::from(valid)),
+    )?))
 }

@@ -138,3 +138,33 @@ fn zoned_timestamps_print_the_shortest_fraction() {
     assert_eq!(zoned_timestamp(1717243200100000), "2024-06-01T12:00:00.1Z");
     assert_eq!(zoned_timestamp(-1), "1969-12-31T23:59:59.999999Z");
 }
+
+#[test]
+fn variable_scale_decimals_match_fixed_ones() {
+    for (text, unscaled, scale) in [
+        ("1.51", 151i128, 2),
+        ("-1.29", -129, 2),
+        ("0", 0, 0),
+        ("-0.001", -1, 3),
+        ("900.01", 90001, 2),
+    ] {
+        let got = variable_scale_decimal(text);
+        assert_eq!(got["scale"], json!(scale), "{text}");
+        assert_eq!(
+            got["value"],
+            json!(BASE64.encode(decimal_bytes(unscaled))),
+            "{text}"
+        );
+    }
+    let huge = variable_scale_decimal(&"9".repeat(60));
+    assert_eq!(huge["scale"], json!(0));
+    assert_eq!(
+        BASE64
+            .decode(huge["value"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        26,
+        "60 nines need 200 bits, plus a sign byte"
+    );
+    assert_eq!(variable_scale_decimal("NaN"), Json::Null);
+}

@@ -104,14 +104,21 @@ pub async fn table_schema<C: GenericClient>(
     let rows = client
         .query(
             "SELECT a.attname,
-                    CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+                    bt.oid,
                     CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
                     a.attnotnull,
                     format_type(a.atttypid, a.atttypmod),
                     COALESCE(a.attnum = ANY (i.indkey), false),
-                    a.atttypid
+                    a.atttypid,
+                    bt.typtype::text,
+                    bt.typcategory::text,
+                    bt.typelem,
+                    COALESCE(et.typtype::text, ''),
+                    COALESCE(format_type(bt.typelem, NULL), '')
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
+             JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+             LEFT JOIN pg_type et ON et.oid = bt.typelem
              LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum",
@@ -120,14 +127,24 @@ pub async fn table_schema<C: GenericClient>(
         .await
         .map_err(PgError::query("reading table columns"))?;
     let mut oids = Vec::with_capacity(rows.len());
-    let columns = rows
+    let columns: Vec<Column> = rows
         .iter()
         .map(|r| {
             let source_type: String = r.get(4);
             oids.push(r.get::<_, u32>(6));
+            let info = PgTypeInfo {
+                oid: r.get(1),
+                typmod: r.get(2),
+                name: source_type.clone(),
+                typtype: first_char(r.get(7)),
+                category: first_char(r.get(8)),
+                elem_oid: r.get(9),
+                elem_typtype: first_char(r.get(10)),
+                elem_name: r.get(11),
+            };
             Column {
                 name: r.get(0),
-                ty: map_type(r.get(1), r.get(2), &source_type),
+                ty: info.column_type(),
                 nullable: !r.get::<_, bool>(3),
                 key: r.get(5),
                 source_type,
@@ -139,6 +156,13 @@ pub async fn table_schema<C: GenericClient>(
         namespace: table.schema.clone(),
         table: table.name.clone(),
     };
+    for c in columns
+        .iter()
+        .filter(|c| matches!(c.ty, ColumnType::Other(_)))
+    {
+        tracing::warn!(table = %id.stream(), column = %c.name, r#type = %c.source_type, "type not mapped: carried as its text form");
+        metrics::gauge!(crate::metrics::SOURCE_UNMAPPED_TYPES, "table" => id.stream(), "type" => c.source_type.clone()).set(1.0);
+    }
     let info = SourceInfo {
         connector: "postgresql",
         db: db.to_string(),
@@ -146,7 +170,43 @@ pub async fn table_schema<C: GenericClient>(
     Ok((TableSchema::new(id, columns, version, info), oids))
 }
 
-/// Postgres type → sluice column type. `typmod` gives numeric precision and scale.
+fn first_char(s: String) -> char {
+    s.chars().next().unwrap_or(' ')
+}
+
+/// What the catalog says about a column's type (domains already resolved to their base type).
+#[derive(Debug, Clone)]
+pub struct PgTypeInfo {
+    pub oid: u32,
+    pub typmod: i32,
+    pub name: String,
+    /// `b` base, `e` enum, `c` composite, `r` range, …
+    pub typtype: char,
+    /// `A` for arrays.
+    pub category: char,
+    pub elem_oid: u32,
+    pub elem_typtype: char,
+    pub elem_name: String,
+}
+
+impl PgTypeInfo {
+    pub fn column_type(&self) -> ColumnType {
+        if self.category == 'A' && self.elem_oid != 0 {
+            let elem = if self.elem_typtype == 'e' {
+                ColumnType::Text
+            } else {
+                map_type(self.elem_oid, self.typmod, &self.elem_name)
+            };
+            return ColumnType::List(Box::new(elem));
+        }
+        if self.typtype == 'e' {
+            return ColumnType::Text;
+        }
+        map_type(self.oid, self.typmod, &self.name)
+    }
+}
+
+/// Postgres scalar type → sluice column type. `typmod` gives numeric precision and scale.
 pub fn map_type(oid: u32, typmod: i32, type_name: &str) -> ColumnType {
     match oid {
         16 => ColumnType::Bool,
@@ -155,12 +215,18 @@ pub fn map_type(oid: u32, typmod: i32, type_name: &str) -> ColumnType {
         21 => ColumnType::Int16,
         23 => ColumnType::Int32,
         26 => ColumnType::Int64,
-        18 | 19 | 25 | 1042 | 1043 => ColumnType::Text,
+        // char, name, text, bpchar, varchar; and types whose text form is their natural value:
+        // xml, cidr, macaddr8, macaddr, money, inet, bit, varbit.
+        18 | 19 | 25 | 1042 | 1043 | 142 | 650 | 774 | 829 | 790 | 869 | 1560 | 1562 => {
+            ColumnType::Text
+        }
         114 | 3802 => ColumnType::Json,
         700 => ColumnType::Float32,
         701 => ColumnType::Float64,
         1082 => ColumnType::Date,
         1083 => ColumnType::Time,
+        1266 => ColumnType::TimeTz,
+        1186 => ColumnType::Interval,
         1114 => ColumnType::Timestamp,
         1184 => ColumnType::TimestampTz,
         2950 => ColumnType::Uuid,
@@ -170,8 +236,9 @@ pub fn map_type(oid: u32, typmod: i32, type_name: &str) -> ColumnType {
                 scale: s as i8,
             },
             // Unconstrained or wider than 38 digits: exact text, never a rounded float.
-            _ => ColumnType::Other(type_name.to_string()),
+            _ => ColumnType::Numeric,
         },
+        _ if type_name == "citext" => ColumnType::Text,
         _ => ColumnType::Other(type_name.to_string()),
     }
 }
@@ -190,6 +257,7 @@ pub async fn ensure_publication(
     client: &Client,
     name: &str,
     tables: &[PgTable],
+    patterns: &[String],
 ) -> Result<(), PgError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
@@ -202,9 +270,15 @@ pub async fn ensure_publication(
         .collect::<Vec<_>>()
         .join(", ");
     if !exists {
+        let what = match publication_scope(patterns) {
+            // Globs: publish whole schemas, so tables created later stream from their first row.
+            // Postgres lets only superusers do this; others get the tables that exist now.
+            Some(scope) if is_superuser(client).await? => scope,
+            _ => format!("TABLE {list}"),
+        };
         client
             .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {list}",
+                "CREATE PUBLICATION {} FOR {what}",
                 quote_ident(name)
             ))
             .await
@@ -238,6 +312,71 @@ pub async fn ensure_publication(
             .map_err(PgError::query("adding tables to the publication"))?;
     }
     Ok(())
+}
+
+/// For table globs, the publication scope that also covers tables created later:
+/// `TABLES IN SCHEMA a, b` (plus the literal tables elsewhere), or `ALL TABLES` when a schema
+/// part is itself a glob. `None` when every pattern is a literal name.
+pub fn publication_scope(patterns: &[String]) -> Option<String> {
+    let is_glob = |s: &str| s.contains(['*', '?', '[']);
+    let split: Vec<(&str, &str)> = patterns.iter().filter_map(|p| p.split_once('.')).collect();
+    if !split.iter().any(|(_, t)| is_glob(t)) && !split.iter().any(|(s, _)| is_glob(s)) {
+        return None;
+    }
+    if split.iter().any(|(s, _)| is_glob(s)) {
+        return Some("ALL TABLES".into());
+    }
+    let mut schemas: Vec<&str> = split
+        .iter()
+        .filter(|(_, t)| is_glob(t))
+        .map(|(s, _)| *s)
+        .collect();
+    schemas.sort();
+    schemas.dedup();
+    let literals: Vec<String> = split
+        .iter()
+        .filter(|(s, t)| !is_glob(t) && !schemas.contains(s))
+        .map(|(s, t)| format!("{}.{}", quote_ident(s), quote_ident(t)))
+        .collect();
+    let mut scope = format!(
+        "TABLES IN SCHEMA {}",
+        schemas
+            .iter()
+            .map(|s| quote_ident(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !literals.is_empty() {
+        scope.push_str(&format!(", TABLE {}", literals.join(", ")));
+    }
+    Some(scope)
+}
+
+pub async fn is_superuser(client: &Client) -> Result<bool, PgError> {
+    let row = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(PgError::query("reading the user's attributes"))?;
+    Ok(row.get(0))
+}
+
+/// Whether the publication covers tables created later (schema-wide or all tables).
+pub async fn publication_covers_new_tables(
+    client: &Client,
+    name: &str,
+) -> Result<Option<bool>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_namespace pn WHERE pn.pnpubid = p.oid)
+             FROM pg_publication p WHERE p.pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(PgError::query("reading the publication"))?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// The slot's state: `None` if it does not exist.
@@ -298,14 +437,27 @@ mod tests {
                 scale: 2
             }
         );
-        assert_eq!(
-            map_type(1700, -1, "numeric"),
-            ColumnType::Other("numeric".into())
-        );
+        assert_eq!(map_type(1700, -1, "numeric"), ColumnType::Numeric);
         assert_eq!(
             map_type(1700, ((60 << 16) | 2) + 4, "numeric(60,2)"),
-            ColumnType::Other("numeric(60,2)".into())
+            ColumnType::Numeric
         );
+    }
+
+    #[test]
+    fn publication_scopes() {
+        let p =
+            |v: &[&str]| publication_scope(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(p(&["public.a", "public.b"]), None);
+        assert_eq!(
+            p(&["public.orders_*"]).as_deref(),
+            Some("TABLES IN SCHEMA \"public\"")
+        );
+        assert_eq!(
+            p(&["public.*", "sales.x", "public.y"]).as_deref(),
+            Some("TABLES IN SCHEMA \"public\", TABLE \"sales\".\"x\"")
+        );
+        assert_eq!(p(&["*.orders"]).as_deref(), Some("ALL TABLES"));
     }
 
     #[test]

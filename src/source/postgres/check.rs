@@ -17,6 +17,7 @@ pub async fn check(source: &SourceConfig) -> Vec<Finding> {
         Ok((client, db)) => {
             let mut findings = prerequisites(&client, &db, source).await;
             findings.extend(publication_privilege(&client, &db, source).await);
+            findings.extend(risks(&client, source).await);
             findings
         }
         Err(e) => vec![Finding::problem(
@@ -122,6 +123,69 @@ async fn publication_privilege(client: &Client, db: &str, source: &SourceConfig)
             format!("publication `{publication}` does not exist and the user may not create it"),
             format!("GRANT CREATE ON DATABASE {} TO <user>; or CREATE PUBLICATION {publication} FOR TABLE … as the owner", catalog::quote_ident(db)),
         ));
+    }
+    findings
+}
+
+/// Risks that do not stop the pipeline but that a user should know (printed as warnings by
+/// `sluice check`, logged at start by the daemon).
+pub async fn risks(client: &Client, source: &SourceConfig) -> Vec<Finding> {
+    let subject = subject(source);
+    let mut findings = Vec::new();
+    let Ok((tables, _)) = catalog::resolve_tables(client, &source.tables).await else {
+        return findings;
+    };
+    let relids: Vec<u32> = tables
+        .iter()
+        .filter(|t| t.replica_identity != 'f')
+        .map(|t| t.relid)
+        .collect();
+    let toastable = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname, string_agg(a.attname, ', ' ORDER BY a.attnum),
+                    quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage IN ('x', 'e')
+             GROUP BY 1, 3 ORDER BY 1",
+            &[&relids],
+        )
+        .await
+        .unwrap_or_default();
+    for row in toastable {
+        let (table, columns, quoted): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        findings.push(Finding::warning(
+            &subject,
+            format!(
+                "table {table} has large-value (TOAST) columns ({columns}) and REPLICA IDENTITY DEFAULT: an update \
+                 that leaves such a value unchanged does not carry it, and the lake gets null for it (counted in \
+                 sluice_source_unchanged_toast_total)"
+            ),
+            format!("ALTER TABLE {quoted} REPLICA IDENTITY FULL;"),
+        ));
+    }
+    if catalog::publication_scope(&source.tables).is_some() {
+        let publication = source.publication_name();
+        let covers = catalog::publication_covers_new_tables(client, &publication)
+            .await
+            .ok()
+            .flatten();
+        let superuser = catalog::is_superuser(client).await.unwrap_or(false);
+        if covers == Some(false) || (covers.is_none() && !superuser) {
+            findings.push(Finding::warning(
+                &subject,
+                format!(
+                    "`tables` has globs but publication `{publication}` lists tables one by one: tables created \
+                     later are not captured"
+                ),
+                format!(
+                    "as a superuser: CREATE PUBLICATION {publication} FOR {} (or let sluice create it as a superuser)",
+                    catalog::publication_scope(&source.tables).unwrap_or_default()
+                ),
+            ));
+        }
     }
     findings
 }

@@ -82,6 +82,9 @@ impl PostgresSource {
     /// Setup: connect, resolve tables, ensure the publication.
     pub async fn connect(ctx: PgSourceContext) -> Result<PostgresSource, PgError> {
         let (client, db) = connect_sql(&ctx.config.url).await?;
+        for risk in check::risks(&client, &ctx.config).await {
+            tracing::warn!(source = %ctx.config.name, "{}; fix: {}", risk.problem, risk.fix);
+        }
         let problems = check::prerequisites(&client, &db, &ctx.config).await;
         if !problems.is_empty() {
             let text = problems
@@ -94,7 +97,13 @@ impl PostgresSource {
             )));
         }
         let (tables, _) = catalog::resolve_tables(&client, &ctx.config.tables).await?;
-        catalog::ensure_publication(&client, &ctx.config.publication_name(), &tables).await?;
+        catalog::ensure_publication(
+            &client,
+            &ctx.config.publication_name(),
+            &tables,
+            &ctx.config.tables,
+        )
+        .await?;
         let name: Arc<str> = Arc::from(ctx.config.name.as_str());
         Ok(PostgresSource {
             ctx,
@@ -296,6 +305,8 @@ impl PostgresSource {
         let mut resume = start_lsn;
         let mut shutdown = self.ctx.shutdown.clone();
         let mut acks = self.ctx.acks.clone();
+        let mut health = tokio::time::interval(self.ctx.config.heartbeat.0);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let linger = self.batch_started.map(|t| t + BATCH_LINGER);
             tokio::select! {
@@ -313,6 +324,7 @@ impl PostgresSource {
                         metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string()).set(*lsn as f64);
                     }
                 }
+                _ = health.tick() => self.slot_health(slot).await?,
                 _ = tokio::time::sleep_until(linger.unwrap_or_else(far_future).into()), if linger.is_some() => {
                     self.flush(Some(self.position(slot, resume))).await?;
                 }
@@ -417,55 +429,118 @@ impl PostgresSource {
         tx.index += 1;
     }
 
-    /// A Relation message: the table's shape as the stream knows it. Keep the current schema if
-    /// nothing changed, otherwise read the new one (a new version makes the sink start new files).
+    /// A Relation message: the table's shape as the stream knows it, sent before the first change
+    /// of a table in a session and again after its columns changed. Columns are listed as the
+    /// stream has them and typed from the catalog by name (the catalog knows domains, arrays,
+    /// keys and nullability); a changed shape is a new schema version, which starts new files.
+    /// A table that is not captured yet but matches the configured names (a table created under
+    /// a glob, published schema-wide) is captured from here on: all its rows are in the stream.
     async fn on_relation(&mut self, rel: pgoutput::Relation) -> Result<(), PgError> {
-        let Some(table) = self.tables.iter().find(|t| t.relid == rel.id).cloned() else {
-            return Ok(());
+        let table = match self.tables.iter().find(|t| t.relid == rel.id) {
+            Some(t) => t.clone(),
+            None if self.matches_config(&rel.namespace, &rel.name) => {
+                let t = PgTable {
+                    relid: rel.id,
+                    schema: rel.namespace.clone(),
+                    name: rel.name.clone(),
+                    replica_identity: rel.replica_identity as char,
+                    has_primary_key: rel.columns.iter().any(|c| c.key),
+                };
+                tracing::info!(source = %self.name, table = %t.display(), "new table matches the configured names: capturing it");
+                self.tables.push(t.clone());
+                t
+            }
+            None => return Ok(()),
         };
         let current = self.schemas.get(&rel.id).cloned();
-        let version = current.as_ref().map_or(1, |s| s.version);
-        let (fresh, oids) =
+        let version = current.as_ref().map_or(0, |s| s.version);
+        let (catalog, oids) =
             catalog::table_schema(&self.client, &self.name, &self.db, &table, version).await?;
-        let matches_stream = fresh.columns.len() == rel.columns.len()
-            && fresh
-                .columns
-                .iter()
-                .zip(&rel.columns)
-                .zip(&oids)
-                .all(|((c, r), oid)| c.name == r.name && *oid == r.type_oid);
-        let schema = if matches_stream {
-            fresh
-        } else {
-            // The catalog moved on already; describe the columns as the stream has them.
-            let mut s = fresh.clone();
-            s.columns = rel
-                .columns
-                .iter()
-                .map(|r| crate::event::Column {
-                    name: r.name.clone(),
-                    ty: catalog::map_type(
-                        r.type_oid,
-                        r.type_modifier,
-                        &format!("oid {}", r.type_oid),
-                    ),
-                    nullable: !r.key,
-                    key: r.key,
-                    source_type: format!("oid {}", r.type_oid),
-                })
-                .collect();
-            s
+        let columns = rel
+            .columns
+            .iter()
+            .map(|rc| {
+                let known = catalog
+                    .columns
+                    .iter()
+                    .zip(&oids)
+                    .find(|(c, oid)| c.name == rc.name && **oid == rc.type_oid);
+                match known {
+                    Some((c, _)) => c.clone(),
+                    // The catalog moved on already (dropped, retyped again): the stream's view.
+                    None => crate::event::Column {
+                        name: rc.name.clone(),
+                        ty: catalog::map_type(
+                            rc.type_oid,
+                            rc.type_modifier,
+                            &format!("oid {}", rc.type_oid),
+                        ),
+                        nullable: true,
+                        key: rc.key,
+                        source_type: format!("oid {}", rc.type_oid),
+                    },
+                }
+            })
+            .collect();
+        let mut schema = catalog;
+        schema.columns = columns;
+        if current.as_ref().is_some_and(|cur| cur.same_shape(&schema)) {
+            return Ok(());
+        }
+        schema.version = version + 1;
+        if current.is_some() {
+            tracing::info!(source = %self.name, table = %table.display(), version = schema.version, "table schema changed");
+        }
+        self.schemas.insert(rel.id, Arc::new(schema));
+        Ok(())
+    }
+
+    /// Write a heartbeat into the WAL (so the stream reaches a new commit and the slot advances
+    /// even when nothing captured changes), report the slot's lag in bytes, and stop with the
+    /// cause if the server invalidated the slot.
+    async fn slot_health(&self, slot: &str) -> Result<(), PgError> {
+        self.client
+            .execute(
+                "SELECT pg_logical_emit_message(true, 'sluice_heartbeat', '')",
+                &[],
+            )
+            .await
+            .map_err(PgError::query("writing a heartbeat"))?;
+        let row = self
+            .client
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, wal_status
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(PgError::query("reading the slot's state"))?;
+        let Some(row) = row else {
+            return Err(PgError::SlotLost {
+                slot: slot.to_string(),
+                source_name: self.name.to_string(),
+            });
         };
-        match current {
-            Some(cur) if cur.same_shape(&schema) => {}
-            _ => {
-                let mut schema = schema;
-                schema.version = version + 1;
-                tracing::info!(source = %self.name, table = %table.display(), version = schema.version, "table schema changed");
-                self.schemas.insert(rel.id, Arc::new(schema));
-            }
+        if row.get::<_, Option<String>>(1).as_deref() == Some("lost") {
+            return Err(PgError::SlotLost {
+                slot: slot.to_string(),
+                source_name: self.name.to_string(),
+            });
+        }
+        if let Some(bytes) = row.get::<_, Option<f64>>(0) {
+            metrics::gauge!(m::SOURCE_LAG_BYTES, "source" => self.name.to_string())
+                .set(bytes.max(0.0));
         }
         Ok(())
+    }
+
+    fn matches_config(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        self.ctx
+            .config
+            .tables
+            .iter()
+            .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(&name)))
     }
 
     /// Hand the current batch downstream (waiting while the pipeline is full: backpressure).

@@ -2,7 +2,10 @@
 //! stream (pgoutput text tuples). Sessions pin `DateStyle=ISO`, `TimeZone=UTC`,
 //! `extra_float_digits=3` so the text is unambiguous. Parsers return errors, never panic.
 
-use crate::event::{ColumnType, Value};
+use crate::event::{
+    ColumnType, DATE_INFINITY, DATE_NEG_INFINITY, TIMESTAMP_INFINITY, TIMESTAMP_NEG_INFINITY, Value,
+};
+use crate::metrics as m;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("cannot read a {ty} value: {reason}")]
@@ -33,24 +36,154 @@ pub fn parse_text(ty: &ColumnType, raw: &[u8]) -> Result<Value, ValueError> {
         ColumnType::Float32 | ColumnType::Float64 => {
             Value::Float(s.parse().map_err(|_| err(ty, "not a number"))?)
         }
+        ColumnType::Decimal { .. } if s == "NaN" => {
+            // A Decimal cannot hold NaN: said loudly (metric), documented in docs/types.md.
+            metrics::counter!(m::SOURCE_LOSSY_VALUES, "reason" => "numeric_nan_in_decimal")
+                .increment(1);
+            Value::Null
+        }
         ColumnType::Decimal { scale, .. } => Value::Decimal(
             parse_decimal(s, *scale).ok_or_else(|| err(ty, "not a decimal of this scale"))?,
         ),
-        ColumnType::Text | ColumnType::Json | ColumnType::Uuid | ColumnType::Other(_) => {
+        ColumnType::Numeric => {
+            if !matches!(s, "NaN" | "Infinity" | "-Infinity") && !is_decimal_text(s) {
+                return Err(err(ty, "not a decimal"));
+            }
             Value::Text(s.to_owned())
         }
+        ColumnType::Text
+        | ColumnType::Json
+        | ColumnType::Uuid
+        | ColumnType::Interval
+        | ColumnType::Other(_) => Value::Text(s.to_owned()),
         ColumnType::Bytes => Value::Bytes(parse_bytea(s).ok_or_else(|| err(ty, "not \\x hex"))?),
-        ColumnType::Date => {
-            Value::Temporal(parse_date(s).ok_or_else(|| err(ty, "not a date"))? as i64)
-        }
+        ColumnType::Date => Value::Temporal(match s {
+            "infinity" => DATE_INFINITY,
+            "-infinity" => DATE_NEG_INFINITY,
+            _ => parse_date(s).ok_or_else(|| err(ty, "not a date"))? as i64,
+        }),
         ColumnType::Time => Value::Temporal(parse_time(s).ok_or_else(|| err(ty, "not a time"))?),
-        ColumnType::Timestamp => {
-            Value::Temporal(parse_timestamp(s, false).ok_or_else(|| err(ty, "not a timestamp"))?)
-        }
-        ColumnType::TimestampTz => {
-            Value::Temporal(parse_timestamp(s, true).ok_or_else(|| err(ty, "not a timestamptz"))?)
+        ColumnType::TimeTz => Value::Text(parse_timetz(s).ok_or_else(|| err(ty, "not a timetz"))?),
+        ColumnType::Timestamp | ColumnType::TimestampTz => Value::Temporal(match s {
+            "infinity" => TIMESTAMP_INFINITY,
+            "-infinity" => TIMESTAMP_NEG_INFINITY,
+            _ => parse_timestamp(s, *ty == ColumnType::TimestampTz)
+                .ok_or_else(|| err(ty, "not a timestamp"))?,
+        }),
+        ColumnType::List(elem) => {
+            let (items, nested) = split_array(s).ok_or_else(|| err(ty, "not an array literal"))?;
+            if nested {
+                // Multi-dimensional values are flattened in row-major order (docs/types.md).
+                metrics::counter!(m::SOURCE_LOSSY_VALUES, "reason" => "multidimensional_array")
+                    .increment(1);
+            }
+            let values = items
+                .into_iter()
+                .map(|item| match item {
+                    None => Ok(Value::Null),
+                    Some(text) => parse_text(elem, text.as_bytes()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::List(values)
         }
     })
+}
+
+/// Decimal text of any length: an optional minus, digits, at most one point.
+fn is_decimal_text(s: &str) -> bool {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    body.bytes().any(|c| c.is_ascii_digit())
+        && body.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+        && body.matches('.').count() <= 1
+}
+
+/// `12:00:00.5+02` → `10:00:00.5Z` (the time of day in UTC).
+pub fn parse_timetz(s: &str) -> Option<String> {
+    let at = s.rfind(['+', '-'])?;
+    let (time, offset) = s.split_at(at);
+    let micros = parse_time(time)? - parse_offset(offset)? * 1_000_000;
+    let micros = micros.rem_euclid(86_400_000_000);
+    let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
+    let mut out = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    if frac != 0 {
+        out.push_str(format!(".{frac:06}").trim_end_matches('0'));
+    }
+    out.push('Z');
+    Some(out)
+}
+
+/// Split a Postgres array literal (`{1,NULL,"a \"b\""}`, optionally `[1:2]={…}`) into its
+/// elements, `None` for NULL. Nested arrays are flattened; the flag says there were any.
+pub fn split_array(s: &str) -> Option<(Vec<Option<String>>, bool)> {
+    let s = match s.find('=') {
+        Some(i) if s.starts_with('[') => &s[i + 1..],
+        _ => s,
+    };
+    let bytes = s.as_bytes();
+    if bytes.first() != Some(&b'{') {
+        return None;
+    }
+    let mut items = Vec::new();
+    let (mut depth, mut max_depth, mut i) = (0usize, 0usize, 0usize);
+    let mut expect_item = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+                expect_item = true;
+                i += 1;
+            }
+            b'}' => {
+                depth = depth.checked_sub(1)?;
+                expect_item = false;
+                i += 1;
+                if depth == 0 {
+                    return (i == bytes.len()).then_some((items, max_depth > 1));
+                }
+            }
+            b',' => {
+                expect_item = true;
+                i += 1;
+            }
+            b'"' => {
+                let mut item = Vec::new();
+                i += 1;
+                loop {
+                    match *bytes.get(i)? {
+                        b'\\' => {
+                            item.push(*bytes.get(i + 1)?);
+                            i += 2;
+                        }
+                        b'"' => break,
+                        c => {
+                            item.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+                items.push(Some(String::from_utf8(item).ok()?));
+                expect_item = false;
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            _ if expect_item => {
+                let start = i;
+                while i < bytes.len() && !matches!(bytes[i], b',' | b'}') {
+                    i += 1;
+                }
+                let raw = s[start..i].trim();
+                items.push(if raw.eq_ignore_ascii_case("NULL") {
+                    None
+                } else {
+                    Some(raw.to_string())
+                });
+                expect_item = false;
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// `-123.45` at scale 2 → `-12345`. Refuses values that need more digits than the scale (they
@@ -107,11 +240,15 @@ fn num(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-/// `YYYY-MM-DD` → days since 1970-01-01 (proleptic Gregorian, as Postgres). BC dates refused.
+/// `YYYY-MM-DD[ BC]` → days since 1970-01-01 (proleptic Gregorian, as Postgres; 1 BC is year 0).
 pub fn parse_date(s: &str) -> Option<i32> {
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
     let mut it = s.splitn(3, '-');
     let (y, m, d) = (num(it.next()?)?, num(it.next()?)?, num(it.next()?)?);
-    days_from_civil(y, m, d)
+    days_from_civil(if bc { 1 - y } else { y }, m, d)
 }
 
 /// Howard Hinnant's days_from_civil.
@@ -146,8 +283,12 @@ pub fn parse_time(s: &str) -> Option<i64> {
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]]` → microseconds since the epoch (UTC when an
 /// offset is given; as written otherwise).
 pub fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(rest) => (rest, " BC"),
+        None => (s, ""),
+    };
     let (date, rest) = s.split_once(' ')?;
-    let days = parse_date(date)? as i64;
+    let days = parse_date(&format!("{date}{bc}"))? as i64;
     let (time, offset_secs) = if with_zone {
         let at = rest.rfind(['+', '-'])?;
         let (t, off) = rest.split_at(at);
@@ -286,6 +427,96 @@ mod tests {
     }
 
     #[test]
+    fn infinities_bc_and_zones() {
+        assert_eq!(
+            parse_text(&ColumnType::Date, b"infinity"),
+            Ok(Value::Temporal(DATE_INFINITY))
+        );
+        assert_eq!(
+            parse_text(&ColumnType::Timestamp, b"-infinity"),
+            Ok(Value::Temporal(TIMESTAMP_NEG_INFINITY))
+        );
+        // 1 BC is year 0, a leap year: 0001-01-01 BC is 366 days before 0001-01-01.
+        assert_eq!(
+            parse_date("0001-01-01 BC").unwrap() + 366,
+            parse_date("0001-01-01").unwrap()
+        );
+        assert_eq!(
+            parse_timestamp("0001-01-01 00:00:00+00 BC", true).unwrap() + 366 * 86_400_000_000,
+            parse_timestamp("0001-01-01 00:00:00+00", true).unwrap()
+        );
+        assert_eq!(
+            parse_timetz("12:00:00.5+02").as_deref(),
+            Some("10:00:00.5Z")
+        );
+        assert_eq!(parse_timetz("01:00:00-03:30").as_deref(), Some("04:30:00Z"));
+        assert_eq!(parse_timetz("00:30:00+01").as_deref(), Some("23:30:00Z"));
+        assert_eq!(
+            parse_text(
+                &ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                b"NaN"
+            ),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            parse_text(&ColumnType::Numeric, b"-Infinity"),
+            Ok(Value::Text("-Infinity".into()))
+        );
+        let long = format!("{}.{}", "9".repeat(60), "1".repeat(30));
+        assert_eq!(
+            parse_text(&ColumnType::Numeric, long.as_bytes()),
+            Ok(Value::Text(long.clone()))
+        );
+        assert!(parse_text(&ColumnType::Numeric, b"12x").is_err());
+        assert!(parse_text(&ColumnType::Numeric, b"-").is_err());
+    }
+
+    #[test]
+    fn arrays() {
+        let ints = ColumnType::List(Box::new(ColumnType::Int32));
+        assert_eq!(
+            parse_text(&ints, b"{1,NULL,-3}"),
+            Ok(Value::List(vec![
+                Value::Int(1),
+                Value::Null,
+                Value::Int(-3)
+            ]))
+        );
+        assert_eq!(parse_text(&ints, b"{}"), Ok(Value::List(vec![])));
+        assert_eq!(
+            parse_text(&ints, b"{{1,2},{3,4}}")
+                .map(|v| matches!(v, Value::List(l) if l.len() == 4)),
+            Ok(true)
+        );
+        assert_eq!(
+            parse_text(&ints, b"[0:1]={5,6}"),
+            Ok(Value::List(vec![Value::Int(5), Value::Int(6)]))
+        );
+        let texts = ColumnType::List(Box::new(ColumnType::Text));
+        assert_eq!(
+            parse_text(&texts, br#"{"a,b","q\"x",NULL,"NULL",plain, sp ace }"#),
+            Ok(Value::List(vec![
+                Value::Text("a,b".into()),
+                Value::Text("q\"x".into()),
+                Value::Null,
+                Value::Text("NULL".into()),
+                Value::Text("plain".into()),
+                Value::Text("sp ace".into()),
+            ]))
+        );
+        for bad in [&b"{1,2"[..], b"1,2}", b"{\"open}", b"{1}}", b"", b"}"] {
+            assert!(
+                parse_text(&ints, bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn values_by_type() {
         assert_eq!(parse_text(&ColumnType::Bool, b"t"), Ok(Value::Bool(true)));
         assert_eq!(parse_text(&ColumnType::Int64, b"-42"), Ok(Value::Int(-42)));
@@ -322,6 +553,10 @@ mod tests {
     #[test]
     fn never_panics_on_garbage() {
         let types = [
+            ColumnType::List(Box::new(ColumnType::Text)),
+            ColumnType::List(Box::new(ColumnType::Date)),
+            ColumnType::TimeTz,
+            ColumnType::Numeric,
             ColumnType::Bool,
             ColumnType::Int16,
             ColumnType::Float64,
@@ -335,7 +570,12 @@ mod tests {
             ColumnType::Timestamp,
             ColumnType::TimestampTz,
         ];
-        let inputs: [&[u8]; 10] = [
+        let inputs: [&[u8]; 15] = [
+            b"{",
+            b"{\"\\",
+            b"[1:2]=",
+            b"12:00+",
+            b"{{}",
             b"",
             b"-",
             b"+",
