@@ -119,6 +119,9 @@ fsync = on"
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'norepl') THEN
           CREATE ROLE norepl LOGIN PASSWORD 'norepl';
         END IF;
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sluice_su') THEN
+          CREATE ROLE sluice_su LOGIN SUPERUSER PASSWORD 'sluice';
+        END IF;
       END \$\$;"
     if [ "$(pg_sql $port "SELECT 1 FROM pg_database WHERE datname='sluice'")" != 1 ]; then
       pg_sql $port "CREATE DATABASE sluice OWNER sluice"

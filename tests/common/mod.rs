@@ -336,6 +336,13 @@ fn render(a: &dyn Array, i: usize) -> Option<String> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect(),
+        DataType::List(_) => {
+            let items = a.as_list::<i32>().value(i);
+            let parts: Vec<String> = (0..items.len())
+                .map(|j| render(items.as_ref(), j).unwrap_or_else(|| "NULL".into()))
+                .collect();
+            format!("[{}]", parts.join(","))
+        }
         other => panic!("unexpected type {other}"),
     })
 }
