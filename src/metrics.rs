@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 // Sources, labels {source, table, op} / {source}.
 pub const SOURCE_EVENTS: &str = "sluice_source_events_total";
 pub const SOURCE_SNAPSHOT_ROWS: &str = "sluice_source_snapshot_rows_total";
+pub const SOURCE_SNAPSHOT_ROWS_ESTIMATED: &str = "sluice_source_snapshot_rows_estimated";
 pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
 pub const SOURCE_LAG_BYTES: &str = "sluice_source_lag_bytes";
 pub const SOURCE_COMMITTED_POSITION: &str = "sluice_source_committed_position";
@@ -57,6 +58,10 @@ fn describe() {
         "Change events read from the source, by table and op (c, u, d, r, t)."
     );
     describe_counter!(SOURCE_SNAPSHOT_ROWS, "Rows read by the initial snapshot.");
+    describe_gauge!(
+        SOURCE_SNAPSHOT_ROWS_ESTIMATED,
+        "The server's estimate of a table's rows (pg_class.reltuples), for snapshot progress."
+    );
     describe_gauge!(
         SOURCE_LAG_SECONDS,
         Unit::Seconds,

@@ -223,6 +223,10 @@ pub struct SourceConfig {
     /// idle or filtered database still advances the slot and frees WAL.
     #[serde(default = "default_heartbeat")]
     pub heartbeat: HumanDuration,
+    /// Rows per snapshot chunk (tables with a single integer primary key are read in key order,
+    /// a chunk per query, and a crash resumes after the last committed row).
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: u64,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub file: PathBuf,
@@ -259,6 +263,10 @@ impl SourceConfig {
             .clone()
             .unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
     }
+}
+
+fn default_snapshot_chunk_rows() -> u64 {
+    50_000
 }
 
 fn default_heartbeat() -> HumanDuration {

@@ -19,9 +19,15 @@ use crate::event::ChangeEvent;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourcePosition {
-    /// Postgres: stream from `lsn` (the end of the last transaction wholly in the lake).
-    /// `slot` names the slot the position belongs to, so a recreated slot is detected.
-    Postgres { lsn: u64, slot: String },
+    /// Postgres: stream from `lsn` (the end of the last transaction wholly in the lake; during
+    /// the snapshot, the slot's consistent point). `slot` names the slot the position belongs to.
+    Postgres {
+        lsn: u64,
+        slot: String,
+        /// An unfinished snapshot, or a finished one whose phase filter still applies.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<postgres::snapshot::SnapshotState>,
+    },
 }
 
 /// A group of events from one source, in log order.
@@ -33,8 +39,6 @@ pub struct SourceBatch {
     /// nothing resumable exists yet (during the initial snapshot), so such data is committed only
     /// together with a later batch that has a position.
     pub resume: Option<SourcePosition>,
-    /// The source has finished (`snapshot: initial_only`): the sink may stop once all sources did.
-    pub finished: bool,
 }
 
 /// Positions the sink has committed, per source; sources acknowledge these to their database.

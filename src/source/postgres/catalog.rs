@@ -413,14 +413,18 @@ pub fn set_snapshot_sql(snapshot: &str) -> String {
     format!("SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot))
 }
 
-pub fn copy_sql(table: &PgTable, schema: &TableSchema) -> String {
+/// `COPY (SELECT <columns> FROM <table> <suffix>) TO STDOUT`; `suffix` adds WHERE/ORDER/LIMIT.
+pub fn copy_query_sql(table: &PgTable, schema: &TableSchema, suffix: &str) -> String {
     let cols = schema
         .columns
         .iter()
         .map(|c| quote_ident(&c.name))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("COPY (SELECT {cols} FROM {}) TO STDOUT", table.qualified())
+    format!(
+        "COPY (SELECT {cols} FROM {} {suffix}) TO STDOUT",
+        table.qualified()
+    )
 }
 
 #[cfg(test)]

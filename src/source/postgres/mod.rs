@@ -21,14 +21,13 @@ pub mod catalog;
 pub mod check;
 pub mod error;
 pub mod pgoutput;
+pub mod snapshot;
 pub mod text;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures::StreamExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, NoTls};
@@ -40,6 +39,7 @@ use crate::source::{Acks, SourceBatch, SourcePosition};
 use catalog::{PgTable, SESSION_OPTIONS};
 pub use error::PgError;
 use pgoutput::{Message, TupleValue};
+use snapshot::SnapshotState;
 
 /// Events per batch handed downstream.
 const BATCH_EVENTS: usize = 4096;
@@ -62,8 +62,13 @@ pub struct PgSourceContext {
 enum Start {
     /// Fresh slot: snapshot (or not), then stream from the slot's consistent point.
     NewSlot { snapshot: bool },
-    /// Resume streaming at a committed LSN.
-    Resume { lsn: u64 },
+    /// A snapshot was under way: read the rest at a new exported snapshot, then stream.
+    ResumeSnapshot { lsn: u64, state: SnapshotState },
+    /// Resume streaming at a committed LSN (with the phase filter of a resumed snapshot).
+    Resume {
+        lsn: u64,
+        filter: Option<SnapshotState>,
+    },
 }
 
 pub struct PostgresSource {
@@ -76,6 +81,11 @@ pub struct PostgresSource {
     schemas: HashMap<u32, Arc<TableSchema>>,
     batch: Vec<ChangeEvent>,
     batch_started: Option<Instant>,
+    /// Commit time given to snapshot rows: when this run's snapshot began.
+    snapshot_taken_at: Option<i64>,
+    /// Streamed changes already contained in a resumed snapshot are dropped until the stream
+    /// passes the last phase's position (see snapshot.rs).
+    snapshot_filter: Option<SnapshotState>,
 }
 
 impl PostgresSource {
@@ -114,6 +124,8 @@ impl PostgresSource {
             schemas: HashMap::new(),
             batch: Vec::with_capacity(BATCH_EVENTS),
             batch_started: None,
+            snapshot_taken_at: None,
+            snapshot_filter: None,
         })
     }
 
@@ -127,21 +139,49 @@ impl PostgresSource {
             self.schemas.insert(t.relid, Arc::new(schema));
         }
         let (mut repl, start_lsn) = match start {
-            Start::Resume { lsn } => (self.replication(&slot, lsn).await?, lsn),
+            Start::Resume { lsn, filter } => {
+                self.snapshot_filter = filter.filter(|f| f.filter_until() > lsn);
+                (self.replication(&slot, lsn).await?, lsn)
+            }
+            Start::ResumeSnapshot { lsn, state } => {
+                // A temporary slot exports a snapshot at an exactly known position for the rest.
+                let temp = format!("{slot}_resume_{}", std::process::id());
+                let mut gate =
+                    ReplicationClient::connect_gated(self.replication_config(&temp, 0)?).await?;
+                let (phase_lsn, snapshot_name) = create_slot(&mut gate, &temp, true, true).await?;
+                let snapshot_name =
+                    snapshot_name.ok_or_else(|| PgError::Setup("no snapshot exported".into()))?;
+                let state = self
+                    .read_snapshot(&slot, &snapshot_name, phase_lsn, state)
+                    .await?;
+                drop(gate); // the temporary slot goes with its session
+                if self.ctx.config.snapshot == SnapshotMode::InitialOnly {
+                    return self.finish_initial_only();
+                }
+                self.snapshot_filter = (state.filter_until() > 0).then_some(state);
+                (self.replication(&slot, lsn).await?, lsn)
+            }
             Start::NewSlot { snapshot } => {
                 let mut repl =
                     ReplicationClient::connect_gated(self.replication_config(&slot, 0)?).await?;
                 let (consistent_point, snapshot_name) =
-                    create_slot(&mut repl, &slot, snapshot).await?;
-                if let Some(snapshot_name) = snapshot_name {
-                    tracing::info!(source = %self.name, slot, "taking the initial snapshot");
-                    self.snapshot(&snapshot_name, consistent_point).await?;
+                    create_slot(&mut repl, &slot, snapshot, false).await?;
+                match snapshot_name {
+                    Some(name) => {
+                        tracing::info!(source = %self.name, slot, "taking the initial snapshot");
+                        let state = self
+                            .read_snapshot(&slot, &name, consistent_point, SnapshotState::default())
+                            .await?;
+                        // One phase read everything at the consistent point: nothing to filter.
+                        self.snapshot_filter = (state.filter_until() > 0).then_some(state);
+                    }
+                    None => {
+                        self.flush(Some(self.position(&slot, consistent_point)))
+                            .await?
+                    }
                 }
-                // The snapshot (or nothing) is everything before the consistent point: resumable.
-                self.flush(Some(self.position(&slot, consistent_point)))
-                    .await?;
                 if self.ctx.config.snapshot == SnapshotMode::InitialOnly {
-                    return self.finish_initial_only(consistent_point).await;
+                    return self.finish_initial_only();
                 }
                 repl.start().await?;
                 (repl, consistent_point)
@@ -157,11 +197,18 @@ impl PostgresSource {
     async fn decide_start(&mut self, slot: &str) -> Result<Start, PgError> {
         let slot_state = catalog::slot_confirmed_lsn(&self.client, slot).await?;
         let committed = match &self.ctx.committed {
-            Some(SourcePosition::Postgres { lsn, slot: s }) if s == slot => Some(*lsn),
+            Some(SourcePosition::Postgres {
+                lsn,
+                slot: s,
+                snapshot,
+            }) if s == slot => Some((*lsn, snapshot.clone())),
             _ => None,
         };
         Ok(match (committed, slot_state) {
-            (Some(lsn), Some(_)) => Start::Resume { lsn },
+            (Some((lsn, Some(state))), Some(_)) if !state.complete => {
+                Start::ResumeSnapshot { lsn, state }
+            }
+            (Some((lsn, filter)), Some(_)) => Start::Resume { lsn, filter },
             (Some(_), None) => {
                 return Err(PgError::SlotLost {
                     slot: slot.to_string(),
@@ -170,9 +217,9 @@ impl PostgresSource {
             }
             (None, existing) => {
                 if existing.is_some() {
-                    // A slot without a committed position: an earlier snapshot never finished
-                    // (or someone made the slot by hand). Its exported snapshot is gone, so the
-                    // only consistent start is a new slot and a new snapshot.
+                    // A slot without a committed position: an earlier start died before its
+                    // first commit (or someone made the slot by hand). Its exported snapshot is
+                    // gone, so the only consistent start is a new slot and a new snapshot.
                     tracing::warn!(source = %self.name, slot, "slot exists but nothing was committed: recreating it");
                     catalog::drop_slot(&self.client, slot).await?;
                 }
@@ -183,10 +230,16 @@ impl PostgresSource {
         })
     }
 
+    /// The position to resume streaming at `lsn`, with the phase filter while it still applies.
     fn position(&self, slot: &str, lsn: u64) -> SourcePosition {
+        let snapshot = self
+            .snapshot_filter
+            .clone()
+            .filter(|s| lsn < s.filter_until());
         SourcePosition::Postgres {
             lsn,
             slot: slot.to_string(),
+            snapshot,
         }
     }
 
@@ -206,91 +259,9 @@ impl PostgresSource {
         Ok(ReplicationClient::connect(cfg).await?)
     }
 
-    /// Read every table at the exported snapshot, as `op=r` events.
-    async fn snapshot(
-        &mut self,
-        snapshot_name: &str,
-        consistent_point: u64,
-    ) -> Result<(), PgError> {
-        // A connection of its own: the transaction holds the imported snapshot while we stream rows.
-        let (mut snapshot_client, _) = connect_sql(&self.ctx.config.url).await?;
-        let tx = snapshot_client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(PgError::query("beginning the snapshot transaction"))?;
-        tx.batch_execute(&catalog::set_snapshot_sql(snapshot_name))
-            .await
-            .map_err(PgError::query("importing the slot's snapshot"))?;
-        let taken_at = now_us();
-        let seq_major = consistent_point.saturating_sub(1);
-        let mut ordinal = 0u64;
-        let mut fields = Vec::new();
-        let tables = self.tables.clone();
-        for table in &tables {
-            // Re-read the schema inside the snapshot so columns match the rows exactly.
-            let (schema, _) = catalog::table_schema(&tx, &self.name, &self.db, table, 1).await?;
-            let schema = Arc::new(schema);
-            self.schemas.insert(table.relid, schema.clone());
-            let copy = tx
-                .copy_out(&catalog::copy_sql(table, &schema))
-                .await
-                .map_err(PgError::query("starting COPY for the snapshot"))?;
-            futures::pin_mut!(copy);
-            let mut buf = BytesMut::with_capacity(1 << 16);
-            let mut rows = 0u64;
-            while let Some(chunk) = copy.next().await {
-                buf.extend_from_slice(&chunk.map_err(PgError::query("reading COPY data"))?);
-                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    let line = buf.split_to(nl + 1);
-                    let row = copy_row(&schema, &line[..nl], &mut fields)?;
-                    self.batch.push(ChangeEvent {
-                        table: schema.clone(),
-                        op: Op::Read,
-                        before: None,
-                        after: Some(row),
-                        seq: Seq::new(seq_major, ordinal),
-                        commit_ts_us: taken_at,
-                        pos: SourcePos::PgLsn {
-                            lsn: consistent_point,
-                            commit_lsn: consistent_point,
-                        },
-                        tx_id: None,
-                        snapshot: true,
-                    });
-                    ordinal += 1;
-                    rows += 1;
-                    if self.batch.len() >= BATCH_EVENTS {
-                        self.flush(None).await?;
-                    }
-                }
-            }
-            metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => schema.stream.clone())
-                .increment(rows);
-            tracing::info!(source = %self.name, table = %table.display(), rows, "snapshot of table done");
-        }
-        tx.commit()
-            .await
-            .map_err(PgError::query("ending the snapshot transaction"))?;
-        Ok(())
-    }
-
-    /// `snapshot: initial_only`: hand over the end marker and wait until it is committed.
-    async fn finish_initial_only(&mut self, consistent_point: u64) -> Result<(), PgError> {
-        let slot = self.ctx.config.slot_name();
-        let done = SourceBatch {
-            source: self.name.clone(),
-            events: Vec::new(),
-            resume: Some(self.position(&slot, consistent_point)),
-            finished: true,
-        };
-        self.ctx
-            .out
-            .send(done)
-            .await
-            .map_err(|_| PgError::Downstream)?;
+    /// `snapshot: initial_only`: the snapshot is handed over with its final position; the
+    /// source ends, and the pipeline stops once the sink has committed it.
+    fn finish_initial_only(&mut self) -> Result<(), PgError> {
         tracing::info!(source = %self.name, "initial snapshot handed over; not streaming (snapshot: initial_only)");
         Ok(())
     }
@@ -351,6 +322,9 @@ impl PostgresSource {
                         }
                         ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
                             resume = end_lsn.as_u64();
+                            if self.snapshot_filter.as_ref().is_some_and(|f| resume >= f.filter_until()) {
+                                self.snapshot_filter = None;
+                            }
                             let lag = (now_us() - (commit_time_micros + PG_EPOCH_OFFSET_US)) as f64 / 1e6;
                             metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
                             if self.batch.is_empty() {
@@ -398,6 +372,16 @@ impl PostgresSource {
             Some(new) => Some(tuple_row(&schema, new, before_row.as_ref())?),
             None => None,
         };
+        if let Some(filter) = &self.snapshot_filter {
+            let key = after_row
+                .as_ref()
+                .or(before_row.as_ref())
+                .and_then(|r| snapshot::int_key(&schema, r));
+            let table = format!("{}.{}", schema.id.namespace, schema.id.table);
+            if filter.already_read(&table, key, tx.commit_lsn) {
+                return Ok(()); // the resumed snapshot read this key after this change
+            }
+        }
         self.push_change(tx, schema, op, before_row, after_row, lsn);
         Ok(())
     }
@@ -552,7 +536,6 @@ impl PostgresSource {
             source: self.name.clone(),
             events,
             resume,
-            finished: false,
         };
         self.ctx
             .out
@@ -729,15 +712,17 @@ async fn create_slot(
     repl: &mut ReplicationClient,
     slot: &str,
     export: bool,
+    temporary: bool,
 ) -> Result<(u64, Option<String>), PgError> {
     let mode = if export {
         "EXPORT_SNAPSHOT"
     } else {
         "NOEXPORT_SNAPSHOT"
     };
+    let temporary = if temporary { "TEMPORARY " } else { "" };
     let rows = repl
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {mode}",
+            "CREATE_REPLICATION_SLOT {} {temporary}LOGICAL pgoutput {mode}",
             catalog::quote_ident(slot)
         ))
         .await?;

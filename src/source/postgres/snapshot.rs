@@ -1,0 +1,413 @@
+//! The initial snapshot: chunked, committed as it goes, and resumable after a crash.
+//!
+//! Every phase of the snapshot reads at an exported snapshot whose WAL position is known exactly:
+//! the first phase at the main slot's consistent point C, a phase that resumes after a crash at
+//! a temporary slot's consistent point C1 > C. Tables are read in name order; a table with a
+//! single integer primary key is read in key order, and every row boundary is a place to resume
+//! (the cursor), so each batch carries a position and is committed with the rows it covers. A
+//! table with any other key is read in one piece and committed when it is complete.
+//!
+//! Streaming then starts at C for every key. A key read by a later phase already reflects every
+//! change committed before that phase's position, so those changes are dropped for it (the
+//! phase filter); all later changes apply on top. Snapshot rows of every phase have sequences
+//! `(C - 1, ordinal)`, so they sort before every streamed change: "last row per key by `_seq`"
+//! stays the current state, with no gap and no duplicate.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{self, PgTable};
+use super::{PgError, PostgresSource, copy_row, now_us};
+use crate::event::{ChangeEvent, ColumnType, Op, Row, Seq, SourcePos, TableSchema, Value};
+use crate::metrics as m;
+
+/// Where a snapshot stands; part of the committed source position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotState {
+    /// Every table has been read.
+    pub complete: bool,
+    /// Ordinal of the next snapshot row (the minor part of its sequence).
+    pub next_ordinal: u64,
+    /// Where reading goes on; `None` before the first table (or when complete).
+    pub cursor: Option<Cursor>,
+    /// Each phase's WAL position and where it started reading.
+    pub phases: Vec<Phase>,
+}
+
+/// Reading continues in `table` after the integer key `after_key` (from its start if `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub table: String,
+    pub after_key: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    /// The exported snapshot's position: the phase's rows reflect every commit before it.
+    pub lsn: u64,
+    /// The first row the phase read (`None`: the first table's start).
+    pub from: Option<Cursor>,
+}
+
+/// Order of keys across tables: (table name, key). A table's start sorts before all its keys;
+/// keys that are not single integers sort at their table's start (such tables are read whole).
+type KeyPos = (String, i128);
+
+fn boundary(cursor: &Option<Cursor>) -> Option<KeyPos> {
+    cursor.as_ref().map(|c| {
+        (
+            c.table.clone(),
+            c.after_key.map_or(i128::MIN, |k| k as i128 + 1),
+        )
+    })
+}
+
+impl SnapshotState {
+    /// The position up to which streamed changes may still be dropped for some keys.
+    pub fn filter_until(&self) -> u64 {
+        self.phases.iter().skip(1).map(|p| p.lsn).max().unwrap_or(0)
+    }
+
+    /// Whether a streamed change of `table` with integer key `key` committed at `commit_lsn` is
+    /// already in the snapshot (read by a phase that started after that commit).
+    pub fn already_read(&self, table: &str, key: Option<i64>, commit_lsn: u64) -> bool {
+        let pos: KeyPos = (table.to_string(), key.map_or(i128::MIN, |k| k as i128));
+        let phase = self
+            .phases
+            .iter()
+            .rev()
+            .find(|p| boundary(&p.from).is_none_or(|b| b <= pos));
+        phase.is_some_and(|p| commit_lsn < p.lsn)
+    }
+}
+
+/// The single integer primary-key column a table can be chunked by.
+pub fn chunk_key(schema: &TableSchema) -> Option<usize> {
+    let mut keys = schema.key_columns();
+    let (i, col) = keys.next()?;
+    if keys.next().is_some() {
+        return None;
+    }
+    matches!(
+        col.ty,
+        ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
+    )
+    .then_some(i)
+}
+
+/// The integer key of a row, for the phase filter.
+pub fn int_key(schema: &TableSchema, row: &Row) -> Option<i64> {
+    match row.get(chunk_key(schema)?) {
+        Some(Value::Int(k)) => Some(*k),
+        _ => None,
+    }
+}
+
+impl PostgresSource {
+    /// Read the tables from `state.cursor` on at the exported snapshot `snapshot_name`, which is
+    /// at WAL position `phase_lsn`, handing rows downstream with positions to resume from.
+    pub(super) async fn read_snapshot(
+        &mut self,
+        slot: &str,
+        snapshot_name: &str,
+        phase_lsn: u64,
+        mut state: SnapshotState,
+    ) -> Result<SnapshotState, PgError> {
+        state.phases.push(Phase {
+            lsn: phase_lsn,
+            from: state.cursor.clone(),
+        });
+        let stream_lsn = state.phases[0].lsn;
+        // A connection of its own: the transaction holds the imported snapshot while rows stream.
+        let (mut snapshot_client, _) = super::connect_sql(&self.ctx.config.url).await?;
+        let tx = snapshot_client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(PgError::query("beginning the snapshot transaction"))?;
+        tx.batch_execute(&catalog::set_snapshot_sql(snapshot_name))
+            .await
+            .map_err(PgError::query("importing the slot's snapshot"))?;
+        let mut tables = self.tables.clone();
+        tables.sort_by_key(PgTable::display);
+        if let Some(cursor) = &state.cursor {
+            tables.retain(|t| t.display() >= cursor.table);
+            tracing::info!(source = %self.name, table = %cursor.table, after_key = ?cursor.after_key, "resuming the snapshot");
+        }
+        for (i, table) in tables.iter().enumerate() {
+            // The schema as of the snapshot, so columns match the rows exactly.
+            let (schema, _) = catalog::table_schema(&tx, &self.name, &self.db, table, 1).await?;
+            let schema = Arc::new(schema);
+            self.schemas.insert(table.relid, schema.clone());
+            self.report_estimate(&tx, table, &schema).await;
+            let after = state
+                .cursor
+                .as_ref()
+                .filter(|c| c.table == table.display())
+                .and_then(|c| c.after_key);
+            state.cursor = Some(Cursor {
+                table: table.display(),
+                after_key: after,
+            });
+            match chunk_key(&schema) {
+                Some(key) => {
+                    self.read_chunked(&tx, slot, table, &schema, key, &mut state)
+                        .await?
+                }
+                None => {
+                    self.read_whole(&tx, slot, table, &schema, &mut state)
+                        .await?
+                }
+            }
+            state.cursor = tables.get(i + 1).map(|next| Cursor {
+                table: next.display(),
+                after_key: None,
+            });
+            tracing::info!(source = %self.name, table = %table.display(), "snapshot of table done");
+            let position = self.snapshot_position(slot, stream_lsn, &state);
+            self.flush(Some(position)).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(PgError::query("ending the snapshot transaction"))?;
+        state.complete = true;
+        state.cursor = None;
+        let position = self.snapshot_position(slot, stream_lsn, &state);
+        self.flush(Some(position)).await?;
+        Ok(state)
+    }
+
+    /// Key order, `chunk` rows per COPY; every batch carries the cursor of its last row.
+    async fn read_chunked(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        slot: &str,
+        table: &PgTable,
+        schema: &Arc<TableSchema>,
+        key: usize,
+        state: &mut SnapshotState,
+    ) -> Result<(), PgError> {
+        let chunk = self.ctx.config.snapshot_chunk_rows.max(1);
+        let key_col = catalog::quote_ident(&schema.columns[key].name);
+        loop {
+            let after = state.cursor.as_ref().and_then(|c| c.after_key);
+            let filter = after
+                .map(|k| format!("WHERE {key_col} > {k}"))
+                .unwrap_or_default();
+            let sql = catalog::copy_query_sql(
+                table,
+                schema,
+                &format!("{filter} ORDER BY {key_col} LIMIT {chunk}"),
+            );
+            let mut read = 0u64;
+            let stream_lsn = state.phases[0].lsn;
+            let mut rows = copy_rows(tx, &sql, schema).await?;
+            while let Some(row) = rows.next_row(schema).await? {
+                let Some(Value::Int(k)) = row.get(key).cloned() else {
+                    return Err(PgError::Setup(format!(
+                        "{}: a NULL primary key in the snapshot",
+                        schema.stream
+                    )));
+                };
+                self.push_snapshot_row(schema, row, state);
+                if let Some(c) = state.cursor.as_mut() {
+                    c.after_key = Some(k);
+                }
+                read += 1;
+                if self.batch.len() >= super::BATCH_EVENTS {
+                    let position = self.snapshot_position(slot, stream_lsn, state);
+                    self.flush(Some(position)).await?;
+                }
+            }
+            self.count_snapshot_rows(schema, read);
+            if read < chunk {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One COPY; the table is committed only once complete (it has no cursor to resume at).
+    async fn read_whole(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        _slot: &str,
+        table: &PgTable,
+        schema: &Arc<TableSchema>,
+        state: &mut SnapshotState,
+    ) -> Result<(), PgError> {
+        let sql = catalog::copy_query_sql(table, schema, "");
+        let mut rows = copy_rows(tx, &sql, schema).await?;
+        let mut read = 0u64;
+        while let Some(row) = rows.next_row(schema).await? {
+            self.push_snapshot_row(schema, row, state);
+            read += 1;
+            if self.batch.len() >= super::BATCH_EVENTS {
+                self.flush(None).await?;
+            }
+        }
+        self.count_snapshot_rows(schema, read);
+        Ok(())
+    }
+
+    fn push_snapshot_row(
+        &mut self,
+        schema: &Arc<TableSchema>,
+        row: Row,
+        state: &mut SnapshotState,
+    ) {
+        let consistent_point = state.phases[0].lsn;
+        let phase_lsn = state.phases.last().map_or(consistent_point, |p| p.lsn);
+        self.batch.push(ChangeEvent {
+            table: schema.clone(),
+            op: Op::Read,
+            before: None,
+            after: Some(row),
+            seq: Seq::new(consistent_point.saturating_sub(1), state.next_ordinal),
+            commit_ts_us: self.snapshot_taken_at.get_or_insert_with(now_us).to_owned(),
+            pos: SourcePos::PgLsn {
+                lsn: phase_lsn,
+                commit_lsn: phase_lsn,
+            },
+            tx_id: None,
+            snapshot: true,
+        });
+        state.next_ordinal += 1;
+    }
+
+    fn count_snapshot_rows(&self, schema: &TableSchema, rows: u64) {
+        metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => schema.stream.clone())
+            .increment(rows);
+    }
+
+    async fn report_estimate(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        table: &PgTable,
+        schema: &TableSchema,
+    ) {
+        if let Ok(row) = tx
+            .query_one(
+                "SELECT reltuples::float8 FROM pg_class WHERE oid = $1",
+                &[&table.relid],
+            )
+            .await
+        {
+            let estimate: f64 = row.get(0);
+            metrics::gauge!(m::SOURCE_SNAPSHOT_ROWS_ESTIMATED, "source" => self.name.to_string(), "table" => schema.stream.clone())
+                .set(estimate.max(0.0));
+        }
+    }
+
+    fn snapshot_position(
+        &self,
+        slot: &str,
+        stream_lsn: u64,
+        state: &SnapshotState,
+    ) -> crate::source::SourcePosition {
+        crate::source::SourcePosition::Postgres {
+            lsn: stream_lsn,
+            slot: slot.to_string(),
+            snapshot: Some(state.clone()),
+        }
+    }
+}
+
+/// Rows of one `COPY … TO STDOUT`, parsed as they arrive.
+struct CopyRows<S> {
+    stream: std::pin::Pin<Box<S>>,
+    buf: BytesMut,
+    fields: Vec<Option<Vec<u8>>>,
+}
+
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    _schema: &TableSchema,
+) -> Result<CopyRows<tokio_postgres::CopyOutStream>, PgError> {
+    let stream = tx
+        .copy_out(sql)
+        .await
+        .map_err(PgError::query("starting COPY for the snapshot"))?;
+    Ok(CopyRows {
+        stream: Box::pin(stream),
+        buf: BytesMut::with_capacity(1 << 16),
+        fields: Vec::new(),
+    })
+}
+
+impl CopyRows<tokio_postgres::CopyOutStream> {
+    async fn next_row(&mut self, schema: &TableSchema) -> Result<Option<Row>, PgError> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(nl + 1);
+                return copy_row(schema, &line[..nl], &mut self.fields).map(Some);
+            }
+            match self.stream.next().await {
+                Some(chunk) => self
+                    .buf
+                    .extend_from_slice(&chunk.map_err(PgError::query("reading COPY data"))?),
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(PgError::Setup(format!(
+                        "{}: COPY data ends inside a row",
+                        schema.stream
+                    )));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> SnapshotState {
+        SnapshotState {
+            complete: true,
+            next_ordinal: 0,
+            cursor: None,
+            phases: vec![
+                Phase {
+                    lsn: 100,
+                    from: None,
+                },
+                Phase {
+                    lsn: 500,
+                    from: Some(Cursor {
+                        table: "public.b".into(),
+                        after_key: Some(41),
+                    }),
+                },
+                Phase {
+                    lsn: 900,
+                    from: Some(Cursor {
+                        table: "public.c".into(),
+                        after_key: None,
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_phase_that_read_a_key_decides() {
+        let s = state();
+        // public.a and public.b up to key 41 were read at 100: nothing streamed is dropped.
+        assert!(!s.already_read("public.a", Some(7), 150));
+        assert!(!s.already_read("public.b", Some(41), 150));
+        // public.b after 41 was read at 500: earlier commits are in the snapshot already.
+        assert!(s.already_read("public.b", Some(42), 150));
+        assert!(!s.already_read("public.b", Some(42), 500));
+        // public.c (any key, or a non-integer key) was read at 900.
+        assert!(s.already_read("public.c", None, 899));
+        assert!(s.already_read("public.d", Some(1), 600));
+        assert!(!s.already_read("public.d", Some(1), 950));
+        assert_eq!(s.filter_until(), 900);
+    }
+}
