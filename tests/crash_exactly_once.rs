@@ -1,6 +1,6 @@
-//! Crash test: kill -9 the daemon at random moments (during the snapshot, while streaming, in the
-//! middle of commits) while a workload writes, a dozen times; then let it catch up and prove the
-//! lake holds every change exactly once.
+//! Crash test: kill -9 the daemon at random moments (in the middle of the chunked snapshot, while
+//! streaming, in the middle of commits, around an ALTER TABLE) while a workload writes, a dozen
+//! times; then let it catch up and prove the lake holds every change exactly once.
 //!
 //! Every update bumps the row's `version` by one, so per key the change log must read: `r` (any
 //! version) or `c` (version 0), then `u` with versions rising by exactly one, then at most one `d`
@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
+
+/// Rows before the first start: enough for a snapshot of many chunks that kills land inside.
+const INITIAL_ROWS: i64 = 60_000;
 
 struct Rng(u64);
 impl Rng {
@@ -34,9 +37,17 @@ impl Rng {
 async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>, seed: u64) {
     let mut client = connect(&url).await;
     let mut rng = Rng(seed);
-    let mut live: Vec<i64> = (1..=2000).collect();
-    let mut next_id = 2001i64;
+    let mut live: Vec<i64> = (1..=INITIAL_ROWS).collect();
+    let mut next_id = INITIAL_ROWS + 1;
+    let mut transactions = 0u64;
+    let mut insert = "INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')";
     while !stop.load(Ordering::Relaxed) {
+        transactions += 1;
+        if transactions == 400 {
+            // A schema change in the middle of the kills: later files carry the new column.
+            client.batch_execute("ALTER TABLE accounts ADD COLUMN tag text").await.unwrap();
+            insert = "INSERT INTO accounts (id, version, balance, note, tag) VALUES ($1, 0, 0, 'new', 'tagged')";
+        }
         let tx = client.transaction().await.unwrap();
         let mut inserted = Vec::new();
         let mut deleted = Vec::new();
@@ -44,12 +55,7 @@ async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>,
         for _ in 0..n {
             let roll = rng.below(100);
             if roll < 35 || live.len() < 10 {
-                tx.execute(
-                    "INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')",
-                    &[&next_id],
-                )
-                .await
-                .unwrap();
+tx.execute(insert, &[&next_id]).await.unwrap();
                 inserted.push(next_id);
                 next_id += 1;
             } else {
@@ -84,7 +90,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     client
         .batch_execute(
             "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
-             INSERT INTO accounts SELECT g, 0, 0, repeat('n', 100) FROM generate_series(1, 2000) g;",
+             INSERT INTO accounts SELECT g, 0, 0, repeat('n', 100) FROM generate_series(1, 60000) g;",
         )
         .await
         .unwrap();
@@ -94,6 +100,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         &["public.accounts"],
         "{ rows: 700, interval: 200ms }",
     );
+    let source = d.dir.path().join("sources/crash.yaml");
+    std::fs::write(&source, std::fs::read_to_string(&source).unwrap() + "snapshot_chunk_rows: 2500\n").unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
@@ -111,6 +119,22 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         committed.clone(),
         seed,
     ));
+
+    // The first kill lands inside the snapshot, after some of it is committed: the next start
+    // must resume it, not start over.
+    wait_for("part of the snapshot in the lake", Duration::from_secs(60), || async {
+        let m = d.metrics();
+        let rows: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("sluice_sink_rows_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        rows >= 5000.0
+    })
+    .await;
+    d.kill9();
+    d.start();
+    wait_for("the snapshot to resume", Duration::from_secs(30), || async { d.log().contains("resuming the snapshot") }).await;
 
     const KILLS: usize = 12;
     for i in 0..KILLS {
@@ -136,18 +160,22 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     );
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
-    wait_for(
-        "the lake to catch up after the last kill",
-        Duration::from_secs(90),
-        || async {
-            state_from_log(
-                &lake_rows(&d.lake, "crash.public.accounts"),
-                "id",
-                &["id", "version"],
-            ) == want
-        },
-    )
+    let caught_up = wait_until(Duration::from_secs(90), || async {
+        state_from_log(&lake_rows(&d.lake, "crash.public.accounts"), "id", &["id", "version"]) == want
+    })
     .await;
+    if !caught_up {
+        let log = d.log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        let lake = state_from_log(&lake_rows(&d.lake, "crash.public.accounts"), "id", &["id", "version"]);
+        let missing: Vec<_> = want.keys().filter(|k| !lake.contains_key(*k)).take(10).collect();
+        let extra: Vec<_> = lake.keys().filter(|k| !want.contains_key(*k)).take(10).collect();
+        let differ: Vec<_> = want.iter().filter(|(k, v)| lake.get(*k).is_some_and(|l| l != *v)).take(10).collect();
+        panic!(
+            "the lake did not catch up: missing {missing:?} extra {extra:?} differ {differ:?}\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     assert!(d.terminate().success(), "{}", d.log());
 
     let rows = lake_rows(&d.lake, "crash.public.accounts");
@@ -222,6 +250,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         "lake events by op: {by_op:?}; files: {}",
         parquet_files(&d.lake.join("raw")).len()
     );
+    let with_tag = rows.iter().filter(|r| r.values.get("tag").is_some_and(|t| t.is_some())).count();
+    assert!(with_tag > 0, "rows inserted after the ALTER carry the new column");
     assert!(
         by_op.get("u").copied().unwrap_or(0) > 100,
         "the workload ran during the kills: {by_op:?}"
