@@ -59,6 +59,9 @@ enum Stage {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Several rustls crypto providers are compiled in (through dependencies); TLS code that asks
+    // for "the default" needs one chosen up front.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -75,7 +75,11 @@ pub async fn run(
     let mut delay = Duration::from_millis(500);
     loop {
         set_status(&status, |s| s.state = "running".into());
+        let started = std::time::Instant::now();
         let result = run_once(config, shutdown.clone(), healthy.clone(), status.clone()).await;
+        if started.elapsed() > Duration::from_secs(60) {
+            delay = Duration::from_millis(500); // it ran well for a while: a fresh failure
+        }
         healthy.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => {

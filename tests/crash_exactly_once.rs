@@ -45,7 +45,10 @@ async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>,
         transactions += 1;
         if transactions == 400 {
             // A schema change in the middle of the kills: later files carry the new column.
-            client.batch_execute("ALTER TABLE accounts ADD COLUMN tag text").await.unwrap();
+            client
+                .batch_execute("ALTER TABLE accounts ADD COLUMN tag text")
+                .await
+                .unwrap();
             insert = "INSERT INTO accounts (id, version, balance, note, tag) VALUES ($1, 0, 0, 'new', 'tagged')";
         }
         let tx = client.transaction().await.unwrap();
@@ -55,7 +58,7 @@ async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>,
         for _ in 0..n {
             let roll = rng.below(100);
             if roll < 35 || live.len() < 10 {
-tx.execute(insert, &[&next_id]).await.unwrap();
+                tx.execute(insert, &[&next_id]).await.unwrap();
                 inserted.push(next_id);
                 next_id += 1;
             } else {
@@ -101,7 +104,11 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         "{ rows: 700, interval: 200ms }",
     );
     let source = d.dir.path().join("sources/crash.yaml");
-    std::fs::write(&source, std::fs::read_to_string(&source).unwrap() + "snapshot_chunk_rows: 2500\n").unwrap();
+    std::fs::write(
+        &source,
+        std::fs::read_to_string(&source).unwrap() + "snapshot_chunk_rows: 2500\n",
+    )
+    .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
@@ -122,19 +129,28 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     // The first kill lands inside the snapshot, after some of it is committed: the next start
     // must resume it, not start over.
-    wait_for("part of the snapshot in the lake", Duration::from_secs(60), || async {
-        let m = d.metrics();
-        let rows: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("sluice_sink_rows_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        rows >= 5000.0
-    })
+    wait_for(
+        "part of the snapshot in the lake",
+        Duration::from_secs(60),
+        || async {
+            let m = d.metrics();
+            let rows: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("sluice_sink_rows_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            rows >= 5000.0
+        },
+    )
     .await;
     d.kill9();
     d.start();
-    wait_for("the snapshot to resume", Duration::from_secs(30), || async { d.log().contains("resuming the snapshot") }).await;
+    wait_for(
+        "the snapshot to resume",
+        Duration::from_secs(30),
+        || async { d.log().contains("resuming the snapshot") },
+    )
+    .await;
 
     const KILLS: usize = 12;
     for i in 0..KILLS {
@@ -161,16 +177,36 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
     let caught_up = wait_until(Duration::from_secs(90), || async {
-        state_from_log(&lake_rows(&d.lake, "crash.public.accounts"), "id", &["id", "version"]) == want
+        state_from_log(
+            &lake_rows(&d.lake, "crash.public.accounts"),
+            "id",
+            &["id", "version"],
+        ) == want
     })
     .await;
     if !caught_up {
         let log = d.log();
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        let lake = state_from_log(&lake_rows(&d.lake, "crash.public.accounts"), "id", &["id", "version"]);
-        let missing: Vec<_> = want.keys().filter(|k| !lake.contains_key(*k)).take(10).collect();
-        let extra: Vec<_> = lake.keys().filter(|k| !want.contains_key(*k)).take(10).collect();
-        let differ: Vec<_> = want.iter().filter(|(k, v)| lake.get(*k).is_some_and(|l| l != *v)).take(10).collect();
+        let lake = state_from_log(
+            &lake_rows(&d.lake, "crash.public.accounts"),
+            "id",
+            &["id", "version"],
+        );
+        let missing: Vec<_> = want
+            .keys()
+            .filter(|k| !lake.contains_key(*k))
+            .take(10)
+            .collect();
+        let extra: Vec<_> = lake
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .take(10)
+            .collect();
+        let differ: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| lake.get(*k).is_some_and(|l| l != *v))
+            .take(10)
+            .collect();
         panic!(
             "the lake did not catch up: missing {missing:?} extra {extra:?} differ {differ:?}\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -250,8 +286,14 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         "lake events by op: {by_op:?}; files: {}",
         parquet_files(&d.lake.join("raw")).len()
     );
-    let with_tag = rows.iter().filter(|r| r.values.get("tag").is_some_and(|t| t.is_some())).count();
-    assert!(with_tag > 0, "rows inserted after the ALTER carry the new column");
+    let with_tag = rows
+        .iter()
+        .filter(|r| r.values.get("tag").is_some_and(|t| t.is_some()))
+        .count();
+    assert!(
+        with_tag > 0,
+        "rows inserted after the ALTER carry the new column"
+    );
     assert!(
         by_op.get("u").copied().unwrap_or(0) > 100,
         "the workload ran during the kills: {by_op:?}"

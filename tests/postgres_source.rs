@@ -495,3 +495,83 @@ async fn a_dropped_slot_stops_the_source_with_the_recovery() {
         "sluice must not silently make a new slot and start from now"
     );
 }
+
+/// TLS on both connections, with Debian's snakeoil certificate as the CA (its name is the
+/// machine's hostname, not 127.0.0.1, so verify-full must refuse it). The password comes from
+/// a file.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_modes_and_password_file() {
+    const CA: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let db = TestDb::create("sluice_it_tls").await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+        .await
+        .unwrap();
+    let url_without_password = db.url.replace("sluice:sluice@", "sluice@");
+    let mut d = Daemon::configure(
+        "tls",
+        &url_without_password,
+        &["public.t"],
+        "{ rows: 1000, interval: 200ms }",
+    );
+    let secret = d.dir.path().join("pg-password");
+    std::fs::write(&secret, "sluice\n").unwrap();
+    let source = d.dir.path().join("sources/tls.yaml");
+    let base = std::fs::read_to_string(&source).unwrap();
+    let with_tls = |mode: &str| {
+        format!(
+            "{base}password_file: {}\ntls: {{ mode: {mode}, ca_file: {CA} }}\n",
+            secret.display()
+        )
+    };
+
+    std::fs::write(&source, with_tls("verify-full")).unwrap();
+    let out = d
+        .command(&["check", "--config", d.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !out.status.success() && text.contains("cannot connect"),
+        "verify-full must refuse a certificate for another name: {text}"
+    );
+
+    std::fs::write(&source, with_tls("verify-ca")).unwrap();
+    d.start();
+    let ok = wait_until(Duration::from_secs(30), || async {
+        lake_rows(&d.lake, "tls.public.t").len() == 1
+    })
+    .await;
+    assert!(ok, "the snapshot over TLS:\n{}", d.log());
+    client
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .unwrap();
+    wait_for("a change over TLS", Duration::from_secs(30), || async {
+        lake_rows(&d.lake, "tls.public.t").len() == 2
+    })
+    .await;
+    let encrypted = client
+        .query(
+            "SELECT a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
+             WHERE a.datname = 'sluice_it_tls' AND (a.application_name = 'sluice' OR a.backend_type = 'walsender')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        encrypted.len() >= 2,
+        "the SQL and the replication connection: {encrypted:?}"
+    );
+    assert!(
+        encrypted.iter().all(|r| r.get::<_, bool>(1)),
+        "every sluice connection is encrypted"
+    );
+    assert!(
+        encrypted
+            .iter()
+            .any(|r| r.get::<_, String>(0) == "walsender")
+    );
+    assert!(d.terminate().success(), "{}", d.log());
+}

@@ -227,9 +227,34 @@ pub struct SourceConfig {
     /// a chunk per query, and a crash resumes after the last committed row).
     #[serde(default = "default_snapshot_chunk_rows")]
     pub snapshot_chunk_rows: u64,
+    /// TLS to the database (Postgres): `{ mode: disable | require | verify-ca | verify-full,
+    /// ca_file: /path/ca.pem }`. Without it, the URL's `sslmode` decides (default disable).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// A file holding the password (e.g. a mounted secret); overrides the URL's password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub mode: Option<TlsMode>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -13,7 +13,7 @@ fn subject(source: &SourceConfig) -> String {
 
 /// `sluice check`: connect, then every prerequisite.
 pub async fn check(source: &SourceConfig) -> Vec<Finding> {
-    match connect_sql(&source.url).await {
+    match connect_sql(source).await {
         Ok((client, db)) => {
             let mut findings = prerequisites(&client, &db, source).await;
             findings.extend(publication_privilege(&client, &db, source).await);

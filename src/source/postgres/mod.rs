@@ -23,6 +23,7 @@ pub mod error;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod text;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,7 +92,7 @@ pub struct PostgresSource {
 impl PostgresSource {
     /// Setup: connect, resolve tables, ensure the publication.
     pub async fn connect(ctx: PgSourceContext) -> Result<PostgresSource, PgError> {
-        let (client, db) = connect_sql(&ctx.config.url).await?;
+        let (client, db) = connect_sql(&ctx.config).await?;
         for risk in check::risks(&client, &ctx.config).await {
             tracing::warn!(source = %ctx.config.name, "{}; fix: {}", risk.problem, risk.fix);
         }
@@ -245,7 +246,7 @@ impl PostgresSource {
 
     fn replication_config(&self, slot: &str, start_lsn: u64) -> Result<ReplicationConfig, PgError> {
         replication_config(
-            &self.ctx.config.url,
+            &self.ctx.config,
             slot,
             &self.ctx.config.publication_name(),
             start_lsn,
@@ -653,32 +654,66 @@ fn tuple_row(
     Ok(row)
 }
 
-/// A normal SQL connection with the session settings the text parsers rely on.
-pub async fn connect_sql(url: &str) -> Result<(Client, String), PgError> {
+/// A normal SQL connection with the session settings the text parsers rely on, over TLS when
+/// configured.
+pub async fn connect_sql(source: &SourceConfig) -> Result<(Client, String), PgError> {
+    let (mode, url) = tls::resolve(&source.url, &source.tls)?;
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
     config.options(SESSION_OPTIONS).application_name("sluice");
+    if let Some(password) = read_password_file(source)? {
+        config.password(password);
+    }
     let db = config
         .get_dbname()
         .map(str::to_string)
         .or_else(|| config.get_user().map(str::to_string))
         .unwrap_or_default();
-    let (client, connection) = config.connect(NoTls).await.map_err(PgError::Connect)?;
+    let client = match tls::client_config(mode, &source.tls)? {
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(PgError::Connect)?;
+            spawn_connection(connection);
+            client
+        }
+        Some(tls_config) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
+            let (client, connection) = config.connect(connector).await.map_err(PgError::Connect)?;
+            spawn_connection(connection);
+            client
+        }
+    };
+    Ok((client, db))
+}
+
+fn spawn_connection<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection ended");
         }
     });
-    Ok((client, db))
+}
+
+fn read_password_file(source: &SourceConfig) -> Result<Option<String>, PgError> {
+    let Some(path) = &source.password_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PgError::Setup(format!("password_file {}: {e}", path.display())))?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 fn replication_config(
-    url: &str,
+    source: &SourceConfig,
     slot: &str,
     publication: &str,
     start_lsn: u64,
 ) -> Result<ReplicationConfig, PgError> {
+    let (mode, url) = tls::resolve(&source.url, &source.tls)?;
     let config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| PgError::Setup(format!("source url is not a Postgres URL: {e}")))?;
@@ -689,15 +724,19 @@ fn replication_config(
         None => "localhost".to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let password = config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .unwrap_or_default();
+    let password = match read_password_file(source)? {
+        Some(p) => p,
+        None => config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default(),
+    };
     let user = config.get_user().unwrap_or("postgres").to_string();
     let db = config.get_dbname().unwrap_or(&user).to_string();
     Ok(
-        ReplicationConfig::new(host, user, password, db, slot, publication)
+        ReplicationConfig::new(host.clone(), user, password, db, slot, publication)
             .with_port(port)
+            .with_tls(tls::replication_tls(mode, &source.tls, &host))
             .with_start_lsn(Lsn::from_u64(start_lsn))
             .with_options(SESSION_OPTIONS)
             .with_status_interval(Duration::from_secs(1))

@@ -122,7 +122,7 @@ impl PostgresSource {
         });
         let stream_lsn = state.phases[0].lsn;
         // A connection of its own: the transaction holds the imported snapshot while rows stream.
-        let (mut snapshot_client, _) = super::connect_sql(&self.ctx.config.url).await?;
+        let (mut snapshot_client, _) = super::connect_sql(&self.ctx.config).await?;
         let tx = snapshot_client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
