@@ -89,6 +89,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+ADDR = "127.0.0.1:9291"
+
+
+def write_config(workdir):
+    """A fresh lake and the daemon's files; returns the path of sluice.yaml."""
+    lake = os.path.join(workdir, "lake")
+    shutil.rmtree(lake, ignore_errors=True)
+    os.makedirs(os.path.join(workdir, "sources"), exist_ok=True)
+    with open(os.path.join(workdir, "sluice.yaml"), "w") as f:
+        f.write(f"pipeline: bench\nsink:\n  path: file://{lake}\n  rotate: {{ rows: 1000000, bytes: 256MiB, interval: 1s }}\n"
+                f"metrics: {{ listen: {ADDR} }}\n")
+    with open(os.path.join(workdir, "sources", "bench.yaml"), "w") as f:
+        f.write(f"name: bench\nkind: postgres\nurl: {URL}\ntables: [public.bench]\n")
+    return os.path.join(workdir, "sluice.yaml")
+
+
 def pg_recvlogical(slot, end_lsn):
     """Seconds for pg_recvlogical to drain `slot` up to `end_lsn` into /dev/null."""
     env = dict(os.environ, PGPASSWORD="sluice")
@@ -103,16 +119,8 @@ def one_run(sluice, workdir):
     sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
     sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
     sql(URL, TABLE)
-    lake = os.path.join(workdir, "lake")
-    shutil.rmtree(lake, ignore_errors=True)
-    os.makedirs(os.path.join(workdir, "sources"), exist_ok=True)
-    addr = "127.0.0.1:9291"
-    with open(os.path.join(workdir, "sluice.yaml"), "w") as f:
-        f.write(f"pipeline: bench\nsink:\n  path: file://{lake}\n  rotate: {{ rows: 1000000, bytes: 256MiB, interval: 1s }}\n"
-                f"metrics: {{ listen: {addr} }}\n")
-    with open(os.path.join(workdir, "sources", "bench.yaml"), "w") as f:
-        f.write(f"name: bench\nkind: postgres\nurl: {URL}\ntables: [public.bench]\n")
-    config = os.path.join(workdir, "sluice.yaml")
+    config = write_config(workdir)
+    addr = ADDR
     log = open(os.path.join(workdir, "sluice.log"), "a")
 
     # sluice creates its slot (empty snapshot) and stops; pg_recvlogical gets a slot of its own.
@@ -154,12 +162,60 @@ def one_run(sluice, workdir):
     }
 
 
+SNAPSHOT_ROWS = 1_000_000
+
+
+def snapshot_run(sluice, workdir):
+    """1M rows of the benchmark shape exist before sluice first starts: time the initial snapshot
+    until every row is committed to Parquet."""
+    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
+    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    sql(URL, TABLE)
+    with psycopg.connect(URL) as conn:
+        for lo in range(1, SNAPSHOT_ROWS + 1, 100_000):
+            conn.execute(f"""INSERT INTO bench SELECT g, (g % 30000)::int, g * 1000003, 'name-' || g,
+                'description for row ' || g || ' ' || repeat('x', 40), g / 100.0, g / 3.0,
+                timestamp '2024-01-01' + g * interval '1.000001 second', timestamptz '2024-06-01 12:00:00+00', g % 2 = 0,
+                jsonb_build_object('k', g, 'tags', jsonb_build_array('a', 'b'), 'nested', jsonb_build_object('x', 1))
+                FROM generate_series({lo}::bigint, {lo + 99_999}::bigint) g""")
+            conn.commit()
+    sql(URL, "VACUUM ANALYZE bench")
+    config = write_config(workdir)
+    log = open(os.path.join(workdir, "sluice.log"), "a")
+    t0 = time.monotonic()
+    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
+    rows = 0.0
+    while rows < SNAPSHOT_ROWS:
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        rows = metric(ADDR, "sluice_sink_rows_total") or 0.0
+        time.sleep(0.05)
+    secs = time.monotonic() - t0
+    rss_kb = peak_rss_kb(p.pid)
+    cpu = cpu_seconds(p.pid)
+    p.terminate()
+    p.wait()
+    return {"snapshot_rows_per_s": SNAPSHOT_ROWS / secs, "seconds": secs, "peak_rss_mb": rss_kb / 1024,
+            "cpu_s_per_million": cpu / SNAPSHOT_ROWS * 1e6}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sluice")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--workload", choices=["catchup", "snapshot", "all"], default="all")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="sluice-bench-")
+    if args.workload in ("snapshot", "all"):
+        snaps = [snapshot_run(args.sluice, workdir) for _ in range(args.runs)]
+        sm = {k: statistics.median(r[k] for r in snaps) for k in snaps[0]}
+        print()
+        print(f"{'workload':<28} {'rows/s':>12} {'seconds':>8} {'peak RSS MB':>12} {'CPU s/M rows':>13}")
+        print(f"{'pg snapshot 1M rows':<28} {sm['snapshot_rows_per_s']:>12,.0f} {sm['seconds']:>8.1f} "
+              f"{sm['peak_rss_mb']:>12.1f} {sm['cpu_s_per_million']:>13.2f}")
+        print(json.dumps({"snapshot_runs": snaps}))
+    if args.workload == "snapshot":
+        return
     results = [one_run(args.sluice, workdir) for _ in range(args.runs)]
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     ratio = med["sluice_events_per_s"] / med["pg_recvlogical_events_per_s"]

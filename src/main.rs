@@ -221,7 +221,10 @@ async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
     if let Some(err) = value["last_error"].as_str() {
         println!("last error: {err}");
     }
-    println!("{:<20} {:<12} COMMITTED POSITION", "SOURCE", "KIND");
+    println!(
+        "{:<16} {:<10} {:<14} {:<16} SNAPSHOT",
+        "SOURCE", "KIND", "STATE", "POSITION"
+    );
     if let Some(map) = value["committed"].as_object() {
         for (name, pos) in map {
             let kind = pos["kind"].as_str().unwrap_or("?");
@@ -229,7 +232,24 @@ async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
                 .as_u64()
                 .map(sluice::event::format_lsn)
                 .unwrap_or_default();
-            println!("{name:<20} {kind:<12} {lsn}");
+            let snapshot = &pos["snapshot"];
+            let (state, progress) = if snapshot.is_null() || snapshot["complete"] == true {
+                ("streaming", "done".to_string())
+            } else {
+                let done = snapshot["next_ordinal"].as_u64().unwrap_or(0);
+                let estimate = snapshot["estimated_rows"].as_u64().unwrap_or(0).max(done);
+                let table = snapshot["cursor"]["table"].as_str().unwrap_or("-");
+                let pct = if estimate > 0 {
+                    done as f64 * 100.0 / estimate as f64
+                } else {
+                    0.0
+                };
+                (
+                    "snapshotting",
+                    format!("{done}/{estimate} rows ({pct:.0}%), at {table}"),
+                )
+            };
+            println!("{name:<16} {kind:<10} {state:<14} {lsn:<16} {progress}");
         }
     }
     Ok(ExitCode::SUCCESS)

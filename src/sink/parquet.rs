@@ -26,7 +26,7 @@ use crate::event::{ChangeEvent, ColumnType, Seq, TableSchema, Value};
 /// Rows buffered before they are encoded into the file as one record batch.
 const ROWS_PER_BATCH: usize = 8192;
 /// Rows per Parquet row group: large enough for good scans, small enough to bound memory.
-const ROW_GROUP_ROWS: usize = 65_536;
+const ROW_GROUP_ROWS: usize = 16_384;
 
 pub const COL_OP: &str = "_op";
 pub const COL_SEQ: &str = "_seq";

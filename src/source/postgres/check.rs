@@ -17,6 +17,7 @@ pub async fn check(source: &SourceConfig) -> Vec<Finding> {
         Ok((client, db)) => {
             let mut findings = prerequisites(&client, &db, source).await;
             findings.extend(publication_privilege(&client, &db, source).await);
+            findings.extend(slot_state(&client, source).await);
             findings.extend(risks(&client, source).await);
             findings
         }
@@ -186,6 +187,48 @@ pub async fn risks(client: &Client, source: &SourceConfig) -> Vec<Finding> {
                 ),
             ));
         }
+    }
+    findings
+}
+
+/// The slot: usable if it exists, creatable if it does not.
+async fn slot_state(client: &Client, source: &SourceConfig) -> Vec<Finding> {
+    let subject = subject(source);
+    let slot = source.slot_name();
+    let mut findings = Vec::new();
+    let row = client
+        .query_one(
+            "SELECT (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
+                    current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int,
+                    current_setting('max_wal_senders')::int",
+            &[&slot],
+        )
+        .await;
+    let Ok(row) = row else { return findings };
+    let (wal_status, exists, free_slots, senders): (Option<String>, bool, i32, i32) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if wal_status.as_deref() == Some("lost") {
+        findings.push(Finding::problem(
+            &subject,
+            format!("replication slot `{slot}` is invalidated (wal_status = lost): the WAL it needed was removed"),
+            format!("drop it (SELECT pg_drop_replication_slot('{slot}')) and start from a new lake path with `snapshot: initial`; raise max_slot_wal_keep_size"),
+        ));
+    }
+    // A fresh start needs the main slot, and a resumed snapshot one temporary slot more.
+    if !exists && free_slots < 2 {
+        findings.push(Finding::problem(
+            &subject,
+            format!("only {free_slots} free replication slot(s); sluice needs 2 at start (its slot, and one while a snapshot resumes)"),
+            "raise max_replication_slots (postgresql.conf) and restart Postgres, or drop unused slots".into(),
+        ));
+    }
+    if senders < 2 {
+        findings.push(Finding::problem(
+            &subject,
+            format!("max_wal_senders is {senders}; sluice needs 2"),
+            "raise max_wal_senders (postgresql.conf) and restart Postgres".into(),
+        ));
     }
     findings
 }

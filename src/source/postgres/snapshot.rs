@@ -35,6 +35,9 @@ pub struct SnapshotState {
     pub cursor: Option<Cursor>,
     /// Each phase's WAL position and where it started reading.
     pub phases: Vec<Phase>,
+    /// The server's estimate of all captured tables' rows, for progress (`sluice status`).
+    #[serde(default)]
+    pub estimated_rows: u64,
 }
 
 /// Reading continues in `table` after the integer key `after_key` (from its start if `None`).
@@ -135,6 +138,15 @@ impl PostgresSource {
             .map_err(PgError::query("importing the slot's snapshot"))?;
         let mut tables = self.tables.clone();
         tables.sort_by_key(PgTable::display);
+        if state.estimated_rows == 0 {
+            let relids: Vec<u32> = tables.iter().map(|t| t.relid).collect();
+            if let Ok(row) = tx
+                .query_one("SELECT COALESCE(sum(GREATEST(reltuples, 0)), 0)::float8 FROM pg_class WHERE oid = ANY($1)", &[&relids])
+                .await
+            {
+                state.estimated_rows = row.get::<_, f64>(0) as u64;
+            }
+        }
         if let Some(cursor) = &state.cursor {
             tables.retain(|t| t.display() >= cursor.table);
             tracing::info!(source = %self.name, table = %cursor.table, after_key = ?cursor.after_key, "resuming the snapshot");
@@ -372,6 +384,7 @@ mod tests {
             complete: true,
             next_ordinal: 0,
             cursor: None,
+            estimated_rows: 0,
             phases: vec![
                 Phase {
                     lsn: 100,
