@@ -105,6 +105,24 @@ def write_config(workdir):
     return os.path.join(workdir, "sluice.yaml")
 
 
+def run_until_committed(sluice, config, log, rows_wanted, workdir):
+    """Start sluice and time it until `rows_wanted` rows are committed to the lake; returns
+    (seconds, peak RSS in kB, CPU seconds). The process is stopped afterwards."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
+    rows = 0.0
+    while rows < rows_wanted:
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        rows = metric(ADDR, "sluice_sink_rows_total") or 0.0
+        time.sleep(0.02)
+    secs = time.monotonic() - t0
+    rss_kb, cpu = peak_rss_kb(p.pid), cpu_seconds(p.pid)
+    p.terminate()
+    p.wait()
+    return secs, rss_kb, cpu
+
+
 def pg_recvlogical(slot, end_lsn):
     """Seconds for pg_recvlogical to drain `slot` up to `end_lsn` into /dev/null."""
     env = dict(os.environ, PGPASSWORD="sluice")
@@ -120,12 +138,11 @@ def one_run(sluice, workdir):
     sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
     sql(URL, TABLE)
     config = write_config(workdir)
-    addr = ADDR
     log = open(os.path.join(workdir, "sluice.log"), "a")
 
     # sluice creates its slot (empty snapshot) and stops; pg_recvlogical gets a slot of its own.
     p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
-    while metric(addr, "sluice_sink_commits_total") in (None, 0.0):
+    while metric(ADDR, "sluice_sink_commits_total") in (None, 0.0):
         time.sleep(0.1)
     p.terminate()
     p.wait()
@@ -138,19 +155,7 @@ def one_run(sluice, workdir):
     # faster of the two is the ceiling we compare against.
     recv_cold = pg_recvlogical("bench_recv", end_lsn)
 
-    t0 = time.monotonic()
-    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
-    rows = 0.0
-    while rows < EVENTS:
-        if p.poll() is not None:
-            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
-        rows = metric(addr, "sluice_sink_rows_total") or 0.0
-        time.sleep(0.02)
-    sluice_secs = time.monotonic() - t0
-    rss_kb = peak_rss_kb(p.pid)
-    cpu = cpu_seconds(p.pid)
-    p.terminate()
-    p.wait()
+    sluice_secs, rss_kb, cpu = run_until_committed(sluice, config, log, EVENTS, workdir)
     recv_warm = pg_recvlogical("bench_recv2", end_lsn)
     sql(ADMIN, "SELECT pg_drop_replication_slot('bench_recv')", "SELECT pg_drop_replication_slot('bench_recv2')")
     return {
@@ -182,19 +187,7 @@ def snapshot_run(sluice, workdir):
     sql(URL, "VACUUM ANALYZE bench")
     config = write_config(workdir)
     log = open(os.path.join(workdir, "sluice.log"), "a")
-    t0 = time.monotonic()
-    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
-    rows = 0.0
-    while rows < SNAPSHOT_ROWS:
-        if p.poll() is not None:
-            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
-        rows = metric(ADDR, "sluice_sink_rows_total") or 0.0
-        time.sleep(0.05)
-    secs = time.monotonic() - t0
-    rss_kb = peak_rss_kb(p.pid)
-    cpu = cpu_seconds(p.pid)
-    p.terminate()
-    p.wait()
+    secs, rss_kb, cpu = run_until_committed(sluice, config, log, SNAPSHOT_ROWS, workdir)
     return {"snapshot_rows_per_s": SNAPSHOT_ROWS / secs, "seconds": secs, "peak_rss_mb": rss_kb / 1024,
             "cpu_s_per_million": cpu / SNAPSHOT_ROWS * 1e6}
 

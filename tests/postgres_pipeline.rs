@@ -200,10 +200,18 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     )
     .await;
 
-    let status = d.command(&["status", "--addr", &d.metrics_addr]).output().unwrap();
+    let status = d
+        .command(&["status", "--addr", &d.metrics_addr])
+        .output()
+        .unwrap();
     let status_text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{status_text}");
-    assert!(status_text.contains("pgt") && status_text.contains("streaming") && status_text.contains("state: running"), "{status_text}");
+    assert!(
+        status_text.contains("pgt")
+            && status_text.contains("streaming")
+            && status_text.contains("state: running"),
+        "{status_text}"
+    );
     let metrics = d.metrics();
     assert!(
         metrics.contains(

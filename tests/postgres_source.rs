@@ -29,13 +29,6 @@ const ROW: &str = r#"
     '{"b":1,  "a":[1,2]}', '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', 'happy', '{1,NULL,3}',
     '{"a,b","c\"d",NULL}', '{1.5,NULL}', '{{1,2},{3,4}}', 5, '(1,2)', '{}'"#;
 
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_type_family_reads_the_same_from_snapshot_and_stream() {
     let db = TestDb::create("sluice_it_types").await;
@@ -137,14 +130,14 @@ async fn every_type_family_reads_the_same_from_snapshot_and_stream() {
 
     let m = d.metrics();
     assert!(
-        metric(
+        metric_sum(
             &m,
             "sluice_source_lossy_values_total{reason=\"numeric_nan_in_decimal\"}"
         ) >= 2.0,
         "{m}"
     );
     assert!(
-        metric(
+        metric_sum(
             &m,
             "sluice_source_lossy_values_total{reason=\"multidimensional_array\"}"
         ) >= 2.0,
@@ -255,7 +248,7 @@ async fn unchanged_toast_values_resolved_with_full_identity_and_counted_without(
     );
     let m = d.metrics();
     assert_eq!(
-        metric(
+        metric_sum(
             &m,
             "sluice_source_unchanged_toast_total{table=\"toast.public.big_default\"}"
         ),
@@ -263,7 +256,7 @@ async fn unchanged_toast_values_resolved_with_full_identity_and_counted_without(
         "{m}"
     );
     assert_eq!(
-        metric(
+        metric_sum(
             &m,
             "sluice_source_unchanged_toast_total{table=\"toast.public.big_full\"}"
         ),

@@ -60,15 +60,11 @@ async fn a_dropped_replication_connection_is_retried_without_loss() {
         "a transient error must not stop the daemon:\n{}",
         d.log()
     );
-    let metrics = d.metrics();
-    let restarts: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("sluice_pipeline_restarts_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
+    let restarts = d.metric("sluice_pipeline_restarts_total");
     assert!(
         restarts >= 1.0,
-        "expected restarts to be counted:\n{metrics}"
+        "expected restarts to be counted:\n{}",
+        d.metrics()
     );
     let rows = lake_rows(&d.lake, "retry.public.t");
     let mut seqs: Vec<&str> = rows.iter().map(|r| r.seq.as_str()).collect();

@@ -229,12 +229,24 @@ impl Daemon {
     pub fn metrics(&self) -> String {
         http_get(&self.metrics_addr, "/metrics").unwrap_or_default()
     }
+
+    /// The sum of every series whose line starts with `prefix` (a name, or a name and labels).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        metric_sum(&self.metrics(), prefix)
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
