@@ -8,6 +8,7 @@
 //! - [`runtime`]: the topology joining them, supervision and shutdown.
 //! - [`metrics`]: metric names and the admin HTTP endpoint.
 //! - [`check`]: `sluice check`.
+//! - [`status`]: what `/status` and `sluice status` show.
 
 pub mod check;
 pub mod config;
@@ -16,3 +17,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod status;

@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::config::{Config, LogFormat, LogKind};
-use sluice::runtime::{self, StatusBoard};
+use sluice::runtime;
+use sluice::status::SharedStatus;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -120,7 +121,7 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
     }
     let handle = sluice::metrics::install()?;
     let healthy = Arc::new(AtomicBool::new(false));
-    let status = Arc::new(Mutex::new(StatusBoard::default()));
+    let status = SharedStatus::default();
     let status_view = status.clone();
     let addr = config
         .daemon
@@ -132,10 +133,7 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
         addr,
         handle,
         healthy.clone(),
-        Arc::new(move || {
-            serde_json::to_value(status_view.lock().map(|s| s.clone()).unwrap_or_default())
-                .unwrap_or_default()
-        }),
+        Arc::new(move || serde_json::to_value(status_view.snapshot()).unwrap_or_default()),
     )
     .await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -216,41 +214,73 @@ async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("state: {}", value["state"].as_str().unwrap_or("?"));
-    println!("restarts: {}", value["restarts"]);
+    print_status(&value);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice status` as tables: the pipeline, its sources, its streams.
+fn print_status(value: &serde_json::Value) {
+    println!(
+        "pipeline: {}   restarts: {}",
+        value["state"].as_str().unwrap_or("?"),
+        value["restarts"]
+    );
     if let Some(err) = value["last_error"].as_str() {
         println!("last error: {err}");
     }
+    println!();
     println!(
-        "{:<16} {:<10} {:<14} {:<16} SNAPSHOT",
-        "SOURCE", "KIND", "STATE", "POSITION"
+        "{:<14} {:<14} {:<16} {:>9}  SNAPSHOT",
+        "SOURCE", "STATE", "POSITION", "LAG"
     );
-    if let Some(map) = value["committed"].as_object() {
-        for (name, pos) in map {
-            let kind = pos["kind"].as_str().unwrap_or("?");
-            let lsn = pos["lsn"]
-                .as_u64()
-                .map(sluice::event::format_lsn)
-                .unwrap_or_default();
-            let snapshot = &pos["snapshot"];
-            let (state, progress) = if snapshot.is_null() || snapshot["complete"] == true {
-                ("streaming", "done".to_string())
+    let empty = serde_json::Map::new();
+    let sources = value["sources"].as_object().unwrap_or(&empty);
+    for (name, src) in sources {
+        let pos = &value["committed"][name];
+        let lsn = pos["lsn"]
+            .as_u64()
+            .map(sluice::event::format_lsn)
+            .unwrap_or_else(|| "-".into());
+        let lag = src["lag_seconds"]
+            .as_f64()
+            .map(|l| format!("{l:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let snapshot = &pos["snapshot"];
+        let progress = if snapshot.is_null() || snapshot["complete"] == true {
+            match src["snapshot_rows"].as_u64() {
+                Some(n) if n > 0 => format!("done ({n} rows this run)"),
+                _ => "done".to_string(),
+            }
+        } else {
+            let done = snapshot["next_ordinal"].as_u64().unwrap_or(0);
+            let estimate = snapshot["estimated_rows"].as_u64().unwrap_or(0).max(done);
+            let table = snapshot["cursor"]["table"].as_str().unwrap_or("-");
+            let pct = if estimate > 0 {
+                done as f64 * 100.0 / estimate as f64
             } else {
-                let done = snapshot["next_ordinal"].as_u64().unwrap_or(0);
-                let estimate = snapshot["estimated_rows"].as_u64().unwrap_or(0).max(done);
-                let table = snapshot["cursor"]["table"].as_str().unwrap_or("-");
-                let pct = if estimate > 0 {
-                    done as f64 * 100.0 / estimate as f64
-                } else {
-                    0.0
-                };
-                (
-                    "snapshotting",
-                    format!("{done}/{estimate} rows ({pct:.0}%), at {table}"),
-                )
+                0.0
             };
-            println!("{name:<16} {kind:<10} {state:<14} {lsn:<16} {progress}");
-        }
+            format!("{done}/{estimate} rows ({pct:.0}%) committed, at {table}")
+        };
+        let state = src["state"].as_str().unwrap_or("?");
+        println!("{name:<14} {state:<14} {lsn:<16} {lag:>9}  {progress}");
     }
-    Ok(ExitCode::SUCCESS)
+    println!();
+    println!(
+        "{:<40} {:<6} {:>10} {:>6}  LAST COMMIT",
+        "STREAM", "ZONE", "ROWS", "FILES"
+    );
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (name, stream) in value["streams"].as_object().unwrap_or(&empty) {
+        let ago = stream["last_commit_ms"]
+            .as_i64()
+            .map(|t| format!("{:.1}s ago", (now_ms - t) as f64 / 1000.0));
+        println!(
+            "{name:<40} {:<6} {:>10} {:>6}  {}",
+            stream["zone"].as_str().unwrap_or("?"),
+            stream["rows"],
+            stream["files"],
+            ago.unwrap_or_default()
+        );
+    }
 }

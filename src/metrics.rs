@@ -23,6 +23,8 @@ pub const SOURCE_ERRORS: &str = "sluice_source_errors_total";
 pub const SOURCE_LOSSY_VALUES: &str = "sluice_source_lossy_values_total";
 pub const SOURCE_UNMAPPED_TYPES: &str = "sluice_source_unmapped_type_columns";
 pub const SOURCE_UP: &str = "sluice_source_up";
+pub const SOURCE_POSITION_LOST: &str = "sluice_source_position_lost";
+pub const SOURCE_SNAPSHOT_RUNNING: &str = "sluice_source_snapshot_running";
 
 // Sinks, labels {zone, stream}.
 pub const SINK_ROWS: &str = "sluice_sink_rows_total";
@@ -79,7 +81,18 @@ fn describe() {
         SOURCE_ERRORS,
         "Source errors, by kind (transient or definite)."
     );
-    describe_gauge!(SOURCE_UP, "1 while the source is connected and running.");
+    describe_gauge!(
+        SOURCE_UP,
+        "1 while the source is connected and running, 0 while it is down or restarting."
+    );
+    describe_gauge!(
+        SOURCE_POSITION_LOST,
+        "1 when the source's log position is gone (slot dropped or invalidated): re-snapshot to recover."
+    );
+    describe_gauge!(
+        SOURCE_SNAPSHOT_RUNNING,
+        "1 while the source reads its initial snapshot."
+    );
     describe_counter!(SINK_ROWS, "Rows committed to the lake.");
     describe_counter!(SINK_FILES, "Files committed to the lake.");
     describe_counter!(

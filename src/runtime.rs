@@ -14,9 +14,8 @@
 //! restart can never lose or duplicate anything that a crash would not. A definite error (bad
 //! setup, undecodable data, lost slot) stops the daemon with the message.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -25,8 +24,9 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::metrics as m;
 use crate::sink::{ParquetSink, SinkError};
+use crate::source::Classify;
 use crate::source::postgres::{PgError, PgSourceContext, PostgresSource};
-use crate::source::{Classify, SourcePosition};
+use crate::status::{SharedStatus, StatusBoard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -48,21 +48,8 @@ impl Classify for PipelineError {
     }
 }
 
-/// What `/status` shows: updated by the runtime.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct StatusBoard {
-    pub state: String,
-    pub restarts: u64,
-    pub last_error: Option<String>,
-    pub committed: BTreeMap<String, SourcePosition>,
-}
-
-pub type SharedStatus = Arc<Mutex<StatusBoard>>;
-
 fn set_status(status: &SharedStatus, f: impl FnOnce(&mut StatusBoard)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
+    status.update(f);
 }
 
 /// Run the pipeline until `shutdown` turns true (drain, commit, Ok) or a definite error.
@@ -135,7 +122,7 @@ async fn run_once(
     status: SharedStatus,
 ) -> Result<(), PipelineError> {
     let sink_cfg = &config.daemon.sink;
-    let (sink, acks) = ParquetSink::open(&sink_cfg.path, sink_cfg.rotate.clone())?;
+    let (sink, acks) = ParquetSink::open(&sink_cfg.path, sink_cfg.rotate.clone(), status.clone())?;
     let committed = sink.committed_positions();
     set_status(&status, |s| s.committed = committed.clone());
     let (tx, rx) = mpsc::channel(config.daemon.channel_batches);
@@ -152,6 +139,7 @@ async fn run_once(
             )));
         }
         let ctx = PgSourceContext {
+            status: status.clone(),
             config: source.clone(),
             out: tx.clone(),
             acks: acks.clone(),
@@ -159,8 +147,30 @@ async fn run_once(
             committed: committed.get(&source.name).cloned(),
         };
         let name = source.name.clone();
+        let status = status.clone();
         sources.spawn(async move {
-            let result = async { PostgresSource::connect(ctx).await?.run().await }.await;
+            let up = metrics::gauge!(m::SOURCE_UP, "source" => name.clone());
+            status.source(&name, |s| s.state = "connecting".into());
+            let result = async {
+                let source = PostgresSource::connect(ctx).await?;
+                up.set(1.0);
+                source.run().await
+            }
+            .await;
+            up.set(0.0);
+            status.source(&name, |s| s.state = "down".into());
+            if let Err(error) = &result {
+                let kind = if error.is_transient() {
+                    "transient"
+                } else {
+                    "definite"
+                };
+                metrics::counter!(m::SOURCE_ERRORS, "source" => name.clone(), "kind" => kind)
+                    .increment(1);
+                if let PgError::SlotLost { .. } = error {
+                    metrics::gauge!(m::SOURCE_POSITION_LOST, "source" => name.clone()).set(1.0);
+                }
+            }
             result.map_err(|error| PipelineError::Source {
                 source_name: name,
                 error,

@@ -209,7 +209,8 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     assert!(
         status_text.contains("pgt")
             && status_text.contains("streaming")
-            && status_text.contains("state: running"),
+            && status_text.contains("pipeline: running")
+            && status_text.contains("pgt.public.items"),
         "{status_text}"
     );
     let metrics = d.metrics();

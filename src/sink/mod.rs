@@ -21,6 +21,7 @@ use crate::config::{RotateConfig, Zone};
 use crate::event::{ChangeEvent, Seq};
 use crate::metrics as m;
 use crate::source::{CommittedPositions, SourceBatch, SourcePosition};
+use crate::status::SharedStatus;
 use lake::{Commit, CommittedFile, LakeRoot};
 use parquet::{ParquetFile, SealedFile, WriteError};
 
@@ -59,6 +60,7 @@ pub struct ParquetSink {
     last: Commit,
     last_commit_at: Instant,
     acks: watch::Sender<CommittedPositions>,
+    status: SharedStatus,
 }
 
 impl ParquetSink {
@@ -66,6 +68,7 @@ impl ParquetSink {
     pub fn open(
         path: &str,
         rotate: RotateConfig,
+        status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
         let lake = LakeRoot::open(path).map_err(|source| SinkError::Io {
             path: path.into(),
@@ -94,6 +97,7 @@ impl ParquetSink {
                 last,
                 last_commit_at: Instant::now(),
                 acks,
+                status,
             },
             acks_rx,
         ))
@@ -263,6 +267,15 @@ impl ParquetSink {
             metrics::counter!(m::SINK_FILES, &labels).increment(1);
             metrics::counter!(m::SINK_BYTES, &labels).increment(f.bytes);
         }
+        self.status.update(|board| {
+            for f in &self.sealed {
+                let stream = board.streams.entry(f.stream.clone()).or_default();
+                stream.zone = zone.to_string();
+                stream.rows += f.rows;
+                stream.files += 1;
+                stream.last_commit_ms = commit.committed_at_ms;
+            }
+        });
         metrics::counter!(m::SINK_COMMITS).increment(1);
         metrics::histogram!(m::SINK_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);

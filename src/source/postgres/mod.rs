@@ -57,6 +57,8 @@ pub struct PgSourceContext {
     pub shutdown: watch::Receiver<bool>,
     /// The position the lake has committed for this source, if any.
     pub committed: Option<SourcePosition>,
+    /// Where this source reports its state for `/status`.
+    pub status: crate::status::SharedStatus,
 }
 
 /// Where the source begins, decided in Setup.
@@ -189,6 +191,9 @@ impl PostgresSource {
             }
         };
         repl.wait_started().await?;
+        self.ctx
+            .status
+            .source(&self.name, |s| s.state = "streaming".into());
         tracing::info!(source = %self.name, slot, lsn = %crate::event::format_lsn(start_lsn), "streaming");
         let result = self.stream(&mut repl, &slot, start_lsn).await;
         repl.stop();
@@ -328,6 +333,7 @@ impl PostgresSource {
                             }
                             let lag = (now_us() - (commit_time_micros + PG_EPOCH_OFFSET_US)) as f64 / 1e6;
                             metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
+                            self.ctx.status.source(&self.name, |s| s.lag_seconds = Some(lag.max(0.0)));
                             if self.batch.is_empty() {
                                 // Nothing of ours in this transaction; the position still moves.
                                 self.batch_started.get_or_insert_with(Instant::now);

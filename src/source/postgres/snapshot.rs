@@ -124,6 +124,12 @@ impl PostgresSource {
             from: state.cursor.clone(),
         });
         let stream_lsn = state.phases[0].lsn;
+        let running =
+            metrics::gauge!(m::SOURCE_SNAPSHOT_RUNNING, "source" => self.name.to_string());
+        running.set(1.0);
+        self.ctx
+            .status
+            .source(&self.name, |s| s.state = "snapshotting".into());
         // A connection of its own: the transaction holds the imported snapshot while rows stream.
         let (mut snapshot_client, _) = super::connect_sql(&self.ctx.config).await?;
         let tx = snapshot_client
@@ -187,6 +193,7 @@ impl PostgresSource {
         tx.commit()
             .await
             .map_err(PgError::query("ending the snapshot transaction"))?;
+        running.set(0.0);
         state.complete = true;
         state.cursor = None;
         let position = self.snapshot_position(slot, stream_lsn, &state);
@@ -292,6 +299,9 @@ impl PostgresSource {
     }
 
     fn count_snapshot_rows(&self, schema: &TableSchema, rows: u64) {
+        self.ctx
+            .status
+            .source(&self.name, |s| s.snapshot_rows += rows);
         metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => schema.stream.clone())
             .increment(rows);
     }
