@@ -17,7 +17,7 @@ STATE=${SLUICE_SERVICES_DIR:-$HOME/.cache/sluice-services}
 VENV=$STATE/venv
 APT_CACHE=$STATE/apt-cache
 mkdir -p "$STATE" "$APT_CACHE/partial"
-ALL_SERVICES=(python postgres mariadb kafka mongodb hdfs)
+ALL_SERVICES=(python postgres mariadb kafka mongodb hdfs prometheus)
 
 PG_VERSION=15
 PG_PORT=5432
@@ -312,6 +312,15 @@ hdfs_down() {
   for p in datanode namenode; do stop_pidfile "$HDFS/$p.pid"; done
 }
 hdfs_status() { pid_alive "$HDFS/namenode.pid" && echo "hdfs: up" || echo "hdfs: down"; }
+
+# ---------------------------------------------------------------- prometheus (tests start their own)
+prometheus_up() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null || { log "installing prometheus"; apt_install prometheus; }
+  # The package may start a system instance on :9090; the tests run their own, so it can stay.
+  log "prometheus and promtool installed: $(promtool --version 2>&1 | head -1)"
+}
+prometheus_down() { :; }
+prometheus_status() { command -v promtool >/dev/null && echo "prometheus: installed" || echo "prometheus: not installed"; }
 
 # ---------------------------------------------------------------- main
 print_env() {

@@ -53,87 +53,139 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
+/// Every metric sluice exports: name, kind and help text. `describe` registers them all, and the
+/// tests check that docs/metrics.md lists exactly these.
+pub const CATALOG: &[(&str, Kind, &str)] = &[
+    (
         SOURCE_EVENTS,
-        "Change events read from the source, by table and op (c, u, d, r, t)."
-    );
-    describe_counter!(SOURCE_SNAPSHOT_ROWS, "Rows read by the initial snapshot.");
-    describe_gauge!(
+        Kind::Counter,
+        "Change events read from the source, by table and op (r, c, u, d, t).",
+    ),
+    (
+        SOURCE_SNAPSHOT_ROWS,
+        Kind::Counter,
+        "Rows read by the initial snapshot.",
+    ),
+    (
         SOURCE_SNAPSHOT_ROWS_ESTIMATED,
-        "The server's estimate of a table's rows (pg_class.reltuples), for snapshot progress."
-    );
-    describe_gauge!(
-        SOURCE_LAG_SECONDS,
-        Unit::Seconds,
-        "Now minus the commit time of the last transaction read."
-    );
-    describe_gauge!(
-        SOURCE_COMMITTED_POSITION,
-        "Last source position committed to the lake and acknowledged (Postgres: LSN)."
-    );
-    describe_counter!(
-        SOURCE_UNCHANGED_TOAST,
-        "Unchanged TOAST values the server did not send (written as null)."
-    );
-    describe_counter!(
-        SOURCE_ERRORS,
-        "Source errors, by kind (transient or definite)."
-    );
-    describe_gauge!(
-        SOURCE_UP,
-        "1 while the source is connected and running, 0 while it is down or restarting."
-    );
-    describe_gauge!(
-        SOURCE_POSITION_LOST,
-        "1 when the source's log position is gone (slot dropped or invalidated): re-snapshot to recover."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "The server's estimate of a table's rows (pg_class.reltuples), for snapshot progress.",
+    ),
+    (
         SOURCE_SNAPSHOT_RUNNING,
-        "1 while the source reads its initial snapshot."
-    );
-    describe_counter!(SINK_ROWS, "Rows committed to the lake.");
-    describe_counter!(SINK_FILES, "Files committed to the lake.");
-    describe_counter!(
+        Kind::Gauge,
+        "1 while the source reads its initial snapshot.",
+    ),
+    (
+        SOURCE_LAG_SECONDS,
+        Kind::Gauge,
+        "Now minus the commit time of the last transaction read, in seconds.",
+    ),
+    (
+        SOURCE_LAG_BYTES,
+        Kind::Gauge,
+        "WAL the server keeps for the slot: current WAL position minus the slot's confirmed position, in bytes.",
+    ),
+    (
+        SOURCE_COMMITTED_POSITION,
+        Kind::Gauge,
+        "Last source position committed to the lake and acknowledged (Postgres: LSN as a number).",
+    ),
+    (
+        SOURCE_UNCHANGED_TOAST,
+        Kind::Counter,
+        "Unchanged TOAST values the server did not send (written as null).",
+    ),
+    (
+        SOURCE_LOSSY_VALUES,
+        Kind::Counter,
+        "Values the lake cannot hold exactly, by reason (numeric NaN in a decimal column, multi-dimensional arrays flattened).",
+    ),
+    (
+        SOURCE_UNMAPPED_TYPES,
+        Kind::Gauge,
+        "Columns of types sluice does not map, carried as text, by table and type.",
+    ),
+    (
+        SOURCE_ERRORS,
+        Kind::Counter,
+        "Source errors, by kind (transient: retried; definite: the source stops).",
+    ),
+    (
+        SOURCE_UP,
+        Kind::Gauge,
+        "1 while the source is connected and running, 0 while it is down or restarting.",
+    ),
+    (
+        SOURCE_POSITION_LOST,
+        Kind::Gauge,
+        "1 when the source's log position is gone (slot dropped or invalidated): re-snapshot to recover.",
+    ),
+    (SINK_ROWS, Kind::Counter, "Rows committed to the lake."),
+    (SINK_FILES, Kind::Counter, "Files committed to the lake."),
+    (
         SINK_BYTES,
-        Unit::Bytes,
-        "Bytes of Parquet committed to the lake."
-    );
-    describe_counter!(SINK_COMMITS, "Lake commits.");
-    describe_histogram!(
+        Kind::Counter,
+        "Bytes of Parquet committed to the lake.",
+    ),
+    (SINK_COMMITS, Kind::Counter, "Lake commits."),
+    (
         SINK_COMMIT_SECONDS,
-        Unit::Seconds,
-        "Time to make a commit durable."
-    );
-    describe_gauge!(
+        Kind::Histogram,
+        "Time to make a commit durable, in seconds.",
+    ),
+    (
         SINK_LAST_COMMIT_TIMESTAMP,
-        Unit::Seconds,
-        "Unix time of the last lake commit."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        "Unix time of the last lake commit, in seconds.",
+    ),
+    (
         SINK_SECONDS_SINCE_COMMIT,
-        Unit::Seconds,
-        "Seconds since the last lake commit."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        "Seconds since the last lake commit.",
+    ),
+    (
         SINK_REPLAYED_SKIPPED,
-        "Replayed events skipped because the lake already has them."
-    );
-    describe_counter!(
+        Kind::Counter,
+        "Replayed events skipped because the lake already has them (cut by sequence).",
+    ),
+    (
         SINK_TYPE_MISMATCH,
-        "Values that did not fit their column type (written as null)."
-    );
-    describe_gauge!(QUEUE_DEPTH, "Batches waiting in an in-process queue.");
-    describe_gauge!(
+        Kind::Counter,
+        "Values that did not fit their column type (written as null; a bug if ever non-zero).",
+    ),
+    (
+        QUEUE_DEPTH,
+        Kind::Gauge,
+        "Batches waiting in an in-process queue.",
+    ),
+    (
         RESIDENT_MEMORY,
-        Unit::Bytes,
-        "Resident set size of the process."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        "Resident set size of the process, in bytes.",
+    ),
+    (
         PIPELINE_RESTARTS,
-        "Pipeline restarts after transient errors."
-    );
+        Kind::Counter,
+        "Pipeline restarts after transient errors.",
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn describe() {
+    for (name, kind, help) in CATALOG {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
 }
 
 /// Resident set size from /proc (Linux), in bytes.
@@ -194,4 +246,32 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn status_json(State(s): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json((s.status)())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/metrics.md, the user's catalog, lists exactly the metrics the code exports.
+    #[test]
+    fn the_documented_catalog_matches_the_code() {
+        let docs = include_str!("../docs/metrics.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| sluice_"))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let code: std::collections::BTreeSet<&str> = CATALOG
+            .iter()
+            .map(|(n, _, _)| n.strip_prefix("sluice_").unwrap())
+            .collect();
+        assert_eq!(documented, code);
+        for (name, kind, _) in CATALOG {
+            assert_eq!(
+                name.ends_with("_total"),
+                *kind == Kind::Counter,
+                "{name}: counters, and only counters, end in _total"
+            );
+        }
+    }
 }
