@@ -89,9 +89,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = match std::env::var("SLUICE_LOG") {
+        Ok(env) => tracing_subscriber::EnvFilter::try_new(env).context("SLUICE_LOG")?,
+        Err(_) => tracing_subscriber::EnvFilter::try_new(level).with_context(|| {
+            format!("log_level `{level}` is not a filter like `info,sluice::sink=debug`")
+        })?,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -99,6 +103,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCode> {
@@ -109,7 +114,7 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(2));
         }
     };
-    init_logging(config.daemon.log_format);
+    init_logging(config.daemon.log_format, &config.daemon.log_level)?;
     if only.is_some() && config.daemon.log.kind == LogKind::Embedded {
         anyhow::bail!(
             "--only needs `log.kind: kafka` in {}: in embedded mode every stage runs in one process",

@@ -138,7 +138,10 @@ async fn json_logs_carry_no_row_values_and_no_password() {
         &["public.t"],
         "{ rows: 10, interval: 200ms }",
     );
-    let cfg = std::fs::read_to_string(&d.config).unwrap() + "log_format: json\n";
+    // Levels by module: warnings overall, debug for the sink (its commits).
+    let cfg = std::fs::read_to_string(&d.config).unwrap()
+        + "log_format: json\nlog_level: warn,sluice::sink=debug\n";
+    d.log_env = false;
     std::fs::write(&d.config, cfg).unwrap();
     d.start();
     wait_for("the snapshot", Duration::from_secs(30), || async {
@@ -164,6 +167,14 @@ async fn json_logs_carry_no_row_values_and_no_password() {
             "{line}"
         );
     }
+    assert!(
+        log.contains("\"target\":\"sluice::sink\"") && log.contains("committed"),
+        "debug from the sink: {log}"
+    );
+    assert!(
+        !log.contains("\"level\":\"INFO\""),
+        "info from other modules is filtered: {log}"
+    );
     for forbidden in ["XYZZY", "PLUGH", "sluice:sluice@"] {
         assert!(
             !log.contains(forbidden),

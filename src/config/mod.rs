@@ -65,6 +65,10 @@ pub struct DaemonConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Log levels, overall and by module, in tracing's filter syntax: `info`,
+    /// `info,sluice::sink=debug`. The `SLUICE_LOG` environment variable overrides it.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
     /// Capacity, in batches, of each in-process channel between stages. Small on purpose: the
     /// source database's log is the durable buffer, so sluice holds little in memory.
     #[serde(default = "default_channel_batches")]
@@ -80,6 +84,10 @@ fn default_sources() -> PathList {
 fn default_transforms() -> PathList {
     PathList::One("transforms/".into())
 }
+fn default_log_level() -> String {
+    "info".into()
+}
+
 fn default_channel_batches() -> usize {
     4
 }

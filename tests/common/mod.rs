@@ -118,6 +118,8 @@ pub struct Daemon {
     pub lake: PathBuf,
     pub metrics_addr: String,
     pub child: Option<Child>,
+    /// Set `SLUICE_LOG` for the daemon (overriding the config's `log_level`).
+    pub log_env: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -161,12 +163,18 @@ impl Daemon {
             lake,
             metrics_addr,
             child: None,
+            log_env: true,
         }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(args).env("SLUICE_LOG", "info,sluice=debug");
+        cmd.args(args);
+        if self.log_env {
+            cmd.env("SLUICE_LOG", "info,sluice=debug");
+        } else {
+            cmd.env_remove("SLUICE_LOG");
+        }
         cmd
     }
 
