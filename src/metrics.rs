@@ -37,6 +37,10 @@ pub const SINK_SECONDS_SINCE_COMMIT: &str = "sluice_sink_seconds_since_last_comm
 pub const SINK_REPLAYED_SKIPPED: &str = "sluice_sink_replayed_events_skipped_total";
 pub const SINK_TYPE_MISMATCH: &str = "sluice_sink_type_mismatch_total";
 
+// Lake maintenance.
+pub const ODS_MERGE_SECONDS: &str = "sluice_ods_merge_duration_seconds";
+pub const ODS_ROWS: &str = "sluice_ods_rows";
+
 // Process.
 pub const QUEUE_DEPTH: &str = "sluice_queue_depth_batches";
 pub const RESIDENT_MEMORY: &str = "sluice_process_resident_memory_bytes";
@@ -153,6 +157,16 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         SINK_TYPE_MISMATCH,
         Kind::Counter,
         "Values that did not fit their column type (written as null; a bug if ever non-zero).",
+    ),
+    (
+        ODS_MERGE_SECONDS,
+        Kind::Histogram,
+        "Time to merge a stream's ODS (current state) from its change log, in seconds.",
+    ),
+    (
+        ODS_ROWS,
+        Kind::Gauge,
+        "Live rows in a stream's ODS table after the last merge.",
     ),
     (
         QUEUE_DEPTH,

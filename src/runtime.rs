@@ -122,7 +122,16 @@ async fn run_once(
     status: SharedStatus,
 ) -> Result<(), PipelineError> {
     let sink_cfg = &config.daemon.sink;
-    let (sink, acks) = ParquetSink::open(&sink_cfg.path, sink_cfg.rotate.clone(), status.clone())?;
+    let ods_every = sink_cfg
+        .zones
+        .contains(&crate::config::Zone::Ods)
+        .then_some(sink_cfg.ods_interval.0);
+    let (sink, acks) = ParquetSink::open(
+        &sink_cfg.path,
+        sink_cfg.rotate.clone(),
+        ods_every,
+        status.clone(),
+    )?;
     let committed = sink.committed_positions();
     set_status(&status, |s| s.committed = committed.clone());
     let (tx, rx) = mpsc::channel(config.daemon.channel_batches);

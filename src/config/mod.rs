@@ -125,6 +125,14 @@ pub struct SinkConfig {
     pub zones: Vec<Zone>,
     #[serde(default)]
     pub rotate: RotateConfig,
+    /// How often the ODS zone (current state per stream) is merged from the change log, when
+    /// `zones` includes `ods`. Fresher costs more merging.
+    #[serde(default = "default_ods_interval")]
+    pub ods_interval: HumanDuration,
+}
+
+fn default_ods_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_zones() -> Vec<Zone> {

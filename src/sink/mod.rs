@@ -9,6 +9,7 @@
 //! positions and sequence marks in a commit never run ahead of the data in it.
 
 pub mod lake;
+pub mod ods;
 pub mod parquet;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -61,6 +62,11 @@ pub struct ParquetSink {
     last_commit_at: Instant,
     acks: watch::Sender<CommittedPositions>,
     status: SharedStatus,
+    /// Merge the ODS zone this often (None: no ODS zone).
+    ods_every: Option<Duration>,
+    /// Streams with change-log files the ODS may not have merged yet.
+    ods_pending: BTreeSet<String>,
+    last_ods_at: Instant,
 }
 
 impl ParquetSink {
@@ -68,6 +74,7 @@ impl ParquetSink {
     pub fn open(
         path: &str,
         rotate: RotateConfig,
+        ods_every: Option<Duration>,
         status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
         let lake = LakeRoot::open(path).map_err(|source| SinkError::Io {
@@ -83,6 +90,7 @@ impl ParquetSink {
             .iter()
             .filter_map(|(k, v)| Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?)))
             .collect();
+        let ods_pending = ods::streams(lake.root()).into_iter().collect();
         let (acks, acks_rx) = watch::channel(Arc::new(last.positions.clone()));
         Ok((
             ParquetSink {
@@ -96,8 +104,11 @@ impl ParquetSink {
                 high_seq,
                 last,
                 last_commit_at: Instant::now(),
+                ods_pending,
                 acks,
                 status,
+                ods_every,
+                last_ods_at: Instant::now(),
             },
             acks_rx,
         ))
@@ -136,6 +147,7 @@ impl ParquetSink {
             }
         }
         tokio::task::block_in_place(|| self.seal_and_commit())?;
+        tokio::task::block_in_place(|| self.merge_ods())?;
         if !self.awaiting_position.is_empty() {
             tracing::info!(sources = ?self.awaiting_position, "stopping with an unfinished snapshot: its rows are discarded and it starts over next time");
         }
@@ -280,11 +292,43 @@ impl ParquetSink {
         metrics::histogram!(m::SINK_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);
         tracing::debug!(commit = commit.id, files = commit.files.len(), "committed");
+        let commit_streams: Vec<String> = self.sealed.iter().map(|f| f.stream.clone()).collect();
         self.sealed.clear();
         self.last = commit;
         self.last_commit_at = Instant::now();
         self.acks
             .send_replace(Arc::new(self.last.positions.clone()));
+        self.ods_pending.extend(commit_streams);
+        if self
+            .ods_every
+            .is_some_and(|every| self.last_ods_at.elapsed() >= every)
+        {
+            self.merge_ods()?;
+        }
+        Ok(())
+    }
+
+    /// Merge the ODS zone of every stream with new change-log files.
+    fn merge_ods(&mut self) -> Result<(), SinkError> {
+        if self.ods_every.is_none() {
+            return Ok(());
+        }
+        for stream in std::mem::take(&mut self.ods_pending) {
+            let started = Instant::now();
+            let report = ods::merge_stream(self.lake.root(), &stream)?;
+            if report.files_merged > 0 {
+                metrics::histogram!(m::ODS_MERGE_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::gauge!(m::ODS_ROWS, "stream" => stream.clone())
+                    .set(report.rows_out as f64);
+                tracing::debug!(
+                    stream,
+                    files = report.files_merged,
+                    rows = report.rows_out,
+                    "ODS merged"
+                );
+            }
+        }
+        self.last_ods_at = Instant::now();
         Ok(())
     }
 }

@@ -89,7 +89,25 @@ pub fn arrow_schema(table: &TableSchema) -> SchemaRef {
     fields.push(Field::new(COL_TS_MS, DataType::Int64, false));
     fields.push(Field::new(COL_SOURCE_POS, DataType::Utf8, true));
     fields.push(Field::new(COL_TX_ID, DataType::Int64, true));
-    Arc::new(Schema::new(fields))
+    let key: Vec<&str> = table.key_columns().map(|(_, c)| c.name.as_str()).collect();
+    let metadata = [(META_KEY.to_string(), key.join(","))]
+        .into_iter()
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+/// Parquet key-value metadata naming the primary-key columns (comma-separated), so that lake
+/// maintenance (the ODS merge) knows the key of any file it reads.
+pub const META_KEY: &str = "sluice.key";
+
+/// How sluice writes every Parquet file.
+pub fn writer_properties() -> Result<WriterProperties, WriteError> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        // The writer holds a row group in memory until it is full: keep that bounded.
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(concat!("sluice ", env!("CARGO_PKG_VERSION")).to_string())
+        .build())
 }
 
 /// One Parquet file being written to a temporary path.
@@ -129,13 +147,7 @@ impl ParquetFile {
             source,
         })?;
         let schema = arrow_schema(&table);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-            // The writer holds a row group in memory until it is full: keep that bounded.
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(concat!("sluice ", env!("CARGO_PKG_VERSION")).to_string())
-            .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()?))?;
         Ok(ParquetFile {
             table,
             tmp_path,

@@ -278,8 +278,13 @@ pub struct LakeRow {
 
 /// Every row of every committed file of a stream, sorted by `_seq`.
 pub fn lake_rows(lake: &Path, stream: &str) -> Vec<LakeRow> {
+    zone_rows(lake, "raw", stream)
+}
+
+/// Every row of a zone's files for a stream, sorted by `_seq` (ODS rows have op "r").
+pub fn zone_rows(lake: &Path, zone: &str, stream: &str) -> Vec<LakeRow> {
     let mut rows = Vec::new();
-    let dir = lake.join("raw").join(stream);
+    let dir = lake.join(zone).join(stream);
     for file in parquet_files(&dir) {
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
             .unwrap()
@@ -294,7 +299,11 @@ pub fn lake_rows(lake: &Path, stream: &str) -> Vec<LakeRow> {
                     values.insert(field.name().clone(), render(batch.column(c).as_ref(), i));
                 }
                 rows.push(LakeRow {
-                    op: values["_op"].clone().unwrap(),
+                    op: values
+                        .get("_op")
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| "r".into()),
                     seq: values["_seq"].clone().unwrap(),
                     values,
                     file: file.clone(),

@@ -1,0 +1,302 @@
+//! The ODS zone: per stream, the current state of the table (one row per live key, no deletes),
+//! merged from the committed change log.
+//!
+//! `ods/<stream>/part-0.parquet` holds the rows with their `_seq` and `_ts_ms`; a merge reads the
+//! previous version and the change-log files not merged yet, keeps the last row per key by
+//! `_seq` (a delete removes the key, a truncate every key before it), and writes the next version
+//! to a temporary file that is fsynced and renamed over the old one: readers see the old version
+//! or the new one, never a half. The list of merged files is saved after the rename; a crash in
+//! between merges some files again, which changes nothing, because a row only replaces a row with
+//! a lower `_seq`. The output has the stream's newest schema: added columns are null in older
+//! rows, dropped columns are gone, widened columns are cast.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use arrow::compute::{cast, interleave};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::parquet::{
+    COL_OP, COL_SEQ, COL_SOURCE_POS, COL_TX_ID, META_KEY, WriteError, writer_properties,
+};
+
+const ODS_FILE: &str = "part-0.parquet";
+const OUTPUT_ROWS: usize = 8192;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MergeState {
+    /// Change-log files (relative to the lake root) already in the ODS version.
+    merged: BTreeSet<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MergeReport {
+    pub files_merged: usize,
+    pub rows_out: usize,
+}
+
+/// Bring `ods/<stream>` up to date with the committed change-log files of `raw/<stream>`.
+pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WriteError::Io { path, source }
+    };
+    let state_path = root
+        .join("_sluice")
+        .join("ods")
+        .join(format!("{stream}.json"));
+    let mut state: MergeState = match fs::read(&state_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => MergeState::default(),
+    };
+    let raw_dir = root.join("raw").join(stream);
+    let new_files: Vec<(String, PathBuf)> = parquet_files(&raw_dir)
+        .into_iter()
+        .filter_map(|p| {
+            let rel = p.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+            (!state.merged.contains(&rel)).then_some((rel, p))
+        })
+        .collect();
+    if new_files.is_empty() {
+        return Ok(MergeReport::default());
+    }
+    let ods_dir = root.join("ods").join(stream);
+    let ods_path = ods_dir.join(ODS_FILE);
+    let mut inputs: Vec<RecordBatch> = Vec::new();
+    let mut key_columns: Option<Vec<String>> = None;
+    // The newest change-log schema decides the output columns.
+    let mut newest: Option<(String, SchemaRef)> = None;
+    for (rel, path) in &new_files {
+        let (batches, schema) = read_all(path)?;
+        if let Some(k) = schema.metadata().get(META_KEY) {
+            key_columns = Some(
+                k.split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+        if newest
+            .as_ref()
+            .is_none_or(|(r, _)| last_seq_of(rel) > last_seq_of(r))
+        {
+            newest = Some((rel.clone(), schema));
+        }
+        inputs.extend(batches);
+    }
+    let keys = key_columns.unwrap_or_default();
+    let target = ods_schema(&newest.expect("new files exist").1);
+    let mut previous = Vec::new();
+    if ods_path.exists() {
+        previous = read_all(&ods_path)?.0;
+    }
+    let previous_count = previous.len();
+    let all: Vec<RecordBatch> = previous
+        .into_iter()
+        .chain(inputs)
+        .map(|b| project(&b, &target))
+        .collect::<Result<_, _>>()?;
+
+    // Last row per key by _seq; deletes and truncates remove.
+    let mut latest: HashMap<String, (String, usize, usize, bool)> = HashMap::new();
+    let mut truncated_before: Option<String> = None;
+    for (b, batch) in all.iter().enumerate() {
+        let seq = batch
+            .column_by_name(COL_SEQ)
+            .expect("projected")
+            .as_string::<i32>();
+        let op = (b >= previous_count)
+            .then(|| batch.column_by_name(COL_OP))
+            .flatten();
+        let key_text = key_strings(batch, &keys)?;
+        for row in 0..batch.num_rows() {
+            let s = seq.value(row).to_string();
+            let op = op.map(|o| o.as_string::<i32>().value(row)).unwrap_or("r");
+            if op == "t" {
+                if truncated_before.as_ref().is_none_or(|t| &s > t) {
+                    truncated_before = Some(s);
+                }
+                continue;
+            }
+            let live = op != "d";
+            match latest.get(&key_text[row]) {
+                Some((existing, ..)) if *existing >= s => {}
+                _ => {
+                    latest.insert(key_text[row].clone(), (s, b, row, live));
+                }
+            }
+        }
+    }
+    let mut picks: Vec<(usize, usize)> = latest
+        .into_values()
+        .filter(|(seq, _, _, live)| *live && truncated_before.as_ref().is_none_or(|t| seq > t))
+        .map(|(_, b, r, _)| (b, r))
+        .collect();
+    picks.sort_unstable();
+
+    fs::create_dir_all(&ods_dir).map_err(io(&ods_dir))?;
+    // Written where readers never look (the lake's tmp/, which recovery empties), then renamed.
+    let tmp = root
+        .join("_sluice")
+        .join("tmp")
+        .join(format!("ods-{:016x}.parquet", rand::random::<u64>()));
+    let file = fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut writer = ArrowWriter::try_new(file, target.clone(), Some(writer_properties()?))?;
+    for chunk in picks.chunks(OUTPUT_ROWS) {
+        let columns = (0..target.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = all.iter().map(|b| b.column(c).as_ref()).collect();
+                interleave(&arrays, chunk)
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        writer.write(&RecordBatch::try_new(target.clone(), columns)?)?;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, &ods_path).map_err(io(&ods_path))?;
+    fs::File::open(&ods_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&ods_dir))?;
+
+    state
+        .merged
+        .extend(new_files.iter().map(|(rel, _)| rel.clone()));
+    let state_dir = state_path.parent().expect("has a parent");
+    fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let state_tmp = state_path.with_extension("json.tmp");
+    fs::write(&state_tmp, serde_json::to_vec(&state).unwrap_or_default())
+        .map_err(io(&state_tmp))?;
+    fs::rename(&state_tmp, &state_path).map_err(io(&state_path))?;
+    Ok(MergeReport {
+        files_merged: new_files.len(),
+        rows_out: picks.len(),
+    })
+}
+
+/// `part-<first>-<last>.parquet` → `<last>`, for ordering files by their newest sequence.
+fn last_seq_of(rel: &str) -> &str {
+    rel.rsplit('/')
+        .next()
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .and_then(|n| n.rsplit('-').next())
+        .unwrap_or("")
+}
+
+/// The ODS keeps the row, its `_seq` and `_ts_ms`; change-log bookkeeping goes.
+fn ods_schema(changelog: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = changelog
+        .fields()
+        .iter()
+        .filter(|f| ![COL_OP, COL_SOURCE_POS, COL_TX_ID].contains(&f.name().as_str()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        changelog.metadata().clone(),
+    ))
+}
+
+/// A batch in the target schema: missing columns null, others cast; `_op` kept alongside (last)
+/// for change-log rows so the merge can see deletes.
+fn project(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, WriteError> {
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len() + 1);
+    for field in target.fields() {
+        columns.push(match batch.column_by_name(field.name()) {
+            Some(col) if col.data_type() == field.data_type() => col.clone(),
+            Some(col) => cast(col, field.data_type())?,
+            None => new_null_array(field.data_type(), n),
+        });
+    }
+    let mut fields: Vec<Field> = target.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let op = match batch.column_by_name(COL_OP) {
+        Some(op) => op.clone(),
+        None => new_null_array(&DataType::Utf8, n),
+    };
+    columns.push(op);
+    fields.push(Field::new(COL_OP, DataType::Utf8, true));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// The key of every row as text (key columns joined by a separator that cannot occur in the
+/// rendered values' positions: each part is length-prefixed).
+fn key_strings(batch: &RecordBatch, keys: &[String]) -> Result<Vec<String>, WriteError> {
+    let n = batch.num_rows();
+    let mut out = vec![String::new(); n];
+    let columns: Vec<ArrayRef> = if keys.is_empty() {
+        // No key recorded: the whole row is the key (a keyless table's current state is a set).
+        batch.columns()[..batch.num_columns().saturating_sub(3)].to_vec()
+    } else {
+        keys.iter()
+            .filter_map(|k| batch.column_by_name(k).cloned())
+            .collect()
+    };
+    for col in columns {
+        let text = cast(&col, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        for (row, key) in out.iter_mut().enumerate() {
+            let part = if text.is_null(row) {
+                "\u{0}"
+            } else {
+                text.value(row)
+            };
+            key.push_str(&format!("{}:{part}|", part.len()));
+        }
+    }
+    Ok(out)
+}
+
+fn read_all(path: &Path) -> Result<(Vec<RecordBatch>, SchemaRef), WriteError> {
+    let file = fs::File::open(path).map_err(|source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let schema = builder.schema().clone();
+    let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
+    Ok((batches, schema))
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+        {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Streams that have a change log in the lake.
+pub fn streams(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(root.join("raw"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}

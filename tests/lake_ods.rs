@@ -1,0 +1,145 @@
+//! The ODS zone: the current state of each table, merged from the change log, equal to the
+//! table (read in Rust and with DuckDB), across deletes, a truncate, a schema change, and kill -9
+//! in the middle of merges.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+fn ods_state(d: &Daemon, stream: &str, cols: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+    zone_rows(&d.lake, "ods", stream)
+        .into_iter()
+        .map(|r| {
+            let key = r.values[cols[0]].clone().unwrap();
+            (
+                key,
+                cols.iter()
+                    .map(|c| r.values.get(*c).cloned().flatten())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ods_equals_the_table_through_deletes_truncates_schema_changes_and_crashes() {
+    let db = TestDb::create("sluice_it_ods").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL, note text);
+             INSERT INTO t SELECT g, 0, 'n' || g FROM generate_series(1, 3000) g;
+             CREATE TABLE gone (id int PRIMARY KEY); INSERT INTO gone SELECT generate_series(1, 10);",
+        )
+        .await
+        .unwrap();
+    let mut d = Daemon::configure(
+        "ods",
+        &db.url,
+        &["public.t", "public.gone"],
+        "{ rows: 400, interval: 100ms }",
+    );
+    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
+        "sink:\n",
+        "sink:\n  zones: [raw, ods]\n  ods_interval: 100ms\n",
+    );
+    std::fs::write(&d.config, cfg).unwrap();
+    d.start();
+    let cols = ["id", "v", "note"];
+    let want = table_state(&client, "t", &["id", "v", "note"]).await;
+    wait_for(
+        "the ODS of the snapshot",
+        Duration::from_secs(30),
+        || async { ods_state(&d, "ods.public.t", &cols) == want },
+    )
+    .await;
+
+    // Changes while the daemon is killed now and then, often in the middle of a merge.
+    let mut seed = 0x9E3779B97F4A7C15u64;
+    for round in 0..8 {
+        client
+            .batch_execute(&format!(
+                "UPDATE t SET v = v + 1 WHERE id % 7 = {round};
+                 DELETE FROM t WHERE id % 97 = {round};
+                 INSERT INTO t SELECT g, 0, 'new' FROM generate_series({lo}, {hi}) g;",
+                lo = 10_000 + round * 100,
+                hi = 10_000 + round * 100 + 49
+            ))
+            .await
+            .unwrap();
+        if round == 4 {
+            client
+                .batch_execute(
+                    "ALTER TABLE t ADD COLUMN extra text; UPDATE t SET extra = 'x' WHERE id < 100;",
+                )
+                .await
+                .unwrap();
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(100 + seed % 400)).await;
+        d.kill9();
+        d.start();
+    }
+    client
+        .batch_execute("TRUNCATE gone; INSERT INTO gone VALUES (42);")
+        .await
+        .unwrap();
+
+    let cols = ["id", "v", "note", "extra"];
+    let want = table_state(&client, "t", &["id", "v", "note", "extra"]).await;
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        ods_state(&d, "ods.public.t", &cols) == want
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the ODS did not converge to the table:\n{}",
+        d.log()
+    );
+    let gone = wait_until(Duration::from_secs(30), || async {
+        ods_state(&d, "ods.public.gone", &["id"])
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            == vec!["42".to_string()]
+    })
+    .await;
+    assert!(gone, "a truncate clears the ODS");
+    assert!(d.terminate().success());
+
+    // Readers never see a temporary file, and DuckDB agrees with the table.
+    let ods_dir = d.lake.join("ods/ods.public.t");
+    let names: Vec<String> = std::fs::read_dir(&ods_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["part-0.parquet".to_string()]);
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, duckdb; print(duckdb.sql(f\"SELECT count(*), sum(v), count(extra) FROM read_parquet('{sys.argv[1]}/*.parquet')\").fetchall()[0])",
+            ods_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = client
+        .query_one("SELECT count(*), sum(v), count(extra) FROM t", &[])
+        .await
+        .unwrap();
+    let (n, sum, extra): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("({n}, {sum}, {extra})")
+    );
+}
