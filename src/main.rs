@@ -40,6 +40,15 @@ enum Command {
         #[arg(long, short, default_value = "sluice.yaml", env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
+    /// Print table definitions for the lake (Hive/Spark/Presto external tables, DuckDB views),
+    /// and write them to <lake>/_ddl/.
+    Ddl {
+        #[arg(long, short, default_value = "sluice.yaml", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// Which definitions to print.
+        #[arg(long, value_enum, default_value = "all")]
+        dialect: Dialect,
+    },
     /// Show a running daemon's state (from its admin endpoint).
     Status {
         /// The daemon's metrics/admin address.
@@ -49,6 +58,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dialect {
+    Hive,
+    Duckdb,
+    All,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,6 +93,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, only } => run(config, only).await,
             Command::Check { config } => check(config).await,
+            Command::Ddl { config, dialect } => ddl(config, dialect),
             Command::Status { addr, json } => status(&addr, json).await,
         }
     });
@@ -288,4 +305,33 @@ fn print_status(value: &serde_json::Value) {
             ago.unwrap_or_default()
         );
     }
+}
+
+fn ddl(config_path: PathBuf, dialect: Dialect) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let lake = sluice::sink::lake::LakeRoot::open(&config.daemon.sink.path)?;
+    let root = std::path::absolute(lake.root())?;
+    let location = format!("file://{}", root.display());
+    let ddl = sluice::sink::ddl::generate(&root, &location)?;
+    sluice::sink::ddl::write(&root, &ddl)?;
+    for d in &ddl {
+        if dialect != Dialect::Duckdb {
+            println!("{}", d.hive);
+        }
+        if dialect != Dialect::Hive {
+            println!("{}", d.duckdb);
+        }
+    }
+    eprintln!(
+        "{} stream(s); written to {}",
+        ddl.len(),
+        root.join("_ddl").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

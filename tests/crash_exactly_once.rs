@@ -176,7 +176,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     );
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
-    let caught_up = wait_until(Duration::from_secs(90), || async {
+    let caught_up = wait_until(Duration::from_secs(120), || async {
         state_from_log(
             &lake_rows(&d.lake, "crash.public.accounts"),
             "id",

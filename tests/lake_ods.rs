@@ -143,3 +143,86 @@ async fn the_ods_equals_the_table_through_deletes_truncates_schema_changes_and_c
         format!("({n}, {sum}, {extra})")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_table_definitions_work_in_duckdb() {
+    let db = TestDb::create("sluice_it_ddl_gen").await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY, price numeric(8,2), tags text[]); INSERT INTO items SELECT g, g, '{a,b}' FROM generate_series(1, 100) g;")
+        .await
+        .unwrap();
+    let mut d = Daemon::configure(
+        "gen",
+        &db.url,
+        &["public.items"],
+        "{ rows: 1000, interval: 100ms }",
+    );
+    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
+        "sink:\n",
+        "sink:\n  zones: [raw, ods]\n  ods_interval: 100ms\n",
+    );
+    std::fs::write(&d.config, cfg).unwrap();
+    d.start();
+    wait_for("the snapshot", Duration::from_secs(30), || async {
+        lake_rows(&d.lake, "gen.public.items").len() == 100
+    })
+    .await;
+    client
+        .batch_execute(
+            "DELETE FROM items WHERE id <= 10; UPDATE items SET price = 0 WHERE id = 50;",
+        )
+        .await
+        .unwrap();
+    wait_for("the changes", Duration::from_secs(30), || async {
+        lake_rows(&d.lake, "gen.public.items").len() == 111
+    })
+    .await;
+    assert!(d.terminate().success());
+
+    let out = d
+        .command(&["ddl", "--config", d.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("CREATE EXTERNAL TABLE IF NOT EXISTS `raw_gen_public_items`")
+            && text.contains("PARTITIONED BY (`date` STRING)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`price` DECIMAL(8,2)") && text.contains("`tags` ARRAY<STRING>"),
+        "{text}"
+    );
+    let duckdb_sql = d.lake.join("_ddl/gen.public.items.duckdb.sql");
+    assert!(duckdb_sql.exists() && d.lake.join("_ddl/gen.public.items.hive.sql").exists());
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, duckdb; con = duckdb.connect(); con.execute(open(sys.argv[1]).read()); \
+             print(con.sql('SELECT count(*), sum(price) FROM ods_gen_public_items').fetchall()[0], \
+                   con.sql(\"SELECT count(*) FROM raw_gen_public_items WHERE _op = 'd'\").fetchall()[0][0])",
+            duckdb_sql.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = client
+        .query_one("SELECT count(*), sum(price)::text FROM items", &[])
+        .await
+        .unwrap();
+    let (n, sum): (i64, String) = (row.get(0), row.get(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("({n}, Decimal('{sum}')) 10")
+    );
+}

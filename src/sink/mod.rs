@@ -8,6 +8,7 @@
 //! A commit always includes every accepted event (all open files are sealed first), so the
 //! positions and sequence marks in a commit never run ahead of the data in it.
 
+pub mod ddl;
 pub mod lake;
 pub mod ods;
 pub mod parquet;

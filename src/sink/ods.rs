@@ -115,7 +115,7 @@ pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError
             .then(|| batch.column_by_name(COL_OP))
             .flatten();
         let key_text = key_strings(batch, &keys)?;
-        for row in 0..batch.num_rows() {
+        for (row, key) in key_text.into_iter().enumerate() {
             let s = seq.value(row).to_string();
             let op = op.map(|o| o.as_string::<i32>().value(row)).unwrap_or("r");
             if op == "t" {
@@ -125,10 +125,10 @@ pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError
                 continue;
             }
             let live = op != "d";
-            match latest.get(&key_text[row]) {
+            match latest.get(&key) {
                 Some((existing, ..)) if *existing >= s => {}
                 _ => {
-                    latest.insert(key_text[row].clone(), (s, b, row, live));
+                    latest.insert(key, (s, b, row, live));
                 }
             }
         }

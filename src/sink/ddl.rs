@@ -1,0 +1,146 @@
+//! Table definitions for the lake, so users query it without writing schemas by hand: Hive /
+//! Spark / Presto external tables and DuckDB views, per stream, for the raw change log
+//! (partitioned by `date`) and the ODS current state. `sluice ddl` prints them; they are also
+//! written to `<lake>/_ddl/<stream>.{hive,duckdb}.sql`, next to the data.
+
+use std::fs;
+use std::path::Path;
+
+use arrow::datatypes::{DataType, Schema, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::ods;
+use super::parquet::WriteError;
+
+/// The definitions of one stream.
+#[derive(Debug, Clone)]
+pub struct StreamDdl {
+    pub stream: String,
+    pub hive: String,
+    pub duckdb: String,
+}
+
+/// Definitions for every stream in the lake at `root`; `location` is how engines reach the root
+/// (`file:///…`, `hdfs://…`).
+pub fn generate(root: &Path, location: &str) -> Result<Vec<StreamDdl>, WriteError> {
+    let location = location.trim_end_matches('/');
+    let mut out = Vec::new();
+    for stream in ods::streams(root) {
+        let Some(schema) = newest_schema(&root.join("raw").join(&stream))? else {
+            continue;
+        };
+        let name = stream.replace(['.', '-'], "_");
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| format!("  `{}` {}", f.name(), hive_type(f.data_type())))
+            .collect::<Vec<_>>()
+            .join(",\n");
+        let ods_columns = schema
+            .fields()
+            .iter()
+            .filter(|f| !["_op", "_source_pos", "_tx_id"].contains(&f.name().as_str()))
+            .map(|f| format!("  `{}` {}", f.name(), hive_type(f.data_type())))
+            .collect::<Vec<_>>()
+            .join(",\n");
+        let hive = format!(
+            "-- {stream}: change log (one row per change, partitioned by commit date) and current state.\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS `raw_{name}` (\n{columns}\n)\nPARTITIONED BY (`date` STRING)\n\
+             STORED AS PARQUET\nLOCATION '{location}/raw/{stream}';\nMSCK REPAIR TABLE `raw_{name}`;\n\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS `ods_{name}` (\n{ods_columns}\n)\nSTORED AS PARQUET\n\
+             LOCATION '{location}/ods/{stream}';\n"
+        );
+        let local = location.strip_prefix("file://").unwrap_or(location);
+        let duckdb = format!(
+            "-- {stream}: change log and current state (files of older schemas are merged by name).\n\
+             CREATE OR REPLACE VIEW \"raw_{name}\" AS SELECT * FROM read_parquet('{local}/raw/{stream}/*/*.parquet', \
+             hive_partitioning = true, union_by_name = true);\n\
+             CREATE OR REPLACE VIEW \"ods_{name}\" AS SELECT * FROM read_parquet('{local}/ods/{stream}/*.parquet', \
+             union_by_name = true);\n"
+        );
+        out.push(StreamDdl {
+            stream,
+            hive,
+            duckdb,
+        });
+    }
+    Ok(out)
+}
+
+/// Write each stream's definitions under `<root>/_ddl/`.
+pub fn write(root: &Path, ddl: &[StreamDdl]) -> Result<(), WriteError> {
+    let dir = root.join("_ddl");
+    let io = |source| WriteError::Io {
+        path: dir.clone(),
+        source,
+    };
+    fs::create_dir_all(&dir).map_err(io)?;
+    for d in ddl {
+        fs::write(dir.join(format!("{}.hive.sql", d.stream)), &d.hive).map_err(io)?;
+        fs::write(dir.join(format!("{}.duckdb.sql", d.stream)), &d.duckdb).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The schema of the stream's newest file (the highest last sequence in its name).
+fn newest_schema(dir: &Path) -> Result<Option<Schema>, WriteError> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    let newest = files.into_iter().max_by(|a, b| {
+        let key = |p: &std::path::PathBuf| {
+            p.file_name().map(|n| {
+                n.to_string_lossy()
+                    .rsplit('-')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+        };
+        key(a).cmp(&key(b))
+    });
+    let Some(path) = newest else { return Ok(None) };
+    let file = fs::File::open(&path).map_err(|source| WriteError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(
+        ParquetRecordBatchReaderBuilder::try_new(file)?
+            .schema()
+            .as_ref()
+            .clone(),
+    ))
+}
+
+fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+}
+
+/// Hive / Spark SQL type of an Arrow type as sluice writes it.
+fn hive_type(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Binary => "BINARY".into(),
+        DataType::Date32 => "DATE".into(),
+        // Hive has no time-of-day type: the Parquet TIME(µs) reads as microseconds.
+        DataType::Time64(TimeUnit::Microsecond) => "BIGINT".into(),
+        DataType::Timestamp(_, _) => "TIMESTAMP".into(),
+        DataType::List(item) => format!("ARRAY<{}>", hive_type(item.data_type())),
+        _ => "STRING".into(),
+    }
+}
