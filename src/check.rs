@@ -88,8 +88,9 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
             "remove them from the transforms folder for now".into(),
         ));
     }
-    if let Err(e) = LakeRoot::open(&config.daemon.sink.path).and_then(|lake| lake.check_writable())
-    {
+    if let Err(e) = tokio::task::block_in_place(|| {
+        LakeRoot::open(&config.daemon.sink.path).and_then(|lake| lake.check_writable())
+    }) {
         findings.push(Finding::problem(
             "sink",
             format!("cannot write to `{}`: {e}", config.daemon.sink.path),

@@ -93,7 +93,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config, only } => run(config, only).await,
             Command::Check { config } => check(config).await,
-            Command::Ddl { config, dialect } => ddl(config, dialect),
+            Command::Ddl { config, dialect } => {
+                tokio::task::block_in_place(|| ddl(config, dialect))
+            }
             Command::Status { addr, json } => status(&addr, json).await,
         }
     });
@@ -316,10 +318,8 @@ fn ddl(config_path: PathBuf, dialect: Dialect) -> anyhow::Result<ExitCode> {
         }
     };
     let lake = sluice::sink::lake::LakeRoot::open(&config.daemon.sink.path)?;
-    let root = std::path::absolute(lake.root())?;
-    let location = format!("file://{}", root.display());
-    let ddl = sluice::sink::ddl::generate(&root, &location)?;
-    sluice::sink::ddl::write(&root, &ddl)?;
+    let ddl = sluice::sink::ddl::generate(&lake)?;
+    sluice::sink::ddl::write(&lake, &ddl)?;
     for d in &ddl {
         if dialect != Dialect::Duckdb {
             println!("{}", d.hive);
@@ -329,9 +329,9 @@ fn ddl(config_path: PathBuf, dialect: Dialect) -> anyhow::Result<ExitCode> {
         }
     }
     eprintln!(
-        "{} stream(s); written to {}",
+        "{} stream(s); written to {}/_ddl",
         ddl.len(),
-        root.join("_ddl").display()
+        lake.store().location()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -3,12 +3,10 @@
 //! (partitioned by `date`) and the ODS current state. `sluice ddl` prints them; they are also
 //! written to `<lake>/_ddl/<stream>.{hive,duckdb}.sql`, next to the data.
 
-use std::fs;
-use std::path::Path;
-
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::lake::LakeRoot;
 use super::ods;
 use super::parquet::WriteError;
 
@@ -22,11 +20,12 @@ pub struct StreamDdl {
 
 /// Definitions for every stream in the lake at `root`; `location` is how engines reach the root
 /// (`file:///…`, `hdfs://…`).
-pub fn generate(root: &Path, location: &str) -> Result<Vec<StreamDdl>, WriteError> {
+pub fn generate(lake: &LakeRoot) -> Result<Vec<StreamDdl>, WriteError> {
+    let location = lake.store().location();
     let location = location.trim_end_matches('/');
     let mut out = Vec::new();
-    for stream in ods::streams(root) {
-        let Some(schema) = newest_schema(&root.join("raw").join(&stream))? else {
+    for stream in ods::streams(lake) {
+        let Some(schema) = newest_schema(lake, &stream)? else {
             continue;
         };
         let name = stream.replace(['.', '-'], "_");
@@ -67,62 +66,49 @@ pub fn generate(root: &Path, location: &str) -> Result<Vec<StreamDdl>, WriteErro
     Ok(out)
 }
 
-/// Write each stream's definitions under `<root>/_ddl/`.
-pub fn write(root: &Path, ddl: &[StreamDdl]) -> Result<(), WriteError> {
-    let dir = root.join("_ddl");
+/// Write each stream's definitions under `<lake>/_ddl/`.
+pub fn write(lake: &LakeRoot, ddl: &[StreamDdl]) -> Result<(), WriteError> {
     let io = |source| WriteError::Io {
-        path: dir.clone(),
+        path: "_ddl".into(),
         source,
     };
-    fs::create_dir_all(&dir).map_err(io)?;
+    lake.store().mkdirs("_ddl").map_err(io)?;
     for d in ddl {
-        fs::write(dir.join(format!("{}.hive.sql", d.stream)), &d.hive).map_err(io)?;
-        fs::write(dir.join(format!("{}.duckdb.sql", d.stream)), &d.duckdb).map_err(io)?;
+        lake.store()
+            .put(&format!("_ddl/{}.hive.sql", d.stream), d.hive.as_bytes())
+            .map_err(io)?;
+        lake.store()
+            .put(
+                &format!("_ddl/{}.duckdb.sql", d.stream),
+                d.duckdb.as_bytes(),
+            )
+            .map_err(io)?;
     }
     Ok(())
 }
 
 /// The schema of the stream's newest file (the highest last sequence in its name).
-fn newest_schema(dir: &Path) -> Result<Option<Schema>, WriteError> {
-    let mut files = Vec::new();
-    collect(dir, &mut files);
-    let newest = files.into_iter().max_by(|a, b| {
-        let key = |p: &std::path::PathBuf| {
-            p.file_name().map(|n| {
-                n.to_string_lossy()
-                    .rsplit('-')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
-        };
-        key(a).cmp(&key(b))
-    });
-    let Some(path) = newest else { return Ok(None) };
-    let file = fs::File::open(&path).map_err(|source| WriteError::Io {
-        path: path.clone(),
+fn newest_schema(lake: &LakeRoot, stream: &str) -> Result<Option<Schema>, WriteError> {
+    let io = |source| WriteError::Io {
+        path: format!("raw/{stream}").into(),
         source,
-    })?;
+    };
+    let files = lake
+        .store()
+        .list_files(&format!("raw/{stream}"))
+        .map_err(io)?;
+    let newest = files
+        .into_iter()
+        .filter(|f| f.ends_with(".parquet"))
+        .max_by_key(|f| f.rsplit('-').next().unwrap_or("").to_string());
+    let Some(path) = newest else { return Ok(None) };
+    let bytes = lake.store().get(&path).map_err(io)?;
     Ok(Some(
-        ParquetRecordBatchReaderBuilder::try_new(file)?
+        ParquetRecordBatchReaderBuilder::try_new(bytes)?
             .schema()
             .as_ref()
             .clone(),
     ))
-}
-
-fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
-    }
 }
 
 /// Hive / Spark SQL type of an Arrow type as sluice writes it.

@@ -1,4 +1,4 @@
-//! The lake on a local file system and its commit protocol.
+//! The lake's commit protocol, on a local disk or HDFS (see store.rs).
 //!
 //! ```text
 //! <root>/_sluice/tmp/                 files being written, and sealed files not yet committed
@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::store::Store;
 use crate::source::SourcePosition;
 
 /// How many old commit records to keep for inspection.
@@ -47,92 +48,106 @@ pub struct CommittedFile {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone)]
+/// The lake and its commit protocol, on any [`Store`].
 pub struct LakeRoot {
-    root: PathBuf,
+    store: Store,
+    /// Where data files are written before they are published to `_sluice/tmp/`: inside the lake
+    /// for a local lake (publishing is free), a local staging folder for HDFS.
+    staging: PathBuf,
 }
 
+const TMP: &str = "_sluice/tmp";
+const COMMITS: &str = "_sluice/commits";
+
 impl LakeRoot {
-    /// `file:///abs/path` or a plain path.
+    /// `file:///abs/path`, a plain path, or `hdfs://namenode:port/path`.
     pub fn open(path: &str) -> io::Result<LakeRoot> {
-        let local = path.strip_prefix("file://").unwrap_or(path);
-        if local.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "empty sink path",
-            ));
-        }
-        Ok(LakeRoot {
-            root: PathBuf::from(local),
-        })
+        let store = Store::open(path)?;
+        let staging = match store.local_root() {
+            Some(root) => root.join(TMP),
+            None => std::env::temp_dir().join(format!("sluice-staging-{}", std::process::id())),
+        };
+        Ok(LakeRoot { store, staging })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn tmp_dir(&self) -> PathBuf {
-        self.root.join("_sluice").join("tmp")
-    }
-
-    fn commits_dir(&self) -> PathBuf {
-        self.root.join("_sluice").join("commits")
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn check_writable(&self) -> io::Result<()> {
-        fs::create_dir_all(self.tmp_dir())?;
-        let probe = self.tmp_dir().join(".write-probe");
-        fs::write(&probe, b"ok")?;
-        fs::remove_file(probe)
+        self.store.mkdirs(TMP)?;
+        let probe = format!("{TMP}/.write-probe");
+        self.store.put(&probe, b"ok")?;
+        self.store.delete(&probe)
     }
 
-    /// A fresh temporary file name for a data file.
-    pub fn new_tmp_path(&self) -> PathBuf {
-        self.tmp_dir().join(format!(
+    /// A fresh local path to write a data file to.
+    pub fn staging_path(&self) -> io::Result<PathBuf> {
+        fs::create_dir_all(&self.staging)?;
+        Ok(self.staging.join(format!(
             "{:016x}{:016x}.parquet",
             rand::random::<u64>(),
             rand::random::<u64>()
-        ))
+        )))
+    }
+
+    /// Make a complete, durable staged file available to commits: its name in `_sluice/tmp/`.
+    pub fn publish(&self, staged: &Path) -> io::Result<String> {
+        let name = staged
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io::Error::other("staged file without a name"))?
+            .to_string();
+        if self.store.local_root().is_none() {
+            self.store.put_file(&format!("{TMP}/{name}"), staged)?;
+            fs::remove_file(staged)?;
+        }
+        Ok(name)
+    }
+
+    /// Publish a staged file straight to `path` (relative to the root), replacing what is there.
+    pub fn replace(&self, staged: &Path, path: &str) -> io::Result<()> {
+        let name = self.publish(staged)?;
+        self.store.rename(&format!("{TMP}/{name}"), path)
     }
 
     /// Bring the lake to the state of its last commit and return that commit.
     pub fn recover(&self) -> io::Result<Commit> {
-        fs::create_dir_all(self.tmp_dir())?;
-        fs::create_dir_all(self.commits_dir())?;
+        self.store.mkdirs(TMP)?;
+        self.store.mkdirs(COMMITS)?;
         let last = self.latest_commit()?.unwrap_or_default();
         self.move_into_place(&last)?;
-        let mut discarded = 0;
-        for entry in fs::read_dir(self.tmp_dir())? {
-            let path = entry?.path();
-            if path.is_file() {
-                fs::remove_file(&path)?;
-                discarded += 1;
-            }
+        let leftovers = self.store.list_files(TMP)?;
+        for file in &leftovers {
+            self.store.delete(file)?;
         }
-        if discarded > 0 {
+        if !leftovers.is_empty() {
             tracing::info!(
-                files = discarded,
+                files = leftovers.len(),
                 "discarded uncommitted files from before the restart"
             );
+        }
+        if self.store.local_root().is_none() {
+            let _ = fs::remove_dir_all(&self.staging);
         }
         Ok(last)
     }
 
     fn latest_commit(&self) -> io::Result<Option<Commit>> {
-        let mut best: Option<u64> = None;
-        for entry in fs::read_dir(self.commits_dir())? {
-            let name = entry?.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            best = best.max(Some(id));
-        }
+        let best = self
+            .store
+            .list_files(COMMITS)?
+            .iter()
+            .filter_map(|f| {
+                f.rsplit('/')
+                    .next()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
         let Some(id) = best else { return Ok(None) };
-        let text = fs::read(self.commit_path(id))?;
+        let text = self.store.get(&commit_path(id))?;
         serde_json::from_slice(&text).map(Some).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -141,52 +156,35 @@ impl LakeRoot {
         })
     }
 
-    fn commit_path(&self, id: u64) -> PathBuf {
-        self.commits_dir().join(format!("{id:020}.json"))
-    }
-
     /// Make `commit` durable (the commit point), then move its files into place.
     pub fn commit(&self, commit: &Commit) -> io::Result<()> {
-        let tmp = self.tmp_dir().join(format!("commit-{}.json", commit.id));
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(commit).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, self.commit_path(commit.id))?;
-        sync_dir(&self.commits_dir())?;
+        let tmp = format!("{TMP}/commit-{}.json", commit.id);
+        self.store.put(
+            &tmp,
+            &serde_json::to_vec_pretty(commit).map_err(io::Error::other)?,
+        )?;
+        self.store.rename(&tmp, &commit_path(commit.id))?;
         self.move_into_place(commit)?;
         if commit.id > KEEP_COMMITS {
-            let _ = fs::remove_file(self.commit_path(commit.id - KEEP_COMMITS));
+            let _ = self.store.delete(&commit_path(commit.id - KEEP_COMMITS));
         }
         Ok(())
     }
 
     fn move_into_place(&self, commit: &Commit) -> io::Result<()> {
-        let mut dirs = std::collections::BTreeSet::new();
         for f in &commit.files {
-            let from = self.tmp_dir().join(&f.tmp);
-            if !from.exists() {
+            let from = format!("{TMP}/{}", f.tmp);
+            if !self.store.exists(&from)? {
                 continue; // moved already (before a crash, or in the commit itself)
             }
-            let to = self.root.join(&f.path);
-            let dir = to
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| self.root.clone());
-            fs::create_dir_all(&dir)?;
-            fs::rename(&from, &to)?;
-            dirs.insert(dir);
+            self.store.rename(&from, &f.path)?;
         }
-        for d in dirs {
-            sync_dir(&d)?;
-        }
-        sync_dir(&self.tmp_dir())
+        self.store.sync_dir(TMP)
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+fn commit_path(id: u64) -> String {
+    format!("{COMMITS}/{id:020}.json")
 }
 
 #[cfg(test)]
@@ -194,7 +192,7 @@ mod tests {
     use super::*;
 
     fn commit_with_file(lake: &LakeRoot, id: u64, name: &str) -> Commit {
-        let tmp = lake.new_tmp_path();
+        let tmp = lake.staging_path().unwrap();
         fs::write(&tmp, name).unwrap();
         Commit {
             id,
@@ -215,7 +213,7 @@ mod tests {
         assert_eq!(lake.recover().unwrap().id, 0);
         let c1 = commit_with_file(&lake, 1, "a.parquet");
         lake.commit(&c1).unwrap();
-        let stray = lake.new_tmp_path();
+        let stray = lake.staging_path().unwrap();
         fs::write(&stray, "uncommitted").unwrap();
         let got = lake.recover().unwrap();
         assert_eq!(got, c1);
@@ -230,7 +228,11 @@ mod tests {
         lake.recover().unwrap();
         let c1 = commit_with_file(&lake, 1, "b.parquet");
         // Simulate a crash right after the commit record's rename: files still in tmp/.
-        fs::write(lake.commit_path(1), serde_json::to_vec(&c1).unwrap()).unwrap();
+        fs::write(
+            dir.path().join(commit_path(1)),
+            serde_json::to_vec(&c1).unwrap(),
+        )
+        .unwrap();
         lake.recover().unwrap();
         assert!(dir.path().join("raw/s/date=2024-01-01/b.parquet").exists());
     }

@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod lake;
 pub mod ods;
 pub mod parquet;
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ impl ParquetSink {
             .iter()
             .filter_map(|(k, v)| Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?)))
             .collect();
-        let ods_pending = ods::streams(lake.root()).into_iter().collect();
+        let ods_pending = ods::streams(&lake).into_iter().collect();
         let (acks, acks_rx) = watch::channel(Arc::new(last.positions.clone()));
         Ok((
             ParquetSink {
@@ -200,14 +201,17 @@ impl ParquetSink {
                 .get_mut(stream)
                 .and_then(|d| d.remove(&day))
                 .expect("checked above");
-            self.sealed.push(file.seal()?);
+            self.push_sealed(file.seal()?)?;
         }
         let days = self.open.entry(stream.to_string()).or_default();
         let file = match days.entry(day) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(ParquetFile::create(
                 event.table.clone(),
-                self.lake.new_tmp_path(),
+                self.lake.staging_path().map_err(|source| SinkError::Io {
+                    path: "staging".into(),
+                    source,
+                })?,
                 day,
             )?),
         };
@@ -217,8 +221,20 @@ impl ParquetSink {
         }
         // Full: seal it now so no file exceeds the limit; the caller commits after the batch.
         let full = days.remove(&day).expect("just written");
-        self.sealed.push(full.seal()?);
+        self.push_sealed(full.seal()?)?;
         Ok(true)
+    }
+
+    /// A sealed file joins the next commit once it is published to the lake's tmp/.
+    fn push_sealed(&mut self, file: SealedFile) -> Result<(), SinkError> {
+        self.lake
+            .publish(&file.tmp_path)
+            .map_err(|source| SinkError::Io {
+                path: self.lake.store().location(),
+                source,
+            })?;
+        self.sealed.push(file);
+        Ok(())
     }
 
     fn has_news(&self) -> bool {
@@ -227,10 +243,13 @@ impl ParquetSink {
 
     /// Seal every open file and, if every source's data is covered by a position, commit.
     fn seal_and_commit(&mut self) -> Result<(), SinkError> {
-        for (_, days) in self.open.drain() {
-            for (_, file) in days {
-                self.sealed.push(file.seal()?);
-            }
+        let open: Vec<ParquetFile> = self
+            .open
+            .drain()
+            .flat_map(|(_, days)| days.into_values())
+            .collect();
+        for file in open {
+            self.push_sealed(file.seal()?)?;
         }
         if !self.awaiting_position.is_empty() {
             return Ok(()); // a snapshot in progress: its files wait in tmp/ for its end
@@ -271,7 +290,7 @@ impl ParquetSink {
             files,
         };
         self.lake.commit(&commit).map_err(|source| SinkError::Io {
-            path: self.lake.root().display().to_string(),
+            path: self.lake.store().location(),
             source,
         })?;
         for f in &self.sealed {
@@ -316,7 +335,7 @@ impl ParquetSink {
         }
         for stream in std::mem::take(&mut self.ods_pending) {
             let started = Instant::now();
-            let report = ods::merge_stream(self.lake.root(), &stream)?;
+            let report = ods::merge_stream(&self.lake, &stream)?;
             if report.files_merged > 0 {
                 metrics::histogram!(m::ODS_MERGE_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(m::ODS_ROWS, "stream" => stream.clone())

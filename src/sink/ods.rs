@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
@@ -22,6 +22,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::lake::LakeRoot;
 use super::parquet::{
     COL_OP, COL_SEQ, COL_SOURCE_POS, COL_TX_ID, META_KEY, WriteError, writer_properties,
 };
@@ -42,38 +43,33 @@ pub struct MergeReport {
 }
 
 /// Bring `ods/<stream>` up to date with the committed change-log files of `raw/<stream>`.
-pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
+pub fn merge_stream(lake: &LakeRoot, stream: &str) -> Result<MergeReport, WriteError> {
+    let store = lake.store();
+    let io = |what: &str| {
+        let path = PathBuf::from(what);
         move |source| WriteError::Io { path, source }
     };
-    let state_path = root
-        .join("_sluice")
-        .join("ods")
-        .join(format!("{stream}.json"));
-    let mut state: MergeState = match fs::read(&state_path) {
+    let state_path = format!("_sluice/ods/{stream}.json");
+    let mut state: MergeState = match store.get(&state_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         Err(_) => MergeState::default(),
     };
-    let raw_dir = root.join("raw").join(stream);
-    let new_files: Vec<(String, PathBuf)> = parquet_files(&raw_dir)
+    let new_files: Vec<String> = store
+        .list_files(&format!("raw/{stream}"))
+        .map_err(io("raw"))?
         .into_iter()
-        .filter_map(|p| {
-            let rel = p.strip_prefix(root).ok()?.to_string_lossy().into_owned();
-            (!state.merged.contains(&rel)).then_some((rel, p))
-        })
+        .filter(|f| f.ends_with(".parquet") && !state.merged.contains(f))
         .collect();
     if new_files.is_empty() {
         return Ok(MergeReport::default());
     }
-    let ods_dir = root.join("ods").join(stream);
-    let ods_path = ods_dir.join(ODS_FILE);
+    let ods_path = format!("ods/{stream}/{ODS_FILE}");
     let mut inputs: Vec<RecordBatch> = Vec::new();
     let mut key_columns: Option<Vec<String>> = None;
     // The newest change-log schema decides the output columns.
     let mut newest: Option<(String, SchemaRef)> = None;
-    for (rel, path) in &new_files {
-        let (batches, schema) = read_all(path)?;
+    for rel in &new_files {
+        let (batches, schema) = read_all(store.get(rel).map_err(io(rel))?)?;
         if let Some(k) = schema.metadata().get(META_KEY) {
             key_columns = Some(
                 k.split(',')
@@ -93,8 +89,8 @@ pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError
     let keys = key_columns.unwrap_or_default();
     let target = ods_schema(&newest.expect("new files exist").1);
     let mut previous = Vec::new();
-    if ods_path.exists() {
-        previous = read_all(&ods_path)?.0;
+    if store.exists(&ods_path).map_err(io(&ods_path))? {
+        previous = read_all(store.get(&ods_path).map_err(io(&ods_path))?)?.0;
     }
     let previous_count = previous.len();
     let all: Vec<RecordBatch> = previous
@@ -140,13 +136,10 @@ pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError
         .collect();
     picks.sort_unstable();
 
-    fs::create_dir_all(&ods_dir).map_err(io(&ods_dir))?;
-    // Written where readers never look (the lake's tmp/, which recovery empties), then renamed.
-    let tmp = root
-        .join("_sluice")
-        .join("tmp")
-        .join(format!("ods-{:016x}.parquet", rand::random::<u64>()));
-    let file = fs::File::create(&tmp).map_err(io(&tmp))?;
+    // Written to a staging file, published to the lake's tmp/ (which recovery empties), and
+    // renamed over the previous version: readers see one version or the other.
+    let staged = lake.staging_path().map_err(io("staging"))?;
+    let file = fs::File::create(&staged).map_err(io("staging"))?;
     let mut writer = ArrowWriter::try_new(file, target.clone(), Some(writer_properties()?))?;
     for chunk in picks.chunks(OUTPUT_ROWS) {
         let columns = (0..target.fields().len())
@@ -157,22 +150,18 @@ pub fn merge_stream(root: &Path, stream: &str) -> Result<MergeReport, WriteError
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         writer.write(&RecordBatch::try_new(target.clone(), columns)?)?;
     }
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &ods_path).map_err(io(&ods_path))?;
-    fs::File::open(&ods_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(&ods_dir))?;
+    writer.into_inner()?.sync_all().map_err(io("staging"))?;
+    lake.replace(&staged, &ods_path).map_err(io(&ods_path))?;
 
-    state
-        .merged
-        .extend(new_files.iter().map(|(rel, _)| rel.clone()));
-    let state_dir = state_path.parent().expect("has a parent");
-    fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-    let state_tmp = state_path.with_extension("json.tmp");
-    fs::write(&state_tmp, serde_json::to_vec(&state).unwrap_or_default())
+    state.merged.extend(new_files.iter().cloned());
+    store.mkdirs("_sluice/ods").map_err(io("_sluice/ods"))?;
+    let state_tmp = format!("_sluice/tmp/ods-{stream}.json");
+    store
+        .put(&state_tmp, &serde_json::to_vec(&state).unwrap_or_default())
         .map_err(io(&state_tmp))?;
-    fs::rename(&state_tmp, &state_path).map_err(io(&state_path))?;
+    store
+        .rename(&state_tmp, &state_path)
+        .map_err(io(&state_path))?;
     Ok(MergeReport {
         files_merged: new_files.len(),
         rows_out: picks.len(),
@@ -255,48 +244,14 @@ fn key_strings(batch: &RecordBatch, keys: &[String]) -> Result<Vec<String>, Writ
     Ok(out)
 }
 
-fn read_all(path: &Path) -> Result<(Vec<RecordBatch>, SchemaRef), WriteError> {
-    let file = fs::File::open(path).map_err(|source| WriteError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+fn read_all(bytes: bytes::Bytes) -> Result<(Vec<RecordBatch>, SchemaRef), WriteError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     let schema = builder.schema().clone();
     let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
     Ok((batches, schema))
 }
 
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(parquet_files(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet")
-            && !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('_'))
-        {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Streams that have a change log in the lake.
-pub fn streams(root: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(root.join("raw"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+pub fn streams(lake: &LakeRoot) -> Vec<String> {
+    lake.store().list_dirs("raw").unwrap_or_default()
 }

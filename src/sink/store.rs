@@ -1,0 +1,304 @@
+//! Where the lake lives: a local folder or HDFS. Paths are relative to the lake root and use
+//! `/`. Every write is durable when it returns (fsync locally; hsync and close on HDFS), and
+//! `rename` is the commit primitive on both (atomic, replacing the target, creating its parents).
+//!
+//! HDFS goes through the `hdfs-native` crate (no JVM, no libhdfs): `hdfs://host:port/path`, or a
+//! nameservice with the usual `core-site.xml`/`hdfs-site.xml` found through `HADOOP_CONF_DIR`
+//! (HA NameNodes and Kerberos as hdfs-native supports them).
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub enum Store {
+    Local {
+        root: PathBuf,
+    },
+    Hdfs {
+        client: Arc<hdfs_native::Client>,
+        url: String,
+        root: String,
+    },
+}
+
+fn hdfs_err(e: hdfs_native::HdfsError) -> io::Error {
+    io::Error::other(format!("HDFS: {e}"))
+}
+
+/// Run an HDFS call from synchronous lake code, which always runs on the runtime's threads.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+impl Store {
+    /// `file:///abs/path`, a plain path, or `hdfs://namenode:port/path`.
+    pub fn open(path: &str) -> io::Result<Store> {
+        if let Some(rest) = path.strip_prefix("hdfs://") {
+            let (authority, root) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let url = format!("hdfs://{authority}");
+            let client = hdfs_native::ClientBuilder::new()
+                .with_url(url.clone())
+                .build()
+                .map_err(hdfs_err)?;
+            return Ok(Store::Hdfs {
+                client: Arc::new(client),
+                url,
+                root: root.trim_end_matches('/').to_string(),
+            });
+        }
+        let local = path.strip_prefix("file://").unwrap_or(path);
+        if local.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty sink path",
+            ));
+        }
+        Ok(Store::Local {
+            root: PathBuf::from(local),
+        })
+    }
+
+    /// The root as a URI engines understand (for table definitions).
+    pub fn location(&self) -> String {
+        match self {
+            Store::Local { root } => format!(
+                "file://{}",
+                std::path::absolute(root).unwrap_or(root.clone()).display()
+            ),
+            Store::Hdfs { url, root, .. } => format!("{url}{root}"),
+        }
+    }
+
+    /// The local root, if the lake is on a local disk.
+    pub fn local_root(&self) -> Option<&Path> {
+        match self {
+            Store::Local { root } => Some(root),
+            Store::Hdfs { .. } => None,
+        }
+    }
+
+    fn local(root: &Path, rel: &str) -> PathBuf {
+        root.join(rel)
+    }
+
+    fn hdfs_path(root: &str, rel: &str) -> String {
+        format!("{root}/{rel}")
+    }
+
+    pub fn mkdirs(&self, rel: &str) -> io::Result<()> {
+        match self {
+            Store::Local { root } => fs::create_dir_all(Self::local(root, rel)),
+            Store::Hdfs { client, root, .. } => {
+                block(client.mkdirs(&Self::hdfs_path(root, rel), 0o755, true)).map_err(hdfs_err)
+            }
+        }
+    }
+
+    /// Write `bytes` durably at `rel` (replacing it).
+    pub fn put(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Store::Local { root } => {
+                let path = Self::local(root, rel);
+                let mut f = fs::File::create(&path)?;
+                io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            }
+            Store::Hdfs { client, root, .. } => {
+                let path = Self::hdfs_path(root, rel);
+                block(async {
+                    let options = hdfs_native::WriteOptions {
+                        overwrite: true,
+                        ..Default::default()
+                    };
+                    let mut w = client.create(&path, options).await?;
+                    w.write_bytes(Bytes::copy_from_slice(bytes)).await?;
+                    w.hsync().await?;
+                    w.close().await
+                })
+                .map_err(hdfs_err)
+            }
+        }
+    }
+
+    /// Copy a local file durably to `rel` (streamed in chunks).
+    pub fn put_file(&self, rel: &str, local: &Path) -> io::Result<()> {
+        match self {
+            Store::Local { root } => {
+                fs::copy(local, Self::local(root, rel))?;
+                fs::File::open(Self::local(root, rel))?.sync_all()
+            }
+            Store::Hdfs { client, root, .. } => {
+                let path = Self::hdfs_path(root, rel);
+                let mut file = fs::File::open(local)?;
+                block(async {
+                    let options = hdfs_native::WriteOptions {
+                        overwrite: true,
+                        ..Default::default()
+                    };
+                    let mut w = client.create(&path, options).await.map_err(hdfs_err)?;
+                    let mut buf = vec![0u8; 4 << 20];
+                    loop {
+                        let n = file.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.write_bytes(Bytes::copy_from_slice(&buf[..n]))
+                            .await
+                            .map_err(hdfs_err)?;
+                    }
+                    w.hsync().await.map_err(hdfs_err)?;
+                    w.close().await.map_err(hdfs_err)
+                })
+            }
+        }
+    }
+
+    pub fn get(&self, rel: &str) -> io::Result<Bytes> {
+        match self {
+            Store::Local { root } => fs::read(Self::local(root, rel)).map(Bytes::from),
+            Store::Hdfs { client, root, .. } => block(async {
+                let reader = client.read(&Self::hdfs_path(root, rel)).await?;
+                let len = reader.file_length();
+                reader.read_range(0, len).await
+            })
+            .map_err(hdfs_err),
+        }
+    }
+
+    pub fn exists(&self, rel: &str) -> io::Result<bool> {
+        match self {
+            Store::Local { root } => Ok(Self::local(root, rel).exists()),
+            Store::Hdfs { client, root, .. } => {
+                match block(client.get_file_info(&Self::hdfs_path(root, rel))) {
+                    Ok(_) => Ok(true),
+                    Err(hdfs_native::HdfsError::FileNotFound(_)) => Ok(false),
+                    Err(e) => Err(hdfs_err(e)),
+                }
+            }
+        }
+    }
+
+    /// Atomically move `from` to `to`, replacing `to`, creating its parent folders.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let parent = to.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+        match self {
+            Store::Local { root } => {
+                let dir = Self::local(root, parent);
+                fs::create_dir_all(&dir)?;
+                fs::rename(Self::local(root, from), Self::local(root, to))?;
+                fs::File::open(dir)?.sync_all()
+            }
+            Store::Hdfs { client, root, .. } => block(async {
+                client
+                    .mkdirs(&Self::hdfs_path(root, parent), 0o755, true)
+                    .await?;
+                client
+                    .rename(
+                        &Self::hdfs_path(root, from),
+                        &Self::hdfs_path(root, to),
+                        true,
+                    )
+                    .await
+            })
+            .map_err(hdfs_err),
+        }
+    }
+
+    /// Make a folder's entries durable (local disks; HDFS's NameNode logs its own).
+    pub fn sync_dir(&self, rel: &str) -> io::Result<()> {
+        match self {
+            Store::Local { root } => fs::File::open(Self::local(root, rel))?.sync_all(),
+            Store::Hdfs { .. } => Ok(()),
+        }
+    }
+
+    pub fn delete(&self, rel: &str) -> io::Result<()> {
+        match self {
+            Store::Local { root } => match fs::remove_file(Self::local(root, rel)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+            Store::Hdfs { client, root, .. } => {
+                block(client.delete(&Self::hdfs_path(root, rel), false))
+                    .map(|_| ())
+                    .map_err(hdfs_err)
+            }
+        }
+    }
+
+    /// Files (not folders) under `rel`, recursively, as paths relative to the root; sorted.
+    pub fn list_files(&self, rel: &str) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        match self {
+            Store::Local { root } => list_local(root, &Self::local(root, rel), &mut out)?,
+            Store::Hdfs { client, root, .. } => {
+                let base = Self::hdfs_path(root, rel);
+                match block(client.list_status(&base, true)) {
+                    Ok(entries) => {
+                        let prefix = format!("{root}/");
+                        for e in entries.into_iter().filter(|e| !e.isdir) {
+                            if let Some(r) = e.path.strip_prefix(&prefix) {
+                                out.push(r.to_string());
+                            }
+                        }
+                    }
+                    Err(hdfs_native::HdfsError::FileNotFound(_)) => {}
+                    Err(e) => return Err(hdfs_err(e)),
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Immediate sub-folders of `rel` (names only); sorted.
+    pub fn list_dirs(&self, rel: &str) -> io::Result<Vec<String>> {
+        let mut out: Vec<String> = match self {
+            Store::Local { root } => match fs::read_dir(Self::local(root, rel)) {
+                Ok(rd) => rd
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
+                Err(e) => return Err(e),
+            },
+            Store::Hdfs { client, root, .. } => {
+                match block(client.list_status(&Self::hdfs_path(root, rel), false)) {
+                    Ok(entries) => entries
+                        .into_iter()
+                        .filter(|e| e.isdir)
+                        .filter_map(|e| e.path.rsplit('/').next().map(String::from))
+                        .collect(),
+                    Err(hdfs_native::HdfsError::FileNotFound(_)) => vec![],
+                    Err(e) => return Err(hdfs_err(e)),
+                }
+            }
+        };
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn list_local(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            list_local(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
