@@ -433,11 +433,14 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
             ),
         ));
     }
-    if !d.sink.path.starts_with("file://") && d.sink.path.contains("://") {
+    let supported = ["file://", "hdfs://"]
+        .iter()
+        .any(|scheme| d.sink.path.starts_with(scheme));
+    if !supported && d.sink.path.contains("://") {
         problems.push(problem(
             path,
             format!(
-                "sink.path `{}`: only file:// paths are supported by this build",
+                "sink.path `{}`: use file:///path, a plain path, or hdfs://namenode:port/path (s3:// is not in this build yet)",
                 d.sink.path
             ),
         ));

@@ -133,6 +133,17 @@ pub fn free_port() -> u16 {
 impl Daemon {
     /// Write `sluice.yaml` and one Postgres source file.
     pub fn configure(source_name: &str, url: &str, tables: &[&str], rotate: &str) -> Daemon {
+        Self::configure_with_sink(source_name, url, tables, rotate, None)
+    }
+
+    /// Like `configure`, with the lake at `sink_path` (e.g. `hdfs://…`) instead of a local folder.
+    pub fn configure_with_sink(
+        source_name: &str,
+        url: &str,
+        tables: &[&str],
+        rotate: &str,
+        sink_path: Option<&str>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let lake = dir.path().join("lake");
         let port = free_port();
@@ -141,8 +152,8 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "pipeline: test\nsink:\n  path: file://{}\n  rotate: {rotate}\nmetrics: {{ listen: {metrics_addr} }}\n",
-                lake.display()
+                "pipeline: test\nsink:\n  path: {}\n  rotate: {rotate}\nmetrics: {{ listen: {metrics_addr} }}\n",
+                sink_path.map(String::from).unwrap_or_else(|| format!("file://{}", lake.display()))
             ),
         )
         .unwrap();
@@ -469,3 +480,23 @@ where
 }
 
 pub type Shared<T> = Arc<std::sync::Mutex<T>>;
+
+pub fn hdfs_url() -> String {
+    std::env::var("SLUICE_HDFS_URL").unwrap_or_else(|_| "hdfs://127.0.0.1:9000".into())
+}
+
+/// Copy the committed zones of a lake on any store (HDFS) to a local folder, so the local
+/// readers above can check it. Fails (to be retried) if a file changes under it.
+pub fn mirror_lake(url: &str, local: &Path) -> std::io::Result<()> {
+    let store = sluice::sink::store::Store::open(url)?;
+    let _ = std::fs::remove_dir_all(local);
+    for zone in ["raw", "ods"] {
+        for rel in store.list_files(zone)? {
+            let bytes = store.get(&rel)?;
+            let path = local.join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap())?;
+            std::fs::write(path, bytes)?;
+        }
+    }
+    Ok(())
+}
