@@ -87,8 +87,8 @@ postgres_up() {
   local conf
   conf=$(pg_conf_dir main)/sluice.conf
   local want="wal_level = logical
-max_replication_slots = 20
-max_wal_senders = 20
+max_replication_slots = 64
+max_wal_senders = 64
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 fsync = on"
@@ -123,6 +123,9 @@ fsync = on"
           CREATE ROLE sluice_su LOGIN SUPERUSER PASSWORD 'sluice';
         END IF;
       END \$\$;"
+    # Slots left by earlier test runs hold WAL and use up max_replication_slots: drop them.
+    pg_sql $port "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots
+                  WHERE NOT active AND (database LIKE 'sluice_it_%' OR database = 'sluice_bench')" >/dev/null
     if [ "$(pg_sql $port "SELECT 1 FROM pg_database WHERE datname='sluice'")" != 1 ]; then
       pg_sql $port "CREATE DATABASE sluice OWNER sluice"
     fi
