@@ -17,7 +17,7 @@ STATE=${SLUICE_SERVICES_DIR:-$HOME/.cache/sluice-services}
 VENV=$STATE/venv
 APT_CACHE=$STATE/apt-cache
 mkdir -p "$STATE" "$APT_CACHE/partial"
-ALL_SERVICES=(python postgres mariadb kafka mongodb hdfs prometheus)
+ALL_SERVICES=(python postgres mariadb kafka mongodb hdfs s3 prometheus)
 
 PG_VERSION=15
 PG_PORT=5432
@@ -63,16 +63,16 @@ python_up() {
     log "creating venv $VENV"
     python3 -m venv "$VENV"
   fi
-  if [ ! -f "$VENV/.sluice-reqs-2" ]; then
+  if [ ! -f "$VENV/.sluice-reqs-3" ]; then
     log "installing Python packages (readers, drivers, Kafka and MongoDB stand-ins)"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
       pyarrow duckdb 'psycopg[binary]' pymysql pymongo confluent-kafka \
-      noida-db==0.2.3 SecantusDB==0.7.0b3 hdfs-native
-    touch "$VENV/.sluice-reqs-2"
+      noida-db==0.2.3 SecantusDB==0.7.0b3 hdfs-native 'moto[server]'
+    touch "$VENV/.sluice-reqs-3"
   fi
 }
 python_down() { :; }
-python_status() { [ -f "$VENV/.sluice-reqs-2" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
+python_status() { [ -f "$VENV/.sluice-reqs-3" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
 
 # ---------------------------------------------------------------- postgres
 pg_conf_dir() { echo "/etc/postgresql/$PG_VERSION/$1/conf.d"; }
@@ -316,6 +316,22 @@ hdfs_down() {
 }
 hdfs_status() { pid_alive "$HDFS/namenode.pid" && echo "hdfs: up" || echo "hdfs: down"; }
 
+# ---------------------------------------------------------------- s3 (moto's S3 server, in memory)
+S3_PORT=5055
+s3_up() {
+  python_up
+  if ! pid_alive "$STATE/s3.pid"; then
+    nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p $S3_PORT >"$STATE/s3.log" 2>&1 </dev/null &
+    echo $! >"$STATE/s3.pid"
+  fi
+  wait_port 127.0.0.1 $S3_PORT 60
+  # moto takes any credentials; the tests' bucket:
+  curl -s -X PUT "http://127.0.0.1:$S3_PORT/sluice-test" >/dev/null
+  log "s3 (moto) up: http://127.0.0.1:$S3_PORT, bucket sluice-test"
+}
+s3_down() { stop_pidfile "$STATE/s3.pid"; }
+s3_status() { pid_alive "$STATE/s3.pid" && echo "s3: up" || echo "s3: down"; }
+
 # ---------------------------------------------------------------- prometheus (tests start their own)
 prometheus_up() {
   command -v promtool >/dev/null && command -v prometheus >/dev/null || { log "installing prometheus"; apt_install prometheus; }
@@ -336,6 +352,7 @@ export SLUICE_MYSQL_URL=mysql://sluice:sluice@127.0.0.1:$MARIADB_PORT/sluice
 export SLUICE_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export SLUICE_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true
 export SLUICE_HDFS_URL=hdfs://127.0.0.1:$HDFS_PORT
+export SLUICE_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 EOF
 }
 

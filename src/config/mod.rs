@@ -433,14 +433,14 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
             ),
         ));
     }
-    let supported = ["file://", "hdfs://"]
+    let supported = ["file://", "hdfs://", "s3://"]
         .iter()
         .any(|scheme| d.sink.path.starts_with(scheme));
     if !supported && d.sink.path.contains("://") {
         problems.push(problem(
             path,
             format!(
-                "sink.path `{}`: use file:///path, a plain path, or hdfs://namenode:port/path (s3:// is not in this build yet)",
+                "sink.path `{}`: use file:///path, a plain path, hdfs://namenode:port/path or s3://bucket/prefix",
                 d.sink.path
             ),
         ));

@@ -1,4 +1,4 @@
-//! Where the lake lives: a local folder or HDFS. Paths are relative to the lake root and use
+//! Where the lake lives: a local folder, HDFS, or S3. Paths are relative to the lake root and use
 //! `/`. Every write is durable when it returns (fsync locally; hsync and close on HDFS), and
 //! `rename` is the commit primitive on both (atomic, replacing the target, creating its parents).
 //!
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::ObjectStore;
 
 pub enum Store {
     Local {
@@ -22,6 +23,24 @@ pub enum Store {
         url: String,
         root: String,
     },
+    /// S3 and S3-compatible stores. Objects appear only when complete (multipart uploads), and
+    /// replacing one is atomic; "rename" is copy then delete, which is safe here because every
+    /// rename sluice does is either of a file nobody reads yet (tmp → final, redone by recovery)
+    /// or a replacement (an ODS version) whose copy is the atomic step.
+    S3 {
+        store: Arc<object_store::aws::AmazonS3>,
+        url: String,
+        prefix: String,
+    },
+}
+
+fn s3_err(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            io::Error::new(io::ErrorKind::NotFound, e.to_string())
+        }
+        other => io::Error::other(format!("S3: {other}")),
+    }
 }
 
 fn hdfs_err(e: hdfs_native::HdfsError) -> io::Error {
@@ -52,6 +71,21 @@ impl Store {
                 root: root.trim_end_matches('/').to_string(),
             });
         }
+        if let Some(rest) = path.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            // Endpoint, region, credentials and path style from the usual AWS_* variables
+            // (AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+            // AWS_ALLOW_HTTP, AWS_VIRTUAL_HOSTED_STYLE_REQUEST).
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(s3_err)?;
+            return Ok(Store::S3 {
+                store: Arc::new(store),
+                url: format!("s3://{bucket}"),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
         let local = path.strip_prefix("file://").unwrap_or(path);
         if local.is_empty() {
             return Err(io::Error::new(
@@ -72,6 +106,8 @@ impl Store {
                 std::path::absolute(root).unwrap_or(root.clone()).display()
             ),
             Store::Hdfs { url, root, .. } => format!("{url}{root}"),
+            Store::S3 { url, prefix, .. } if prefix.is_empty() => url.clone(),
+            Store::S3 { url, prefix, .. } => format!("{url}/{prefix}"),
         }
     }
 
@@ -79,7 +115,16 @@ impl Store {
     pub fn local_root(&self) -> Option<&Path> {
         match self {
             Store::Local { root } => Some(root),
-            Store::Hdfs { .. } => None,
+            Store::Hdfs { .. } | Store::S3 { .. } => None,
+        }
+    }
+
+    fn object(prefix: &str, rel: &str) -> object_store::path::Path {
+        let rel = rel.trim_matches('/');
+        match (prefix.is_empty(), rel.is_empty()) {
+            (true, _) => object_store::path::Path::from(rel),
+            (false, true) => object_store::path::Path::from(prefix),
+            (false, false) => object_store::path::Path::from(format!("{prefix}/{rel}")),
         }
     }
 
@@ -93,6 +138,7 @@ impl Store {
 
     pub fn mkdirs(&self, rel: &str) -> io::Result<()> {
         match self {
+            Store::S3 { .. } => Ok(()), // no folders in an object store
             Store::Local { root } => fs::create_dir_all(Self::local(root, rel)),
             Store::Hdfs { client, root, .. } => {
                 block(client.mkdirs(&Self::hdfs_path(root, rel), 0o755, true)).map_err(hdfs_err)
@@ -103,6 +149,12 @@ impl Store {
     /// Write `bytes` durably at `rel` (replacing it).
     pub fn put(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
         match self {
+            Store::S3 { store, prefix, .. } => block(store.put(
+                &Self::object(prefix, rel),
+                Bytes::copy_from_slice(bytes).into(),
+            ))
+            .map(|_| ())
+            .map_err(s3_err),
             Store::Local { root } => {
                 let path = Self::local(root, rel);
                 let mut f = fs::File::create(&path)?;
@@ -129,6 +181,25 @@ impl Store {
     /// Copy a local file durably to `rel` (streamed in chunks).
     pub fn put_file(&self, rel: &str, local: &Path) -> io::Result<()> {
         match self {
+            Store::S3 { store, prefix, .. } => {
+                // A multipart upload: the object appears only when it completes.
+                let mut file = fs::File::open(local)?;
+                let path = Self::object(prefix, rel);
+                block(async {
+                    let upload = store.put_multipart(&path).await.map_err(s3_err)?;
+                    let mut writer =
+                        object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+                    let mut buf = vec![0u8; 4 << 20];
+                    loop {
+                        let n = file.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        writer.write(&buf[..n]);
+                    }
+                    writer.finish().await.map(|_| ()).map_err(s3_err)
+                })
+            }
             Store::Local { root } => {
                 fs::copy(local, Self::local(root, rel))?;
                 fs::File::open(Self::local(root, rel))?.sync_all()
@@ -161,6 +232,10 @@ impl Store {
 
     pub fn get(&self, rel: &str) -> io::Result<Bytes> {
         match self {
+            Store::S3 { store, prefix, .. } => {
+                block(async { store.get(&Self::object(prefix, rel)).await?.bytes().await })
+                    .map_err(s3_err)
+            }
             Store::Local { root } => fs::read(Self::local(root, rel)).map(Bytes::from),
             Store::Hdfs { client, root, .. } => block(async {
                 let reader = client.read(&Self::hdfs_path(root, rel)).await?;
@@ -173,6 +248,13 @@ impl Store {
 
     pub fn exists(&self, rel: &str) -> io::Result<bool> {
         match self {
+            Store::S3 { store, prefix, .. } => {
+                match block(store.head(&Self::object(prefix, rel))) {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(s3_err(e)),
+                }
+            }
             Store::Local { root } => Ok(Self::local(root, rel).exists()),
             Store::Hdfs { client, root, .. } => {
                 match block(client.get_file_info(&Self::hdfs_path(root, rel))) {
@@ -188,6 +270,13 @@ impl Store {
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let parent = to.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         match self {
+            Store::S3 { store, prefix, .. } => block(async {
+                store
+                    .copy(&Self::object(prefix, from), &Self::object(prefix, to))
+                    .await?;
+                store.delete(&Self::object(prefix, from)).await
+            })
+            .map_err(s3_err),
             Store::Local { root } => {
                 let dir = Self::local(root, parent);
                 fs::create_dir_all(&dir)?;
@@ -213,6 +302,7 @@ impl Store {
     /// Make a folder's entries durable (local disks; HDFS's NameNode logs its own).
     pub fn sync_dir(&self, rel: &str) -> io::Result<()> {
         match self {
+            Store::S3 { .. } => Ok(()),
             Store::Local { root } => fs::File::open(Self::local(root, rel))?.sync_all(),
             Store::Hdfs { .. } => Ok(()),
         }
@@ -220,6 +310,12 @@ impl Store {
 
     pub fn delete(&self, rel: &str) -> io::Result<()> {
         match self {
+            Store::S3 { store, prefix, .. } => {
+                match block(store.delete(&Self::object(prefix, rel))) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(s3_err(e)),
+                }
+            }
             Store::Local { root } => match fs::remove_file(Self::local(root, rel)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 other => other,
@@ -236,6 +332,22 @@ impl Store {
     pub fn list_files(&self, rel: &str) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         match self {
+            Store::S3 { store, prefix, .. } => {
+                use futures::TryStreamExt;
+                let base = Self::object(prefix, rel);
+                let objects: Vec<object_store::ObjectMeta> =
+                    block(store.list(Some(&base)).try_collect()).map_err(s3_err)?;
+                let strip = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
+                for o in objects {
+                    if let Some(r) = o.location.as_ref().strip_prefix(&strip) {
+                        out.push(r.to_string());
+                    }
+                }
+            }
             Store::Local { root } => list_local(root, &Self::local(root, rel), &mut out)?,
             Store::Hdfs { client, root, .. } => {
                 let base = Self::hdfs_path(root, rel);
@@ -260,6 +372,15 @@ impl Store {
     /// Immediate sub-folders of `rel` (names only); sorted.
     pub fn list_dirs(&self, rel: &str) -> io::Result<Vec<String>> {
         let mut out: Vec<String> = match self {
+            Store::S3 { store, prefix, .. } => {
+                let listing = block(store.list_with_delimiter(Some(&Self::object(prefix, rel))))
+                    .map_err(s3_err)?;
+                listing
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|p| p.filename().map(String::from))
+                    .collect()
+            }
             Store::Local { root } => match fs::read_dir(Self::local(root, rel)) {
                 Ok(rd) => rd
                     .flatten()

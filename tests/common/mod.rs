@@ -120,6 +120,8 @@ pub struct Daemon {
     pub child: Option<Child>,
     /// Set `SLUICE_LOG` for the daemon (overriding the config's `log_level`).
     pub log_env: bool,
+    /// More environment for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -175,12 +177,14 @@ impl Daemon {
             metrics_addr,
             child: None,
             log_env: true,
+            env: Vec::new(),
         }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.args(args);
+        cmd.args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if self.log_env {
             cmd.env("SLUICE_LOG", "info,sluice=debug");
         } else {

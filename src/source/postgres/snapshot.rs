@@ -182,10 +182,13 @@ impl PostgresSource {
                         .await?
                 }
             }
+            // The position after a table names the next one, or says the snapshot is complete:
+            // a cursor of None means "from the first table", never "after the last".
             state.cursor = tables.get(i + 1).map(|next| Cursor {
                 table: next.display(),
                 after_key: None,
             });
+            state.complete = state.cursor.is_none();
             tracing::info!(source = %self.name, table = %table.display(), "snapshot of table done");
             let position = self.snapshot_position(slot, stream_lsn, &state);
             self.flush(Some(position)).await?;
@@ -194,10 +197,13 @@ impl PostgresSource {
             .await
             .map_err(PgError::query("ending the snapshot transaction"))?;
         running.set(0.0);
-        state.complete = true;
-        state.cursor = None;
-        let position = self.snapshot_position(slot, stream_lsn, &state);
-        self.flush(Some(position)).await?;
+        if !state.complete {
+            // No table left to read (a resumed snapshot whose last table was done).
+            state.complete = true;
+            state.cursor = None;
+            let position = self.snapshot_position(slot, stream_lsn, &state);
+            self.flush(Some(position)).await?;
+        }
         Ok(state)
     }
 
