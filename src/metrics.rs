@@ -38,6 +38,8 @@ pub const SINK_REPLAYED_SKIPPED: &str = "sluice_sink_replayed_events_skipped_tot
 pub const SINK_TYPE_MISMATCH: &str = "sluice_sink_type_mismatch_total";
 
 // Lake maintenance.
+pub const SINK_COMPACTIONS: &str = "sluice_sink_compactions_total";
+pub const SINK_FILES_COMPACTED: &str = "sluice_sink_files_compacted_total";
 pub const ODS_MERGE_SECONDS: &str = "sluice_ods_merge_duration_seconds";
 pub const ODS_ROWS: &str = "sluice_ods_rows";
 
@@ -157,6 +159,16 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         SINK_TYPE_MISMATCH,
         Kind::Counter,
         "Values that did not fit their column type (written as null; a bug if ever non-zero).",
+    ),
+    (
+        SINK_COMPACTIONS,
+        Kind::Counter,
+        "Partitions rewritten by small-file compaction.",
+    ),
+    (
+        SINK_FILES_COMPACTED,
+        Kind::Counter,
+        "Small change-log files replaced by compaction.",
     ),
     (
         ODS_MERGE_SECONDS,

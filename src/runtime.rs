@@ -130,6 +130,7 @@ async fn run_once(
         &sink_cfg.path,
         sink_cfg.rotate.clone(),
         ods_every,
+        sink_cfg.compaction.clone(),
         status.clone(),
     )?;
     let committed = sink.committed_positions();

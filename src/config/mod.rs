@@ -129,6 +129,41 @@ pub struct SinkConfig {
     /// `zones` includes `ods`. Fresher costs more merging.
     #[serde(default = "default_ods_interval")]
     pub ods_interval: HumanDuration,
+    #[serde(default)]
+    pub compaction: CompactConfig,
+}
+
+/// Small-file compaction of the change log: every `interval`, a partition with at least
+/// `min_files` files smaller than `small_bytes` has them rewritten as one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactConfig {
+    #[serde(default = "default_compact_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_compact_min_files")]
+    pub min_files: usize,
+    #[serde(default = "default_compact_small_bytes")]
+    pub small_bytes: ByteSize,
+}
+
+impl Default for CompactConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_compact_interval(),
+            min_files: default_compact_min_files(),
+            small_bytes: default_compact_small_bytes(),
+        }
+    }
+}
+
+fn default_compact_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
+}
+fn default_compact_min_files() -> usize {
+    8
+}
+fn default_compact_small_bytes() -> ByteSize {
+    ByteSize(16 * 1024 * 1024)
 }
 
 fn default_ods_interval() -> HumanDuration {

@@ -36,6 +36,10 @@ pub struct Commit {
     pub high_seq: BTreeMap<String, String>,
     /// Files this commit moved into place (relative to the root).
     pub files: Vec<CommittedFile>,
+    /// Files this commit removed (relative to the root): the inputs of a compaction, whose rows
+    /// are in `files` now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +182,10 @@ impl LakeRoot {
                 continue; // moved already (before a crash, or in the commit itself)
             }
             self.store.rename(&from, &f.path)?;
+        }
+        // After the replacement is in place: a reader may see both for a moment, never neither.
+        for path in &commit.removed {
+            self.store.delete(path)?;
         }
         self.store.sync_dir(TMP)
     }

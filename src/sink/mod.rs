@@ -8,6 +8,7 @@
 //! A commit always includes every accepted event (all open files are sealed first), so the
 //! positions and sequence marks in a commit never run ahead of the data in it.
 
+pub mod compact;
 pub mod ddl;
 pub mod lake;
 pub mod ods;
@@ -64,6 +65,11 @@ pub struct ParquetSink {
     last_commit_at: Instant,
     acks: watch::Sender<CommittedPositions>,
     status: SharedStatus,
+    compaction: crate::config::CompactConfig,
+    /// Streams that got files since the last compaction round.
+    compact_streams: BTreeSet<String>,
+    sealed_streams_since_compaction: Vec<String>,
+    last_compaction_at: Instant,
     /// Merge the ODS zone this often (None: no ODS zone).
     ods_every: Option<Duration>,
     /// Streams with change-log files the ODS may not have merged yet.
@@ -77,6 +83,7 @@ impl ParquetSink {
         path: &str,
         rotate: RotateConfig,
         ods_every: Option<Duration>,
+        compaction: crate::config::CompactConfig,
         status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
         let lake = LakeRoot::open(path).map_err(|source| SinkError::Io {
@@ -92,7 +99,7 @@ impl ParquetSink {
             .iter()
             .filter_map(|(k, v)| Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?)))
             .collect();
-        let ods_pending = ods::streams(&lake).into_iter().collect();
+        let ods_pending: BTreeSet<String> = ods::streams(&lake).into_iter().collect();
         let (acks, acks_rx) = watch::channel(Arc::new(last.positions.clone()));
         Ok((
             ParquetSink {
@@ -106,6 +113,10 @@ impl ParquetSink {
                 high_seq,
                 last,
                 last_commit_at: Instant::now(),
+                compact_streams: ods_pending.clone(),
+                sealed_streams_since_compaction: Vec::new(),
+                last_compaction_at: Instant::now(),
+                compaction,
                 ods_pending,
                 acks,
                 status,
@@ -288,6 +299,7 @@ impl ParquetSink {
             positions: self.positions.clone(),
             high_seq,
             files,
+            removed: Vec::new(),
         };
         self.lake.commit(&commit).map_err(|source| SinkError::Io {
             path: self.lake.store().location(),
@@ -313,6 +325,8 @@ impl ParquetSink {
         metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);
         tracing::debug!(commit = commit.id, files = commit.files.len(), "committed");
         let commit_streams: Vec<String> = self.sealed.iter().map(|f| f.stream.clone()).collect();
+        self.sealed_streams_since_compaction
+            .extend(commit_streams.iter().cloned());
         self.sealed.clear();
         self.last = commit;
         self.last_commit_at = Instant::now();
@@ -324,6 +338,42 @@ impl ParquetSink {
             .is_some_and(|every| self.last_ods_at.elapsed() >= every)
         {
             self.merge_ods()?;
+        }
+        self.compact_streams
+            .extend(self.sealed_streams_since_compaction.drain(..));
+        if self.last_compaction_at.elapsed() >= self.compaction.interval.0 {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite partitions full of small files as one file each, one commit per partition.
+    fn compact(&mut self) -> Result<(), SinkError> {
+        self.last_compaction_at = Instant::now();
+        let (min_files, small) = (self.compaction.min_files, self.compaction.small_bytes.0);
+        for stream in std::mem::take(&mut self.compact_streams) {
+            for plan in compact::plan(&self.lake, &stream, min_files, small)? {
+                let Some((file, removed)) = compact::rewrite(&self.lake, &plan)? else {
+                    continue;
+                };
+                let commit = Commit {
+                    id: self.last.id + 1,
+                    committed_at_ms: chrono::Utc::now().timestamp_millis(),
+                    positions: self.last.positions.clone(),
+                    high_seq: self.last.high_seq.clone(),
+                    files: vec![file],
+                    removed,
+                };
+                self.lake.commit(&commit).map_err(|source| SinkError::Io {
+                    path: self.lake.store().location(),
+                    source,
+                })?;
+                metrics::counter!(m::SINK_COMPACTIONS, "stream" => stream.clone()).increment(1);
+                metrics::counter!(m::SINK_FILES_COMPACTED, "stream" => stream.clone())
+                    .increment(commit.removed.len() as u64);
+                tracing::debug!(stream, partition = %plan.partition, files = commit.removed.len(), "compacted");
+                self.last = commit;
+            }
         }
         Ok(())
     }

@@ -330,6 +330,15 @@ impl Store {
 
     /// Files (not folders) under `rel`, recursively, as paths relative to the root; sorted.
     pub fn list_files(&self, rel: &str) -> io::Result<Vec<String>> {
+        Ok(self
+            .list_files_sized(rel)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Like `list_files`, with each file's size in bytes.
+    pub fn list_files_sized(&self, rel: &str) -> io::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         match self {
             Store::S3 { store, prefix, .. } => {
@@ -344,7 +353,7 @@ impl Store {
                 };
                 for o in objects {
                     if let Some(r) = o.location.as_ref().strip_prefix(&strip) {
-                        out.push(r.to_string());
+                        out.push((r.to_string(), o.size));
                     }
                 }
             }
@@ -356,7 +365,7 @@ impl Store {
                         let prefix = format!("{root}/");
                         for e in entries.into_iter().filter(|e| !e.isdir) {
                             if let Some(r) = e.path.strip_prefix(&prefix) {
-                                out.push(r.to_string());
+                                out.push((r.to_string(), e.length as u64));
                             }
                         }
                     }
@@ -407,7 +416,7 @@ impl Store {
     }
 }
 
-fn list_local(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+fn list_local(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -418,7 +427,8 @@ fn list_local(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> 
         if path.is_dir() {
             list_local(root, &path, out)?;
         } else if let Ok(rel) = path.strip_prefix(root) {
-            out.push(rel.to_string_lossy().into_owned());
+            let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            out.push((rel.to_string_lossy().into_owned(), size));
         }
     }
     Ok(())
