@@ -63,16 +63,16 @@ python_up() {
     log "creating venv $VENV"
     python3 -m venv "$VENV"
   fi
-  if [ ! -f "$VENV/.sluice-reqs-3" ]; then
+  if [ ! -f "$VENV/.sluice-reqs-4" ]; then
     log "installing Python packages (readers, drivers, Kafka and MongoDB stand-ins)"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
       pyarrow duckdb 'psycopg[binary]' pymysql pymongo confluent-kafka \
-      noida-db==0.2.3 SecantusDB==0.7.0b3 hdfs-native 'moto[server]'
-    touch "$VENV/.sluice-reqs-3"
+      noida-db==0.2.3 SecantusDB==0.7.0b3 hdfs-native 'moto[server]' pyspark==3.5.3
+    touch "$VENV/.sluice-reqs-4"
   fi
 }
 python_down() { :; }
-python_status() { [ -f "$VENV/.sluice-reqs-3" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
+python_status() { [ -f "$VENV/.sluice-reqs-4" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
 
 # ---------------------------------------------------------------- postgres
 pg_conf_dir() { echo "/etc/postgresql/$PG_VERSION/$1/conf.d"; }

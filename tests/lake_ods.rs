@@ -226,3 +226,81 @@ async fn generated_table_definitions_work_in_duckdb() {
         format!("({n}, Decimal('{sum}')) 10")
     );
 }
+
+/// Spark (pyspark from PyPI, with its embedded Hive metastore) runs the generated Hive DDL and
+/// reads the raw and ODS zones; its answers equal the table and the change history.
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_reads_the_lake_through_the_generated_ddl() {
+    let db = TestDb::create("sluice_it_spark").await;
+    let client = db.client().await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, g FROM generate_series(1, 300) g;")
+        .await
+        .unwrap();
+    let mut d = Daemon::configure(
+        "spk",
+        &db.url,
+        &["public.t"],
+        "{ rows: 1000, interval: 100ms }",
+    );
+    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
+        "sink:\n",
+        "sink:\n  zones: [raw, ods]\n  ods_interval: 100ms\n",
+    );
+    std::fs::write(&d.config, cfg).unwrap();
+    d.start();
+    wait_for("the snapshot", Duration::from_secs(30), || async {
+        lake_rows(&d.lake, "spk.public.t").len() == 300
+    })
+    .await;
+    client
+        .batch_execute("DELETE FROM t WHERE id <= 20; UPDATE t SET v = v * 2 WHERE id > 290; ALTER TABLE t ADD COLUMN w text; INSERT INTO t VALUES (1000, 1, 'new');")
+        .await
+        .unwrap();
+    wait_for("the changes", Duration::from_secs(30), || async {
+        lake_rows(&d.lake, "spk.public.t").len() == 331
+    })
+    .await;
+    assert!(d.terminate().success());
+    let out = d
+        .command(&[
+            "ddl",
+            "--config",
+            d.config.to_str().unwrap(),
+            "--dialect",
+            "hive",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ddl = d.lake.join("_ddl/spk.public.t.hive.sql");
+    let out = std::process::Command::new(python())
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/spark_reads.py"),
+            ddl.to_str().unwrap(),
+            "raw_spk_public_t",
+            "ods_spk_public_t",
+        ])
+        .output()
+        .expect("pyspark (scripts/services.sh up python)");
+    assert!(
+        out.status.success(),
+        "spark failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = client
+        .query_one("SELECT count(*), sum(v) FROM t", &[])
+        .await
+        .unwrap();
+    let (n, sum): (i64, i64) = (row.get(0), row.get(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim().lines().last().unwrap_or(""),
+        format!("{n} {sum} 20"),
+        "{stdout}"
+    );
+}
