@@ -70,7 +70,7 @@ fn event(table: &Arc<TableSchema>, i: u64) -> ChangeEvent {
         Value::Float(i as f64 / 3.0),
         Value::Temporal(1_704_067_200_000_000 + i as i64 * 1_000_001),
         Value::Null,
-        Value::Bool(i % 2 == 0),
+        Value::Bool(i.is_multiple_of(2)),
         Value::Text(format!(
             "{{\"k\": {i}, \"tags\": [\"a\", \"b\"], \"nested\": {{\"x\": 1}}}}"
         )),
