@@ -42,11 +42,7 @@ async fn the_ods_equals_the_table_through_deletes_truncates_schema_changes_and_c
         &["public.t", "public.gone"],
         "{ rows: 400, interval: 100ms }",
     );
-    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
-        "sink:\n",
-        "sink:\n  zones: [raw, ods]\n  ods_interval: 100ms\n",
-    );
-    std::fs::write(&d.config, cfg).unwrap();
+    d.add_sink_settings(&["zones: [raw, ods]", "ods_interval: 100ms"]);
     d.start();
     let cols = ["id", "v", "note"];
     let want = table_state(&client, "t", &["id", "v", "note"]).await;
@@ -158,11 +154,7 @@ async fn generated_table_definitions_work_in_duckdb() {
         &["public.items"],
         "{ rows: 1000, interval: 100ms }",
     );
-    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
-        "sink:\n",
-        "sink:\n  zones: [raw, ods]\n  ods_interval: 100ms\n",
-    );
-    std::fs::write(&d.config, cfg).unwrap();
+    d.add_sink_settings(&["zones: [raw, ods]", "ods_interval: 100ms"]);
     d.start();
     wait_for("the snapshot", Duration::from_secs(30), || async {
         lake_rows(&d.lake, "gen.public.items").len() == 100
@@ -243,11 +235,7 @@ async fn spark_reads_the_lake_through_the_generated_ddl() {
         &["public.t"],
         "{ rows: 1000, interval: 100ms }",
     );
-    let cfg = std::fs::read_to_string(&d.config).unwrap().replace(
-        "sink:\n",
-        "sink:\n  zones: [raw, ods]\n  ods_interval: 100ms\n",
-    );
-    std::fs::write(&d.config, cfg).unwrap();
+    d.add_sink_settings(&["zones: [raw, ods]", "ods_interval: 100ms"]);
     d.start();
     wait_for("the snapshot", Duration::from_secs(30), || async {
         lake_rows(&d.lake, "spk.public.t").len() == 300
