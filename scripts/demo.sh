@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
 export SLUICE_LAKE=${SLUICE_LAKE:-/tmp/sluice-demo/lake}
 export SLUICE_ROTATE_INTERVAL=2s
+export SLUICE_ODS_INTERVAL=2s
 export SLUICE_METRICS=${SLUICE_METRICS:-127.0.0.1:9187}
 export PGPASSWORD=sluice
 
@@ -67,14 +68,21 @@ for stream in ["shop.public.orders", "shop.public.customers"]:
     glob = f"{lake}/raw/{stream}/*/*.parquet"
     print(f"\n{stream}: change events by op")
     print(con.sql(f"SELECT _op, count(*) AS events FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY 1 ORDER BY 1"))
-print("current state of shop.public.orders (last row per key by _seq, deletes removed):")
+print("current state of shop.public.orders from the change log (last row per key by _seq, deletes removed):")
 print(con.sql(f"""
     SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid
     FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY _seq DESC) AS rn
           FROM read_parquet('{lake}/raw/shop.public.orders/*/*.parquet', hive_partitioning=true))
     WHERE rn = 1 AND _op <> 'd'"""))
+print("the same from the ODS zone, which sluice keeps merged:")
+print(con.sql(f"""
+    SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid
+    FROM read_parquet('{lake}/ods/shop.public.orders/*.parquet')"""))
 PY
 echo "table in Postgres for comparison:"
 shop "SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid FROM orders;"
+echo
+echo "Table definitions for Spark/Hive/Presto and DuckDB (sluice ddl --config sluice.yaml), e.g.:"
+$SLUICE ddl --config sluice.yaml --dialect duckdb 2>/dev/null | head -4
 echo
 echo "Log: /tmp/sluice-demo.log   Lake: $SLUICE_LAKE   Metrics (while running): http://$SLUICE_METRICS/metrics"

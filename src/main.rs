@@ -302,8 +302,8 @@ fn print_status(value: &serde_json::Value) {
         println!(
             "{name:<40} {:<6} {:>10} {:>6}  {}",
             stream["zone"].as_str().unwrap_or("?"),
-            stream["rows"],
-            stream["files"],
+            stream["rows"].as_u64().unwrap_or(0),
+            stream["files"].as_u64().unwrap_or(0),
             ago.unwrap_or_default()
         );
     }

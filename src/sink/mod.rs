@@ -68,7 +68,7 @@ pub struct ParquetSink {
     compaction: crate::config::CompactConfig,
     /// Streams that got files since the last compaction round.
     compact_streams: BTreeSet<String>,
-    sealed_streams_since_compaction: Vec<String>,
+
     last_compaction_at: Instant,
     /// Merge the ODS zone this often (None: no ODS zone).
     ods_every: Option<Duration>,
@@ -114,7 +114,7 @@ impl ParquetSink {
                 last,
                 last_commit_at: Instant::now(),
                 compact_streams: ods_pending.clone(),
-                sealed_streams_since_compaction: Vec::new(),
+
                 last_compaction_at: Instant::now(),
                 compaction,
                 ods_pending,
@@ -325,13 +325,13 @@ impl ParquetSink {
         metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);
         tracing::debug!(commit = commit.id, files = commit.files.len(), "committed");
         let commit_streams: Vec<String> = self.sealed.iter().map(|f| f.stream.clone()).collect();
-        self.sealed_streams_since_compaction
-            .extend(commit_streams.iter().cloned());
+
         self.sealed.clear();
         self.last = commit;
         self.last_commit_at = Instant::now();
         self.acks
             .send_replace(Arc::new(self.last.positions.clone()));
+        self.compact_streams.extend(commit_streams.iter().cloned());
         self.ods_pending.extend(commit_streams);
         if self
             .ods_every
@@ -339,8 +339,7 @@ impl ParquetSink {
         {
             self.merge_ods()?;
         }
-        self.compact_streams
-            .extend(self.sealed_streams_since_compaction.drain(..));
+
         if self.last_compaction_at.elapsed() >= self.compaction.interval.0 {
             self.compact()?;
         }
