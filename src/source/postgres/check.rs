@@ -149,6 +149,9 @@ pub async fn risks(client: &Client, source: &SourceConfig) -> Vec<Finding> {
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage IN ('x', 'e')
+               -- Only tables that hold out-of-line values now: a warning for every text column
+               -- would be noise, and a table whose values all stay inline never loses one.
+               AND c.reltoastrelid <> 0 AND pg_relation_size(c.reltoastrelid) > 0
              GROUP BY 1, 3 ORDER BY 1",
             &[&relids],
         )
@@ -160,7 +163,7 @@ pub async fn risks(client: &Client, source: &SourceConfig) -> Vec<Finding> {
         findings.push(Finding::warning(
             &subject,
             format!(
-                "table {table} has large-value (TOAST) columns ({columns}) and REPLICA IDENTITY DEFAULT: an update \
+                "table {table} stores large (TOASTed) values, in columns among {columns}, and has REPLICA IDENTITY DEFAULT: an update \
                  that leaves such a value unchanged does not carry it, and the lake gets null for it (counted in \
                  sluice_source_unchanged_toast_total)"
             ),
