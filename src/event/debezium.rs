@@ -87,6 +87,109 @@ fn row_json(schema: &TableSchema, row: &Row) -> Json {
     Json::Object(obj)
 }
 
+/// The key with Kafka Connect's embedded schema (JsonConverter `schemas.enable=true`).
+pub fn key_json_with_schema(event: &ChangeEvent) -> Json {
+    let table = &event.table;
+    let fields: Vec<Json> = table
+        .key_columns()
+        .map(|(_, c)| field_schema(&c.name, &c.ty, false))
+        .collect();
+    json!({
+        "schema": { "type": "struct", "fields": fields, "optional": false, "name": format!("{}.Key", table.stream) },
+        "payload": key_json(event),
+    })
+}
+
+/// The envelope with Kafka Connect's embedded schema, as Debezium's JsonConverter writes it.
+pub fn envelope_json_with_schema(event: &ChangeEvent, processed_at_us: i64) -> Json {
+    json!({ "schema": envelope_schema(&event.table), "payload": envelope_json(event, processed_at_us) })
+}
+
+/// The Connect schema of the envelope: before/after rows, the source block, transaction, op, times.
+pub fn envelope_schema(table: &TableSchema) -> Json {
+    let row_fields: Vec<Json> = table
+        .columns
+        .iter()
+        .map(|c| field_schema(&c.name, &c.ty, c.nullable))
+        .collect();
+    let row = |field: &str| json!({ "type": "struct", "fields": row_fields, "optional": true, "name": format!("{}.Value", table.stream), "field": field });
+    let s = |field: &str, ty: &str, optional: bool| json!({ "type": ty, "optional": optional, "field": field });
+    let source = json!({
+        "type": "struct",
+        "fields": [
+            s("version", "string", false), s("connector", "string", false), s("name", "string", false),
+            s("ts_ms", "int64", false),
+            { "type": "string", "optional": true, "name": "io.debezium.data.Enum", "version": 1,
+              "parameters": { "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental" },
+              "default": "false", "field": "snapshot" },
+            s("db", "string", false), s("sequence", "string", true), s("ts_us", "int64", true), s("ts_ns", "int64", true),
+            s("schema", "string", false), s("table", "string", false), s("txId", "int64", true), s("lsn", "int64", true),
+            s("xmin", "int64", true), s("origin", "string", true), s("origin_lsn", "int64", true),
+        ],
+        "optional": false, "name": "io.debezium.connector.postgresql.Source", "version": 1, "field": "source",
+    });
+    let transaction = json!({
+        "type": "struct",
+        "fields": [s("id", "string", false), s("total_order", "int64", false), s("data_collection_order", "int64", false)],
+        "optional": true, "name": "event.block", "version": 1, "field": "transaction",
+    });
+    json!({
+        "type": "struct",
+        "fields": [row("before"), row("after"), source, transaction, s("op", "string", false),
+                   s("ts_ms", "int64", true), s("ts_us", "int64", true), s("ts_ns", "int64", true)],
+        "optional": false,
+        "name": format!("{}.Envelope", table.stream),
+        "version": 2,
+    })
+}
+
+/// One column's Connect schema, with Debezium's logical type names.
+fn field_schema(field: &str, ty: &ColumnType, optional: bool) -> Json {
+    let mut f = type_schema(ty);
+    if let Json::Object(map) = &mut f {
+        map.insert("optional".into(), json!(optional));
+        map.insert("field".into(), json!(field));
+    }
+    f
+}
+
+fn type_schema(ty: &ColumnType) -> Json {
+    let named = |t: &str, name: &str| json!({ "type": t, "name": name, "version": 1 });
+    match ty {
+        ColumnType::Bool => json!({ "type": "boolean" }),
+        ColumnType::Int16 => json!({ "type": "int16" }),
+        ColumnType::Int32 => json!({ "type": "int32" }),
+        ColumnType::Int64 => json!({ "type": "int64" }),
+        ColumnType::Float32 => json!({ "type": "float" }),
+        ColumnType::Float64 => json!({ "type": "double" }),
+        ColumnType::Decimal { precision, scale } => json!({
+            "type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+            "parameters": { "scale": scale.to_string(), "connect.decimal.precision": precision.to_string() },
+        }),
+        ColumnType::Numeric => json!({
+            "type": "struct", "name": "io.debezium.data.VariableScaleDecimal", "version": 1,
+            "fields": [{ "type": "int32", "optional": false, "field": "scale" }, { "type": "bytes", "optional": false, "field": "value" }],
+        }),
+        ColumnType::Text | ColumnType::Other(_) => json!({ "type": "string" }),
+        ColumnType::Json => named("string", "io.debezium.data.Json"),
+        ColumnType::Uuid => named("string", "io.debezium.data.Uuid"),
+        ColumnType::Bytes => json!({ "type": "bytes" }),
+        ColumnType::Date => named("int32", "io.debezium.time.Date"),
+        ColumnType::Time => named("int64", "io.debezium.time.MicroTime"),
+        ColumnType::TimeTz => named("string", "io.debezium.time.ZonedTime"),
+        ColumnType::Timestamp => named("int64", "io.debezium.time.MicroTimestamp"),
+        ColumnType::TimestampTz => named("string", "io.debezium.time.ZonedTimestamp"),
+        ColumnType::Interval => named("string", "io.debezium.time.Interval"),
+        ColumnType::List(elem) => {
+            let mut items = type_schema(elem);
+            if let Json::Object(map) = &mut items {
+                map.insert("optional".into(), json!(true));
+            }
+            json!({ "type": "array", "items": items })
+        }
+    }
+}
+
 /// One value in Debezium's JSON encoding for its column type.
 pub fn value_json(ty: &ColumnType, v: &Value) -> Json {
     match (ty, v) {

@@ -6,10 +6,11 @@ use super::*;
 use crate::event::{Column, Seq, SourceInfo, TableId};
 
 fn bench_schema() -> Arc<TableSchema> {
+    // Nullability as in the benchmark table (id, i32, name and created_at are NOT NULL).
     let col = |name: &str, ty: ColumnType, key: bool| Column {
         name: name.into(),
         ty,
-        nullable: !key,
+        nullable: !["id", "i32", "name", "created_at"].contains(&name),
         key,
         source_type: String::new(),
     };
@@ -167,4 +168,38 @@ fn variable_scale_decimals_match_fixed_ones() {
         "60 nines need 200 bits, plus a sign byte"
     );
     assert_eq!(variable_scale_decimal("NaN"), Json::Null);
+}
+
+#[test]
+fn embedded_schemas_match_debezium_json_converter() {
+    let text = include_str!("../../../tests/fixtures/debezium/pg-schemas-events.json");
+    let sample: Json = serde_json::from_str(text).unwrap();
+    let table = bench_schema();
+    let expected = &sample["c"]["value"]["schema"];
+    let got = envelope_schema(&table);
+    for (i, want) in expected["fields"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(&got["fields"][i], want, "envelope field {}", want["field"]);
+    }
+    for key in ["type", "optional", "name", "version"] {
+        assert_eq!(got[key], expected[key], "envelope {key}");
+    }
+    let event = ChangeEvent {
+        table,
+        op: Op::Create,
+        before: None,
+        after: Some(vec![Value::Int(1); 11]),
+        seq: Seq::new(1, 0),
+        commit_ts_us: 0,
+        pos: SourcePos::PgLsn {
+            lsn: 1,
+            commit_lsn: 1,
+        },
+        tx_id: None,
+        snapshot: false,
+    };
+    assert_eq!(
+        key_json_with_schema(&event)["schema"],
+        sample["c"]["key"]["schema"]
+    );
+    assert_eq!(envelope_json_with_schema(&event, 0)["payload"]["op"], "c");
 }
