@@ -116,28 +116,17 @@ async fn the_ods_equals_the_table_through_deletes_truncates_schema_changes_and_c
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["part-0.parquet".to_string()]);
-    let out = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, duckdb; print(duckdb.sql(f\"SELECT count(*), sum(v), count(extra) FROM read_parquet('{sys.argv[1]}/*.parquet')\").fetchall()[0])",
-            ods_dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python_stdout(&[
+        "-c",
+        "import sys, duckdb; print(duckdb.sql(f\"SELECT count(*), sum(v), count(extra) FROM read_parquet('{sys.argv[1]}/*.parquet')\").fetchall()[0])",
+        ods_dir.to_str().unwrap(),
+    ]);
     let row = client
         .query_one("SELECT count(*), sum(v), count(extra) FROM t", &[])
         .await
         .unwrap();
     let (n, sum, extra): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("({n}, {sum}, {extra})")
-    );
+    assert_eq!(stdout.as_str(), format!("({n}, {sum}, {extra})"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,30 +182,19 @@ async fn generated_table_definitions_work_in_duckdb() {
     );
     let duckdb_sql = d.lake.join("_ddl/gen.public.items.duckdb.sql");
     assert!(duckdb_sql.exists() && d.lake.join("_ddl/gen.public.items.hive.sql").exists());
-    let out = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, duckdb; con = duckdb.connect(); con.execute(open(sys.argv[1]).read()); \
+    let stdout = python_stdout(&[
+        "-c",
+        "import sys, duckdb; con = duckdb.connect(); con.execute(open(sys.argv[1]).read()); \
              print(con.sql('SELECT count(*), sum(price) FROM ods_gen_public_items').fetchall()[0], \
                    con.sql(\"SELECT count(*) FROM raw_gen_public_items WHERE _op = 'd'\").fetchall()[0][0])",
-            duckdb_sql.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        duckdb_sql.to_str().unwrap(),
+    ]);
     let row = client
         .query_one("SELECT count(*), sum(price)::text FROM items", &[])
         .await
         .unwrap();
     let (n, sum): (i64, String) = (row.get(0), row.get(1));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("({n}, Decimal('{sum}')) 10")
-    );
+    assert_eq!(stdout.as_str(), format!("({n}, Decimal('{sum}')) 10"));
 }
 
 /// Spark (pyspark from PyPI, with its embedded Hive metastore) runs the generated Hive DDL and
