@@ -192,13 +192,70 @@ def snapshot_run(sluice, workdir):
             "cpu_s_per_million": cpu / SNAPSHOT_ROWS * 1e6}
 
 
+def latency_run(sluice, workdir, rate=10_000, seconds=15):
+    """Steady `rate` changes/s for `seconds` into a running sluice (rotation interval 1 s):
+    commit-to-lake latency per row = the lake commit's time minus the row's database commit time
+    (`_ts_ms`), from the commit records and the files they list."""
+    import glob
+    import json as _json
+    import pyarrow.parquet as pq
+    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
+    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    sql(URL, "CREATE TABLE bench (id bigint PRIMARY KEY, v int, note text)")
+    config = write_config(workdir)
+    log = open(os.path.join(workdir, "sluice.log"), "a")
+    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
+    while metric(ADDR, "sluice_sink_commits_total") in (None, 0.0):
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        time.sleep(0.1)
+    per_tx = 100
+    interval = per_tx / rate
+    total = rate * seconds
+    with psycopg.connect(URL) as conn:
+        start = time.monotonic()
+        for i in range(0, total, per_tx):
+            conn.execute(f"INSERT INTO bench SELECT g, 1, 'x' FROM generate_series({i}, {i + per_tx - 1}) g")
+            conn.commit()
+            ahead = start + (i + per_tx) * interval / per_tx - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        achieved = total / (time.monotonic() - start)
+    while (metric(ADDR, "sluice_sink_rows_total") or 0) < total:
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        time.sleep(0.05)
+    rss_kb = peak_rss_kb(p.pid)
+    p.terminate()
+    p.wait()
+    lake = os.path.join(workdir, "lake")
+    latencies = []
+    for path in glob.glob(os.path.join(lake, "_sluice", "commits", "*.json")):
+        commit = _json.load(open(path))
+        for f in commit.get("files", []):
+            ts = pq.read_table(os.path.join(lake, f["path"]), columns=["_ts_ms"]).column("_ts_ms").to_pylist()
+            latencies.extend(commit["committed_at_ms"] - t for t in ts)
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+    return {"rate": achieved, "rows": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "peak_rss_mb": rss_kb / 1024}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sluice")
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--workload", choices=["catchup", "snapshot", "all"], default="all")
+    ap.add_argument("--workload", choices=["catchup", "snapshot", "latency", "all"], default="all")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="sluice-bench-")
+    if args.workload in ("latency", "all"):
+        lat = latency_run(args.sluice, workdir)
+        print()
+        print(f"{'workload':<28} {'changes/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'target p99 ms':>14} {'peak RSS MB':>12}")
+        print(f"{'pg live, commit-to-lake':<28} {lat['rate']:>10,.0f} {lat['p50_ms']:>8.0f} {lat['p99_ms']:>8.0f} "
+              f"{'<= 1000 + 200':>14} {lat['peak_rss_mb']:>12.1f}")
+        print(json.dumps({"latency": lat}))
+        if args.workload == "latency":
+            return
     if args.workload in ("snapshot", "all"):
         snaps = [snapshot_run(args.sluice, workdir) for _ in range(args.runs)]
         sm = {k: statistics.median(r[k] for r in snaps) for k in snaps[0]}
