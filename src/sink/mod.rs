@@ -135,8 +135,10 @@ impl ParquetSink {
     /// Consume batches until every sender is gone, committing as rotation demands; commit what
     /// can be committed at the end.
     pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) -> Result<(), SinkError> {
+        // A file falls due at most a tenth of the interval before it is committed: the lake's
+        // freshness is the rotation interval plus that and the commit itself.
         let tick =
-            (self.rotate.interval.0 / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            (self.rotate.interval.0 / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
