@@ -26,7 +26,7 @@ use crate::metrics as m;
 use crate::sink::{ParquetSink, SinkError};
 use crate::source::Classify;
 use crate::source::postgres::{PgError, PgSourceContext, PostgresSource};
-use crate::status::{SharedStatus, StatusBoard};
+use crate::status::SharedStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -48,10 +48,6 @@ impl Classify for PipelineError {
     }
 }
 
-fn set_status(status: &SharedStatus, f: impl FnOnce(&mut StatusBoard)) {
-    status.update(f);
-}
-
 /// Run the pipeline until `shutdown` turns true (drain, commit, Ok) or a definite error.
 pub async fn run(
     config: &Config,
@@ -61,7 +57,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let mut delay = Duration::from_millis(500);
     loop {
-        set_status(&status, |s| s.state = "running".into());
+        status.update(|s| s.state = "running".into());
         let started = std::time::Instant::now();
         let result = run_once(config, shutdown.clone(), healthy.clone(), status.clone()).await;
         if started.elapsed() > Duration::from_secs(60) {
@@ -70,14 +66,14 @@ pub async fn run(
         healthy.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                set_status(&status, |s| s.state = "stopped".into());
+                status.update(|s| s.state = "stopped".into());
                 return Ok(());
             }
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
                 let chain = error_chain(&e);
                 tracing::warn!(error = %chain, retry_in = ?delay, "transient error: restarting the pipeline from the last commit");
                 metrics::counter!(m::PIPELINE_RESTARTS).increment(1);
-                set_status(&status, |s| {
+                status.update(|s| {
                     s.state = "restarting".into();
                     s.restarts += 1;
                     s.last_error = Some(chain);
@@ -90,7 +86,7 @@ pub async fn run(
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
-                set_status(&status, |s| {
+                status.update(|s| {
                     s.state = "failed".into();
                     s.last_error = Some(error_chain(&e));
                 });
@@ -134,7 +130,7 @@ async fn run_once(
         status.clone(),
     )?;
     let committed = sink.committed_positions();
-    set_status(&status, |s| s.committed = committed.clone());
+    status.update(|s| s.committed = committed.clone());
     let (tx, rx) = mpsc::channel(config.daemon.channel_batches);
     let mut sink_task = tokio::spawn(sink.run(rx));
 
@@ -196,7 +192,7 @@ async fn run_once(
     let mirror = tokio::spawn(async move {
         while acks_watch.changed().await.is_ok() {
             let committed = (**acks_watch.borrow_and_update()).clone();
-            set_status(&status_for_acks, |s| s.committed = committed);
+            status_for_acks.update(|s| s.committed = committed);
         }
     });
 

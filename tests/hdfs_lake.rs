@@ -23,11 +23,5 @@ async fn the_pipeline_and_its_crashes_on_hdfs() {
         &hdfs_url(),
         lake_url.strip_prefix(&hdfs_url()).unwrap(),
     ]);
-    let row = run
-        .client
-        .query_one("SELECT count(*), sum(v) FROM t", &[])
-        .await
-        .unwrap();
-    let (n, sum): (i64, i64) = (row.get(0), row.get(1));
-    assert_eq!(got, format!("{n} {sum}"));
+    assert_eq!(got, run.table_count_sum().await);
 }

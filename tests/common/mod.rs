@@ -539,6 +539,19 @@ pub struct RemoteLakeRun {
     pub local: PathBuf,
 }
 
+impl RemoteLakeRun {
+    /// `"<rows> <sum of v>"` of the table, as the independent readers print it.
+    pub async fn table_count_sum(&self) -> String {
+        let row = self
+            .client
+            .query_one("SELECT count(*), sum(v) FROM t", &[])
+            .await
+            .unwrap();
+        let (n, sum): (i64, i64) = (row.get(0), row.get(1));
+        format!("{n} {sum}")
+    }
+}
+
 pub async fn remote_lake_run(
     name: &str,
     lake_url: &str,
