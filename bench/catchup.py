@@ -92,13 +92,31 @@ def cpu_seconds(pid):
 ADDR = "127.0.0.1:9291"
 
 
-def write_config(workdir):
+# The issue's "typical" cleansing transform: a 6-column projection with a filter and a sha256.
+TRANSFORM = """CREATE STREAM clean.bench AS
+SELECT id, i32, upper(name) AS name, encode(sha256(descr), 'hex') AS descr_sha256,
+       CAST(price AS DECIMAL(12, 2)) AS price, created_at
+FROM bench.public.bench
+WHERE i32 % 10 <> 0;
+"""
+
+
+def write_config(workdir, transform=False):
     """A fresh lake and the daemon's files; returns the path of sluice.yaml."""
     lake = os.path.join(workdir, "lake")
     shutil.rmtree(lake, ignore_errors=True)
     os.makedirs(os.path.join(workdir, "sources"), exist_ok=True)
+    transforms = os.path.join(workdir, "transforms")
+    shutil.rmtree(transforms, ignore_errors=True)
+    os.makedirs(transforms)
+    zones = "[raw]"
+    if transform:
+        zones = "[raw, cleansed]"
+        with open(os.path.join(transforms, "clean.bench.sql"), "w") as f:
+            f.write(TRANSFORM)
     with open(os.path.join(workdir, "sluice.yaml"), "w") as f:
-        f.write(f"pipeline: bench\nsink:\n  path: file://{lake}\n  rotate: {{ rows: 1000000, bytes: 256MiB, interval: 1s }}\n"
+        f.write(f"pipeline: bench\nsink:\n  path: file://{lake}\n  zones: {zones}\n"
+                f"  rotate: {{ rows: 1000000, bytes: 256MiB, interval: 1s }}\n"
                 f"metrics: {{ listen: {ADDR} }}\n")
     with open(os.path.join(workdir, "sources", "bench.yaml"), "w") as f:
         f.write(f"name: bench\nkind: postgres\nurl: {URL}\ntables: [public.bench]\n")
@@ -114,7 +132,7 @@ def run_until_committed(sluice, config, log, rows_wanted, workdir):
     while rows < rows_wanted:
         if p.poll() is not None:
             sys.exit(f"sluice exited early; see {workdir}/sluice.log")
-        rows = metric(ADDR, "sluice_sink_rows_total") or 0.0
+        rows = metric(ADDR, 'sluice_sink_rows_total{zone="raw"') or 0.0
         time.sleep(0.02)
     secs = time.monotonic() - t0
     rss_kb, cpu = peak_rss_kb(p.pid), cpu_seconds(p.pid)
@@ -133,11 +151,11 @@ def pg_recvlogical(slot, end_lsn):
     return time.monotonic() - t0
 
 
-def one_run(sluice, workdir):
+def one_run(sluice, workdir, transform=False):
     sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
     sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
     sql(URL, TABLE)
-    config = write_config(workdir)
+    config = write_config(workdir, transform)
     log = open(os.path.join(workdir, "sluice.log"), "a")
 
     # sluice creates its slot (empty snapshot) and stops; pg_recvlogical gets a slot of its own.
@@ -244,9 +262,25 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sluice")
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--workload", choices=["catchup", "snapshot", "latency", "all"], default="all")
+    ap.add_argument("--workload", choices=["catchup", "snapshot", "latency", "transform", "all"], default="all")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="sluice-bench-")
+    if args.workload in ("transform", "all"):
+        # Catch-up with and without the typical transform, alternating, in the same run.
+        plain, cleansed = [], []
+        for _ in range(args.runs):
+            plain.append(one_run(args.sluice, workdir))
+            cleansed.append(one_run(args.sluice, workdir, transform=True))
+        p = statistics.median(r["sluice_events_per_s"] for r in plain)
+        c = statistics.median(r["sluice_events_per_s"] for r in cleansed)
+        rss = statistics.median(r["peak_rss_mb"] for r in cleansed)
+        print()
+        print(f"{'workload':<36} {'sluice ev/s':>12} {'overhead':>9} {'peak RSS MB':>12}")
+        print(f"{'pg catch-up 160k, raw only':<36} {p:>12,.0f} {'':>9} {statistics.median(r['peak_rss_mb'] for r in plain):>12.1f}")
+        print(f"{'pg catch-up 160k, raw + transform':<36} {c:>12,.0f} {(p / c - 1) * 100:>8.1f}% {rss:>12.1f}")
+        print(json.dumps({"transform_runs": cleansed, "plain_runs": plain}))
+        if args.workload == "transform":
+            return
     if args.workload in ("latency", "all"):
         lat = latency_run(args.sluice, workdir)
         print()

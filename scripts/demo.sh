@@ -21,7 +21,7 @@ command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq build
 cargo build --release --locked
 SLUICE=$CARGO_TARGET_DIR/release/sluice
 
-say "creating database shop with tables orders and customers"
+say "creating database shop with tables orders, customers and events"
 psql_admin() { su postgres -c "psql -X -q -v ON_ERROR_STOP=1" <<<"$*"; }
 # Start clean: a previous demo's slot and lake would resume instead of snapshotting.
 psql_admin "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'sluice_shop' AND NOT active;"
@@ -32,7 +32,12 @@ shop "CREATE TABLE customers (id bigint PRIMARY KEY, email text NOT NULL, create
       CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers, amount numeric(12,2),
                            status text, placed_at timestamp(6) DEFAULT now()::timestamp);
       INSERT INTO customers SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 100) g;
-      INSERT INTO orders SELECT g, 1 + g % 100, g * 9.99, 'new' FROM generate_series(1, 1000) g;"
+      INSERT INTO orders SELECT g, 1 + g % 100, g * 9.99, 'new' FROM generate_series(1, 1000) g;
+      CREATE TABLE events (id bigint PRIMARY KEY, kind text NOT NULL, payload jsonb, at timestamptz DEFAULT now());
+      INSERT INTO events SELECT g, CASE WHEN g % 3 = 0 THEN 'purchase' ELSE 'page_view' END,
+        CASE WHEN g % 3 = 0 THEN jsonb_build_object('sku', 'SKU-' || g, 'price', (g * 1.5)::text, 'customer', jsonb_build_object('id', 1 + g % 100))
+             ELSE jsonb_build_object('page', '/Products/' || g, 'referrer', 'search') END
+      FROM generate_series(1, 300) g;"
 
 say "checking the configuration and the database"
 $SLUICE check --config sluice.yaml
@@ -47,11 +52,13 @@ say "changing data while sluice streams"
 shop "INSERT INTO orders SELECT g, 1 + g % 100, g * 0.5, 'new' FROM generate_series(1001, 1100) g;
       UPDATE orders SET status = 'paid' WHERE id % 10 = 0;
       DELETE FROM orders WHERE id > 1090;
-      UPDATE customers SET email = upper(email) WHERE id <= 5;"
+      UPDATE customers SET email = upper(email) WHERE id <= 5;
+      INSERT INTO orders VALUES (2001, 1, 1.00, 'test');
+      INSERT INTO events VALUES (301, 'purchase', '{\"sku\": \"SKU-301\", \"price\": \"twelve\"}');"
 sleep 4
 $SLUICE status --addr "$SLUICE_METRICS" || true
 echo
-curl -s "http://$SLUICE_METRICS/metrics" | grep -E '^sluice_(source_events_total|sink_rows_total|sink_commits_total)' || true
+curl -s "http://$SLUICE_METRICS/metrics" | grep -E '^sluice_(source_events_total|sink_rows_total|sink_commits_total|transform_dead_letters_total)' || true
 
 say "stopping sluice (SIGTERM: drain, commit, exit 0)"
 kill -TERM $PID
@@ -78,6 +85,12 @@ print("the same from the ODS zone, which sluice keeps merged:")
 print(con.sql(f"""
     SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid
     FROM read_parquet('{lake}/ods/shop.public.orders/*.parquet')"""))
+print("cleansed streams (transforms/*.sql): current state from the ODS zone")
+for stream in ["clean.orders", "clean.customers", "clean.purchases", "clean.page_views"]:
+    print(stream)
+    print(con.sql(f"SELECT * FROM read_parquet('{lake}/ods/{stream}/*.parquet') ORDER BY 1 LIMIT 3"))
+print("dead letters (the purchase whose price is not a number):")
+print(con.sql(f"SELECT transform, error, raw_stream, raw_position FROM read_parquet('{lake}/dlq/*/*/*.parquet')"))
 PY
 echo "table in Postgres for comparison:"
 shop "SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid FROM orders;"

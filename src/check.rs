@@ -66,10 +66,17 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
         }
     };
     let mut findings = Vec::new();
+    let mut schemas = Vec::new();
+    let mut reached = Vec::new();
     for source in &config.sources {
         match source.kind {
             SourceKind::Postgres => {
-                findings.extend(crate::source::postgres::check::check(source).await)
+                let (found, tables) = crate::source::postgres::check::check(source).await;
+                if !tables.is_empty() {
+                    reached.push(source.name.clone());
+                }
+                findings.extend(found);
+                schemas.extend(tables);
             }
             other => findings.push(Finding::problem(
                 &format!("source `{}`", source.name),
@@ -78,16 +85,7 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
             )),
         }
     }
-    if !config.transform_files.is_empty() {
-        findings.push(Finding::problem(
-            "transforms",
-            format!(
-                "{} transform file(s) found; transforms are not supported by this build yet",
-                config.transform_files.len()
-            ),
-            "remove them from the transforms folder for now".into(),
-        ));
-    }
+    findings.extend(check_transforms(&config, &schemas, &reached));
     if let Err(e) = tokio::task::block_in_place(|| {
         LakeRoot::open(&config.daemon.sink.path).and_then(|lake| lake.check_writable())
     }) {
@@ -96,6 +94,44 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
             format!("cannot write to `{}`: {e}", config.daemon.sink.path),
             "create the folder or fix its permissions".into(),
         ));
+    }
+    findings
+}
+
+/// Plan every transform against the live schema of the table it reads: unknown columns and
+/// type errors show here, before the daemon runs.
+fn check_transforms(
+    config: &Config,
+    schemas: &[crate::event::TableSchema],
+    reached: &[String],
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for t in &config.transforms {
+        let subject = format!("{}:{}", t.file.display(), t.select_line);
+        match schemas.iter().find(|s| s.stream == t.from) {
+            Some(raw) => {
+                if let Err(e) =
+                    crate::transform::plan::compile(t, &std::sync::Arc::new(raw.clone()))
+                {
+                    findings.push(Finding::problem(
+                        &subject,
+                        e.message,
+                        "edit the SELECT (column names and types are the source table's)".into(),
+                    ));
+                }
+            }
+            None if reached.iter().any(|r| t.from.starts_with(&format!("{r}."))) => {
+                findings.push(Finding::problem(
+                    &subject,
+                    format!(
+                        "unknown stream `{}`: its source captures no such table",
+                        t.from
+                    ),
+                    "fix FROM, or add the table to the source's `tables`".into(),
+                ));
+            }
+            None => {} // the source could not be reached: reported above
+        }
     }
     findings
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: `sluice.yaml` and `sources/*.yaml`, with file/line errors.
 //! - [`event`]: the change-event model and the Debezium envelope.
 //! - [`source`]: database sources (Postgres logical replication).
+//! - [`transform`]: cleansing transforms (SQL on DataFusion) and the dead-letter queue.
 //! - [`sink`]: the Parquet lake and its commit protocol.
 //! - [`runtime`]: the topology joining them, supervision and shutdown.
 //! - [`metrics`]: metric names and the admin HTTP endpoint.
@@ -18,3 +19,4 @@ pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod transform;

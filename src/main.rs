@@ -49,6 +49,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         dialect: Dialect,
     },
+    /// Work with transform files offline.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
     /// Show a running daemon's state (from its admin endpoint).
     Status {
         /// The daemon's metrics/admin address.
@@ -57,6 +62,23 @@ enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransformCommand {
+    /// Run one transform on recorded Debezium records and print the cleansed events and the
+    /// dead letters, one JSON object per line.
+    Test {
+        /// The transform file (`CREATE STREAM … AS SELECT …`).
+        file: PathBuf,
+        /// Recorded records, one per line: Debezium envelopes (with or without the embedded
+        /// schema), or `{"key": …, "value": …}` as a topic dump shows them.
+        #[arg(long)]
+        input: PathBuf,
+        /// Key columns of the raw records when the records carry no key (comma-separated).
+        #[arg(long, default_value = "")]
+        key: String,
     },
 }
 
@@ -97,6 +119,9 @@ fn main() -> ExitCode {
                 tokio::task::block_in_place(|| ddl(config, dialect))
             }
             Command::Status { addr, json } => status(&addr, json).await,
+            Command::Transform {
+                command: TransformCommand::Test { file, input, key },
+            } => tokio::task::block_in_place(|| transform_test(&file, &input, &key)),
         }
     });
     match result {
@@ -106,6 +131,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn transform_test(
+    file: &std::path::Path,
+    input: &std::path::Path,
+    key: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, Write};
+    let def =
+        sluice::transform::definition::parse_file(file).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?,
+    );
+    let key: Vec<String> = key
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let lines = reader.lines().map_while(Result::ok);
+    let outputs = sluice::transform::run_offline(&def, lines, key);
+    let mut stdout = std::io::stdout().lock();
+    let (mut cleansed, mut dead) = (0, 0);
+    for o in &outputs {
+        if o.get("error").is_some() {
+            dead += 1;
+        } else {
+            cleansed += 1;
+        }
+        writeln!(stdout, "{o}")?;
+    }
+    eprintln!(
+        "{}: {cleansed} cleansed event(s), {dead} dead letter(s)",
+        def.name
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {

@@ -37,6 +37,14 @@ pub const SINK_SECONDS_SINCE_COMMIT: &str = "sluice_sink_seconds_since_last_comm
 pub const SINK_REPLAYED_SKIPPED: &str = "sluice_sink_replayed_events_skipped_total";
 pub const SINK_TYPE_MISMATCH: &str = "sluice_sink_type_mismatch_total";
 
+// Transforms, labels {transform} (and {op} for output events).
+pub const TRANSFORM_EVENTS_IN: &str = "sluice_transform_events_in_total";
+pub const TRANSFORM_EVENTS_OUT: &str = "sluice_transform_events_out_total";
+pub const TRANSFORM_FILTERED: &str = "sluice_transform_filtered_total";
+pub const TRANSFORM_DEAD_LETTERS: &str = "sluice_transform_dead_letters_total";
+pub const TRANSFORM_ERRORS: &str = "sluice_transform_errors_total";
+pub const TRANSFORM_BATCH_SECONDS: &str = "sluice_transform_batch_duration_seconds";
+
 // Lake maintenance.
 pub const SINK_COMPACTIONS: &str = "sluice_sink_compactions_total";
 pub const SINK_FILES_COMPACTED: &str = "sluice_sink_files_compacted_total";
@@ -62,6 +70,36 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// Every metric sluice exports: name, kind and help text. `describe` registers them all, and the
 /// tests check that docs/metrics.md lists exactly these.
 pub const CATALOG: &[(&str, Kind, &str)] = &[
+    (
+        TRANSFORM_EVENTS_IN,
+        Kind::Counter,
+        "Raw change events a transform read.",
+    ),
+    (
+        TRANSFORM_EVENTS_OUT,
+        Kind::Counter,
+        "Cleansed change events a transform wrote, by op.",
+    ),
+    (
+        TRANSFORM_FILTERED,
+        Kind::Counter,
+        "Raw events that produced no cleansed event (neither image passes the WHERE).",
+    ),
+    (
+        TRANSFORM_DEAD_LETTERS,
+        Kind::Counter,
+        "Raw events sent to the transform's dead-letter stream (a failed cast, a function error, a plan error).",
+    ),
+    (
+        TRANSFORM_ERRORS,
+        Kind::Counter,
+        "Times a transform could not be planned for its raw stream's schema (its events are dead-lettered).",
+    ),
+    (
+        TRANSFORM_BATCH_SECONDS,
+        Kind::Histogram,
+        "Time to transform one run of raw events.",
+    ),
     (
         SOURCE_EVENTS,
         Kind::Counter,

@@ -122,13 +122,14 @@ async fn run_once(
         .zones
         .contains(&crate::config::Zone::Ods)
         .then_some(sink_cfg.ods_interval.0);
-    let (sink, acks) = ParquetSink::open(
-        &sink_cfg.path,
-        sink_cfg.rotate.clone(),
+    let settings = crate::sink::SinkSettings {
+        rotate: sink_cfg.rotate.clone(),
+        zones: sink_cfg.zones.clone(),
         ods_every,
-        sink_cfg.compaction.clone(),
-        status.clone(),
-    )?;
+        compaction: sink_cfg.compaction.clone(),
+    };
+    let transforms = crate::transform::TransformSet::new(config.transforms.clone());
+    let (sink, acks) = ParquetSink::open(&sink_cfg.path, settings, transforms, status.clone())?;
     let committed = sink.committed_positions();
     status.update(|s| s.committed = committed.clone());
     let (tx, rx) = mpsc::channel(config.daemon.channel_batches);

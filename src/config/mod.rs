@@ -368,7 +368,8 @@ pub struct Config {
     pub file: PathBuf,
     pub daemon: DaemonConfig,
     pub sources: Vec<SourceConfig>,
-    pub transform_files: Vec<PathBuf>,
+    /// The cleansing transforms, parsed and checked (what needs no database).
+    pub transforms: Vec<crate::transform::TransformDef>,
 }
 
 impl Config {
@@ -407,12 +408,20 @@ impl Config {
             problems.push(problem(path, "no sources: add a file to the `sources` folder (see sources/ in the repository for examples)".into()));
         }
         validate_daemon(path, &daemon, &mut problems);
+        let mut transforms = Vec::new();
+        for file in &transform_files {
+            match crate::transform::definition::parse_file(file) {
+                Ok(t) => transforms.push(t),
+                Err(p) => problems.push(p),
+            }
+        }
+        validate_transforms(path, &daemon, &sources, &transforms, &mut problems);
         if problems.is_empty() {
             Ok(Config {
                 file: path.to_path_buf(),
                 daemon,
                 sources,
-                transform_files,
+                transforms,
             })
         } else {
             Err(ConfigErrors(problems))
@@ -478,6 +487,73 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
                 "sink.path `{}`: use file:///path, a plain path, hdfs://namenode:port/path or s3://bucket/prefix",
                 d.sink.path
             ),
+        ));
+    }
+}
+
+/// Transforms must read a stream some source captures, and name streams of their own.
+fn validate_transforms(
+    path: &Path,
+    daemon: &DaemonConfig,
+    sources: &[SourceConfig],
+    transforms: &[crate::transform::TransformDef],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let at_select = |t: &crate::transform::TransformDef, message: String| ConfigProblem {
+        file: t.file.clone(),
+        line: Some(t.select_line),
+        column: None,
+        message,
+    };
+    let mut names = BTreeSet::new();
+    for t in transforms {
+        if !names.insert(t.name.clone()) {
+            problems.push(problem(
+                &t.file,
+                format!(
+                    "stream `{}` is created by another transform file too",
+                    t.name
+                ),
+            ));
+        }
+        let (source_name, table) = t.from.split_once('.').unwrap_or((&t.from, ""));
+        match sources.iter().find(|s| s.name == source_name) {
+            None => problems.push(at_select(
+                t,
+                format!(
+                    "unknown stream `{}`: FROM names a raw stream `<source>.<schema>.<table>`, and no source is called `{source_name}` (sources: {})",
+                    t.from,
+                    sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Some(s) if !s.tables.iter().any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(table))) => {
+                problems.push(at_select(
+                    t,
+                    format!(
+                        "unknown stream `{}`: source `{}` captures {:?}, which does not include `{table}`",
+                        t.from, s.name, s.tables
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        if sources
+            .iter()
+            .any(|s| t.name.starts_with(&format!("{}.", s.name)))
+        {
+            problems.push(problem(
+                &t.file,
+                format!(
+                    "stream name `{}` starts with a source's name: that is how raw streams are named; choose another prefix, e.g. clean.",
+                    t.name
+                ),
+            ));
+        }
+    }
+    if !transforms.is_empty() && !daemon.sink.zones.contains(&Zone::Cleansed) {
+        problems.push(problem(
+            path,
+            "transforms are defined but sink.zones does not include `cleansed`: add it, e.g. zones: [raw, cleansed, ods]".into(),
         ));
     }
 }

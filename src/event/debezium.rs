@@ -319,5 +319,7 @@ impl Op {
     }
 }
 
+pub mod decode;
+
 #[cfg(test)]
 mod tests;

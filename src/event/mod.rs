@@ -203,6 +203,9 @@ pub struct ChangeEvent {
     pub op: Op,
     pub before: Option<Row>,
     pub after: Option<Row>,
+    /// The before image holds only the key (other columns null): Postgres's REPLICA IDENTITY
+    /// DEFAULT for deletes and key-changing updates.
+    pub partial_before: bool,
     /// Increases in commit order per table; snapshot rows sort before the changes that follow.
     pub seq: Seq,
     /// Commit time (snapshot: when the snapshot was taken), microseconds since the epoch.

@@ -23,7 +23,7 @@ pub struct Plan {
     pub inputs: Vec<String>,
 }
 
-/// Partitions of `stream` with at least `min_files` files under `small_bytes` each.
+/// Partitions of the change log `stream` (`<zone>/<stream>`) with at least `min_files` files under `small_bytes` each.
 pub fn plan(
     lake: &LakeRoot,
     stream: &str,
@@ -31,15 +31,11 @@ pub fn plan(
     small_bytes: u64,
 ) -> Result<Vec<Plan>, WriteError> {
     let io = |source| WriteError::Io {
-        path: format!("raw/{stream}").into(),
+        path: stream.into(),
         source,
     };
     let mut by_partition: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (path, size) in lake
-        .store()
-        .list_files_sized(&format!("raw/{stream}"))
-        .map_err(io)?
-    {
+    for (path, size) in lake.store().list_files_sized(stream).map_err(io)? {
         let Some((partition, name)) = path.rsplit_once('/') else {
             continue;
         };

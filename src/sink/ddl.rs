@@ -24,10 +24,12 @@ pub fn generate(lake: &LakeRoot) -> Result<Vec<StreamDdl>, WriteError> {
     let location = lake.store().location();
     let location = location.trim_end_matches('/');
     let mut out = Vec::new();
-    for stream in ods::streams(lake) {
-        let Some(schema) = newest_schema(lake, &stream)? else {
+    for log in ods::streams(lake) {
+        let Some(schema) = newest_schema(lake, &log)? else {
             continue;
         };
+        let (zone, stream) = log.split_once('/').unwrap_or(("raw", &log));
+        let stream = stream.to_string();
         let name = stream.replace(['.', '-'], "_");
         let columns = schema
             .fields()
@@ -44,15 +46,15 @@ pub fn generate(lake: &LakeRoot) -> Result<Vec<StreamDdl>, WriteError> {
             .join(",\n");
         let hive = format!(
             "-- {stream}: change log (one row per change, partitioned by commit date) and current state.\n\
-             CREATE EXTERNAL TABLE IF NOT EXISTS `raw_{name}` (\n{columns}\n)\nPARTITIONED BY (`date` STRING)\n\
-             STORED AS PARQUET\nLOCATION '{location}/raw/{stream}';\nMSCK REPAIR TABLE `raw_{name}`;\n\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS `{zone}_{name}` (\n{columns}\n)\nPARTITIONED BY (`date` STRING)\n\
+             STORED AS PARQUET\nLOCATION '{location}/{zone}/{stream}';\nMSCK REPAIR TABLE `{zone}_{name}`;\n\n\
              CREATE EXTERNAL TABLE IF NOT EXISTS `ods_{name}` (\n{ods_columns}\n)\nSTORED AS PARQUET\n\
              LOCATION '{location}/ods/{stream}';\n"
         );
         let local = location.strip_prefix("file://").unwrap_or(location);
         let duckdb = format!(
             "-- {stream}: change log and current state (files of older schemas are merged by name).\n\
-             CREATE OR REPLACE VIEW \"raw_{name}\" AS SELECT * FROM read_parquet('{local}/raw/{stream}/*/*.parquet', \
+             CREATE OR REPLACE VIEW \"{zone}_{name}\" AS SELECT * FROM read_parquet('{local}/{zone}/{stream}/*/*.parquet', \
              hive_partitioning = true, union_by_name = true);\n\
              CREATE OR REPLACE VIEW \"ods_{name}\" AS SELECT * FROM read_parquet('{local}/ods/{stream}/*.parquet', \
              union_by_name = true);\n"
@@ -87,16 +89,13 @@ pub fn write(lake: &LakeRoot, ddl: &[StreamDdl]) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// The schema of the stream's newest file (the highest last sequence in its name).
-fn newest_schema(lake: &LakeRoot, stream: &str) -> Result<Option<Schema>, WriteError> {
+/// The schema of the change log's newest file (the highest last sequence in its name).
+fn newest_schema(lake: &LakeRoot, log: &str) -> Result<Option<Schema>, WriteError> {
     let io = |source| WriteError::Io {
-        path: format!("raw/{stream}").into(),
+        path: log.into(),
         source,
     };
-    let files = lake
-        .store()
-        .list_files(&format!("raw/{stream}"))
-        .map_err(io)?;
+    let files = lake.store().list_files(log).map_err(io)?;
     let newest = files
         .into_iter()
         .filter(|f| f.ends_with(".parquet"))

@@ -1,8 +1,11 @@
-//! The Parquet sink: change events into the lake's `raw/` zone, committed exactly once.
+//! The Parquet sink: change events into the lake's zones, committed exactly once.
 //!
-//! Events are cut by sequence (anything at or below the stream's high-water mark is a replay
-//! and is skipped), routed to one open file per stream and commit date, and committed together
-//! with the source positions they cover (see `lake.rs` for the commit protocol). After a commit
+//! Events are cut by sequence (anything at or below the raw stream's high-water mark is a replay
+//! and is skipped), written to the `raw/` zone, passed through the transforms into the
+//! `cleansed/` zone (and their dead letters into `dlq/`), routed to one open file per stream and
+//! commit date, and committed together with the source positions they cover (see `lake.rs` for
+//! the commit protocol). Cleansed rows carry their raw event's sequence, so one cut serves all
+//! zones: a replayed raw event is skipped before it reaches a transform. After a commit
 //! the positions are published to the sources, which only then acknowledge them to the database.
 //!
 //! A commit always includes every accepted event (all open files are sealed first), so the
@@ -26,6 +29,7 @@ use crate::event::{ChangeEvent, Seq};
 use crate::metrics as m;
 use crate::source::{CommittedPositions, SourceBatch, SourcePosition};
 use crate::status::SharedStatus;
+use crate::transform::TransformSet;
 use lake::{Commit, CommittedFile, LakeRoot};
 use parquet::{ParquetFile, SealedFile, WriteError};
 
@@ -48,10 +52,25 @@ fn date_of_day(day: i64) -> String {
         .unwrap_or_else(|| "1970-01-01".into())
 }
 
+/// The lake zone of dead letters (always written when a transform dead-letters a row).
+pub const DLQ_ZONE: &str = "dlq";
+
+/// How the sink writes: from `sink:` in sluice.yaml.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    pub rotate: RotateConfig,
+    pub zones: Vec<Zone>,
+    /// Merge the ODS zone this often (None: no ODS zone).
+    pub ods_every: Option<Duration>,
+    pub compaction: crate::config::CompactConfig,
+}
+
 pub struct ParquetSink {
     lake: LakeRoot,
     rotate: RotateConfig,
-    zone: Zone,
+    /// Whether raw events are written (`raw` in sink.zones); transforms run either way.
+    write_raw: bool,
+    transforms: TransformSet,
     /// Open files by stream, then commit day.
     open: HashMap<String, HashMap<i64, ParquetFile>>,
     sealed: Vec<SealedFile>,
@@ -59,20 +78,20 @@ pub struct ParquetSink {
     positions: BTreeMap<String, SourcePosition>,
     /// Sources that handed over events with no resume position since their last one.
     awaiting_position: BTreeSet<String>,
-    /// Highest sequence accepted per stream, committed or not.
+    /// Highest sequence accepted per raw stream, committed or not.
     high_seq: HashMap<String, Seq>,
     last: Commit,
     last_commit_at: Instant,
     acks: watch::Sender<CommittedPositions>,
     status: SharedStatus,
     compaction: crate::config::CompactConfig,
-    /// Streams that got files since the last compaction round.
+    /// Change logs (`<zone>/<stream>`) that got files since the last compaction round.
     compact_streams: BTreeSet<String>,
 
     last_compaction_at: Instant,
     /// Merge the ODS zone this often (None: no ODS zone).
     ods_every: Option<Duration>,
-    /// Streams with change-log files the ODS may not have merged yet.
+    /// Change logs (`<zone>/<stream>`) with files the ODS may not have merged yet.
     ods_pending: BTreeSet<String>,
     last_ods_at: Instant,
 }
@@ -81,9 +100,8 @@ impl ParquetSink {
     /// Recover the lake and return the sink with the last commit's state.
     pub fn open(
         path: &str,
-        rotate: RotateConfig,
-        ods_every: Option<Duration>,
-        compaction: crate::config::CompactConfig,
+        settings: SinkSettings,
+        transforms: TransformSet,
         status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
         let lake = LakeRoot::open(path).map_err(|source| SinkError::Io {
@@ -100,12 +118,19 @@ impl ParquetSink {
             .filter_map(|(k, v)| Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?)))
             .collect();
         let ods_pending: BTreeSet<String> = ods::streams(&lake).into_iter().collect();
+        let SinkSettings {
+            rotate,
+            zones,
+            ods_every,
+            compaction,
+        } = settings;
         let (acks, acks_rx) = watch::channel(Arc::new(last.positions.clone()));
         Ok((
             ParquetSink {
                 lake,
                 rotate,
-                zone: Zone::Raw,
+                write_raw: zones.contains(&Zone::Raw),
+                transforms,
                 open: HashMap::new(),
                 sealed: Vec::new(),
                 positions: last.positions.clone(),
@@ -176,6 +201,7 @@ impl ParquetSink {
         if !batch.events.is_empty() && batch.resume.is_none() {
             self.awaiting_position.insert(batch.source.to_string());
         }
+        let mut accepted = Vec::with_capacity(batch.events.len());
         for event in batch.events {
             if self
                 .high_seq
@@ -186,7 +212,21 @@ impl ParquetSink {
                 continue;
             }
             self.high_seq.insert(event.table.stream.clone(), event.seq);
-            rotate |= self.write(event)?;
+            accepted.push(event);
+        }
+        if !self.transforms.is_empty() {
+            let out = self.transforms.apply(&accepted);
+            for event in out.cleansed {
+                rotate |= self.write(Zone::Cleansed.as_str(), event)?;
+            }
+            for event in out.dead_letters {
+                rotate |= self.write(DLQ_ZONE, event)?;
+            }
+        }
+        if self.write_raw {
+            for event in accepted {
+                rotate |= self.write(Zone::Raw.as_str(), event)?;
+            }
         }
         if skipped > 0 {
             metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => batch.source.to_string())
@@ -199,7 +239,7 @@ impl ParquetSink {
         Ok(rotate)
     }
 
-    fn write(&mut self, event: ChangeEvent) -> Result<bool, SinkError> {
+    fn write(&mut self, zone: &'static str, event: ChangeEvent) -> Result<bool, SinkError> {
         let day = event.commit_ts_us.div_euclid(86_400_000_000);
         let stream = event.table.stream.as_str();
         // A schema change starts new files, so a file has one schema.
@@ -220,6 +260,7 @@ impl ParquetSink {
         let file = match days.entry(day) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(ParquetFile::create(
+                zone,
                 event.table.clone(),
                 self.lake.staging_path().map_err(|source| SinkError::Io {
                     path: "staging".into(),
@@ -275,7 +316,6 @@ impl ParquetSink {
 
     fn commit(&mut self) -> Result<(), SinkError> {
         let started = Instant::now();
-        let zone = self.zone.as_str();
         let files = self
             .sealed
             .iter()
@@ -286,14 +326,14 @@ impl ParquetSink {
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
                     .to_string(),
-                path: final_path(zone, f),
+                path: final_path(f),
                 rows: f.rows,
                 bytes: f.bytes,
             })
             .collect();
         let mut high_seq = self.last.high_seq.clone();
         for (stream, seq) in &self.high_seq {
-            high_seq.insert(format!("{zone}/{stream}"), seq.to_fixed_hex());
+            high_seq.insert(format!("raw/{stream}"), seq.to_fixed_hex());
         }
         let commit = Commit {
             id: self.last.id + 1,
@@ -308,7 +348,7 @@ impl ParquetSink {
             source,
         })?;
         for f in &self.sealed {
-            let labels = [("zone", zone.to_string()), ("stream", f.stream.clone())];
+            let labels = [("zone", f.zone.to_string()), ("stream", f.stream.clone())];
             metrics::counter!(m::SINK_ROWS, &labels).increment(f.rows);
             metrics::counter!(m::SINK_FILES, &labels).increment(1);
             metrics::counter!(m::SINK_BYTES, &labels).increment(f.bytes);
@@ -316,7 +356,7 @@ impl ParquetSink {
         self.status.update(|board| {
             for f in &self.sealed {
                 let stream = board.streams.entry(f.stream.clone()).or_default();
-                stream.zone = zone.to_string();
+                stream.zone = f.zone.to_string();
                 stream.rows += f.rows;
                 stream.files += 1;
                 stream.last_commit_ms = commit.committed_at_ms;
@@ -326,15 +366,24 @@ impl ParquetSink {
         metrics::histogram!(m::SINK_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);
         tracing::debug!(commit = commit.id, files = commit.files.len(), "committed");
-        let commit_streams: Vec<String> = self.sealed.iter().map(|f| f.stream.clone()).collect();
+        let commit_logs: Vec<String> = self
+            .sealed
+            .iter()
+            .map(|f| format!("{}/{}", f.zone, f.stream))
+            .collect();
 
         self.sealed.clear();
         self.last = commit;
         self.last_commit_at = Instant::now();
         self.acks
             .send_replace(Arc::new(self.last.positions.clone()));
-        self.compact_streams.extend(commit_streams.iter().cloned());
-        self.ods_pending.extend(commit_streams);
+        self.ods_pending.extend(
+            commit_logs
+                .iter()
+                .filter(|log| !log.starts_with(DLQ_ZONE))
+                .cloned(),
+        );
+        self.compact_streams.extend(commit_logs);
         if self
             .ods_every
             .is_some_and(|every| self.last_ods_at.elapsed() >= every)
@@ -352,8 +401,8 @@ impl ParquetSink {
     fn compact(&mut self) -> Result<(), SinkError> {
         self.last_compaction_at = Instant::now();
         let (min_files, small) = (self.compaction.min_files, self.compaction.small_bytes.0);
-        for stream in std::mem::take(&mut self.compact_streams) {
-            for plan in compact::plan(&self.lake, &stream, min_files, small)? {
+        for log in std::mem::take(&mut self.compact_streams) {
+            for plan in compact::plan(&self.lake, &log, min_files, small)? {
                 let Some((file, removed)) = compact::rewrite(&self.lake, &plan)? else {
                     continue;
                 };
@@ -369,10 +418,10 @@ impl ParquetSink {
                     path: self.lake.store().location(),
                     source,
                 })?;
-                metrics::counter!(m::SINK_COMPACTIONS, "stream" => stream.clone()).increment(1);
-                metrics::counter!(m::SINK_FILES_COMPACTED, "stream" => stream.clone())
+                metrics::counter!(m::SINK_COMPACTIONS, "stream" => log.clone()).increment(1);
+                metrics::counter!(m::SINK_FILES_COMPACTED, "stream" => log.clone())
                     .increment(commit.removed.len() as u64);
-                tracing::debug!(stream, partition = %plan.partition, files = commit.removed.len(), "compacted");
+                tracing::debug!(log, partition = %plan.partition, files = commit.removed.len(), "compacted");
                 self.last = commit;
             }
         }
@@ -384,12 +433,13 @@ impl ParquetSink {
         if self.ods_every.is_none() {
             return Ok(());
         }
-        for stream in std::mem::take(&mut self.ods_pending) {
+        for log in std::mem::take(&mut self.ods_pending) {
             let started = Instant::now();
-            let report = ods::merge_stream(&self.lake, &stream)?;
+            let report = ods::merge_stream(&self.lake, &log)?;
+            let stream = log.split_once('/').map_or(log.as_str(), |(_, s)| s);
             if report.files_merged > 0 {
                 metrics::histogram!(m::ODS_MERGE_SECONDS).record(started.elapsed().as_secs_f64());
-                metrics::gauge!(m::ODS_ROWS, "stream" => stream.clone())
+                metrics::gauge!(m::ODS_ROWS, "stream" => stream.to_string())
                     .set(report.rows_out as f64);
                 tracing::debug!(
                     stream,
@@ -404,11 +454,12 @@ impl ParquetSink {
     }
 }
 
-/// `raw/<stream>/date=YYYY-MM-DD/part-<first seq>-<last seq>.parquet`. The date is the commit
+/// `<zone>/<stream>/date=YYYY-MM-DD/part-<first seq>-<last seq>.parquet`. The date is the commit
 /// date of the file's events (files never span days).
-fn final_path(zone: &str, f: &SealedFile) -> String {
+fn final_path(f: &SealedFile) -> String {
     format!(
-        "{zone}/{}/date={}/part-{}-{}.parquet",
+        "{}/{}/date={}/part-{}-{}.parquet",
+        f.zone,
         f.stream,
         date_of_day(f.day),
         f.first_seq.to_fixed_hex(),

@@ -42,8 +42,10 @@ pub struct MergeReport {
     pub rows_out: usize,
 }
 
-/// Bring `ods/<stream>` up to date with the committed change-log files of `raw/<stream>`.
-pub fn merge_stream(lake: &LakeRoot, stream: &str) -> Result<MergeReport, WriteError> {
+/// Bring `ods/<stream>` up to date with the committed files of the change log `log`
+/// (`raw/<stream>` or `cleansed/<stream>`).
+pub fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteError> {
+    let stream = log.split_once('/').map_or(log, |(_, s)| s);
     let store = lake.store();
     let io = |what: &str| {
         let path = PathBuf::from(what);
@@ -55,8 +57,8 @@ pub fn merge_stream(lake: &LakeRoot, stream: &str) -> Result<MergeReport, WriteE
         Err(_) => MergeState::default(),
     };
     let new_files: Vec<String> = store
-        .list_files(&format!("raw/{stream}"))
-        .map_err(io("raw"))?
+        .list_files(log)
+        .map_err(io(log))?
         .into_iter()
         .filter(|f| f.ends_with(".parquet") && !state.merged.contains(f))
         .collect();
@@ -251,7 +253,14 @@ fn read_all(bytes: bytes::Bytes) -> Result<(Vec<RecordBatch>, SchemaRef), WriteE
     Ok((batches, schema))
 }
 
-/// Streams that have a change log in the lake.
+/// The change logs in the lake that have a current state: `raw/<stream>` and
+/// `cleansed/<stream>` (dead letters have no key, so no ODS).
 pub fn streams(lake: &LakeRoot) -> Vec<String> {
-    lake.store().list_dirs("raw").unwrap_or_default()
+    ["raw", "cleansed"]
+        .iter()
+        .flat_map(|zone| {
+            let streams = lake.store().list_dirs(zone).unwrap_or_default();
+            streams.into_iter().map(move |s| format!("{zone}/{s}"))
+        })
+        .collect()
 }

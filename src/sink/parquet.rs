@@ -112,6 +112,8 @@ pub fn writer_properties() -> Result<WriterProperties, WriteError> {
 
 /// One Parquet file being written to a temporary path.
 pub struct ParquetFile {
+    /// The lake zone the file is for (`raw`, `cleansed`, `dlq`).
+    pub zone: &'static str,
     pub table: Arc<TableSchema>,
     pub tmp_path: PathBuf,
     /// Commit day (days since the epoch) of every event in the file.
@@ -127,6 +129,7 @@ pub struct ParquetFile {
 /// What a sealed file left behind: a complete, fsynced Parquet file at `tmp_path`.
 #[derive(Debug, Clone)]
 pub struct SealedFile {
+    pub zone: &'static str,
     pub tmp_path: PathBuf,
     pub stream: String,
     pub day: i64,
@@ -138,6 +141,7 @@ pub struct SealedFile {
 
 impl ParquetFile {
     pub fn create(
+        zone: &'static str,
         table: Arc<TableSchema>,
         tmp_path: PathBuf,
         day: i64,
@@ -149,6 +153,7 @@ impl ParquetFile {
         let schema = arrow_schema(&table);
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()?))?;
         Ok(ParquetFile {
+            zone,
             table,
             tmp_path,
             day,
@@ -197,6 +202,7 @@ impl ParquetFile {
         })?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(SealedFile {
+            zone: self.zone,
             tmp_path: self.tmp_path,
             stream: self.table.stream.clone(),
             day: self.day,
@@ -244,7 +250,7 @@ pub fn to_record_batch(
 
 /// Append values of one column to the builder of its type. A value that does not fit its column
 /// type (a source bug) is written as null rather than stopping the sink, and counted.
-fn column_array<'a>(
+pub fn column_array<'a>(
     ty: &ColumnType,
     values: impl Iterator<Item = &'a Value>,
     n: usize,

@@ -88,6 +88,7 @@ fn update_matches_debezium_before_after_key_and_source() {
         },
         tx_id: Some(1425),
         snapshot: false,
+        partial_before: false,
     };
     let expected = &sample()["u"];
     let got = envelope_json(&event, 1795239338567684);
@@ -196,6 +197,7 @@ fn embedded_schemas_match_debezium_json_converter() {
         },
         tx_id: None,
         snapshot: false,
+        partial_before: false,
     };
     assert_eq!(
         key_json_with_schema(&event)["schema"],

@@ -6,26 +6,41 @@ use tokio_postgres::Client;
 use super::{catalog, connect_sql};
 use crate::check::Finding;
 use crate::config::SourceConfig;
+use crate::event::TableSchema;
 
 fn subject(source: &SourceConfig) -> String {
     format!("source `{}` ({})", source.name, source.file.display())
 }
 
-/// `sluice check`: connect, then every prerequisite.
-pub async fn check(source: &SourceConfig) -> Vec<Finding> {
+/// `sluice check`: connect, then every prerequisite. Also returns the schemas of the captured
+/// tables, which transforms are planned against.
+pub async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
     match connect_sql(source).await {
         Ok((client, db)) => {
             let mut findings = prerequisites(&client, &db, source).await;
             findings.extend(publication_privilege(&client, &db, source).await);
             findings.extend(slot_state(&client, source).await);
             findings.extend(risks(&client, source).await);
-            findings
+            let mut schemas = Vec::new();
+            if let Ok((tables, _)) = catalog::resolve_tables(&client, &source.tables).await {
+                for table in &tables {
+                    if let Ok((schema, _)) =
+                        catalog::table_schema(&client, &source.name, &db, table, 1).await
+                    {
+                        schemas.push(schema);
+                    }
+                }
+            }
+            (findings, schemas)
         }
-        Err(e) => vec![Finding::problem(
-            &subject(source),
-            format!("cannot connect: {e}"),
-            "check `url` (host, port, user, password, database) and that Postgres accepts connections from this host (pg_hba.conf)".into(),
-        )],
+        Err(e) => (
+            vec![Finding::problem(
+                &subject(source),
+                format!("cannot connect: {e}"),
+                "check `url` (host, port, user, password, database) and that Postgres accepts connections from this host (pg_hba.conf)".into(),
+            )],
+            Vec::new(),
+        ),
     }
 }
 

@@ -361,7 +361,7 @@ impl PostgresSource {
             Message::Truncate { relations, .. } => {
                 for relation in relations {
                     if let Some(schema) = self.schemas.get(&relation).cloned() {
-                        self.push_change(tx, schema, Op::Truncate, None, None, lsn);
+                        self.push_change(tx, schema, Op::Truncate, (None, false), None, lsn);
                     }
                 }
                 return Ok(());
@@ -375,6 +375,8 @@ impl PostgresSource {
             Some((_, old)) => Some(tuple_row(&schema, old, None)?),
             None => None,
         };
+        // 'K': the old key only (REPLICA IDENTITY DEFAULT/INDEX); 'O': the whole old row.
+        let partial_before = matches!(&before, Some((pgoutput::OldKind::Key, _)));
         let after_row = match &after {
             Some(new) => Some(tuple_row(&schema, new, before_row.as_ref())?),
             None => None,
@@ -389,7 +391,7 @@ impl PostgresSource {
                 return Ok(()); // the resumed snapshot read this key after this change
             }
         }
-        self.push_change(tx, schema, op, before_row, after_row, lsn);
+        self.push_change(tx, schema, op, (before_row, partial_before), after_row, lsn);
         Ok(())
     }
 
@@ -398,7 +400,7 @@ impl PostgresSource {
         tx: &mut TxState,
         table: Arc<TableSchema>,
         op: Op,
-        before: Option<Row>,
+        (before, partial_before): (Option<Row>, bool),
         after: Option<Row>,
         lsn: u64,
     ) {
@@ -408,6 +410,7 @@ impl PostgresSource {
             op,
             before,
             after,
+            partial_before,
             seq: Seq::new(tx.commit_lsn, tx.index),
             commit_ts_us: tx.commit_ts_us,
             pos: SourcePos::PgLsn {

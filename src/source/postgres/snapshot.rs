@@ -300,6 +300,7 @@ impl PostgresSource {
             },
             tx_id: None,
             snapshot: true,
+            partial_before: false,
         });
         state.next_ordinal += 1;
     }
