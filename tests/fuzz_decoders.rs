@@ -1,5 +1,6 @@
-//! Property tests on byte and text input: the pgoutput decoder and the value parsers return
-//! values or errors for anything, and never panic.
+//! Property tests on byte and text input: the pgoutput decoder, the value parsers, the Debezium
+//! JSON decoder and the transform-file parser return values or errors for anything, and never
+//! panic.
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -19,8 +20,47 @@ fn message_tags() -> impl Strategy<Value = u8> {
     ]
 }
 
+/// Debezium-like JSON: the real sample's shape with fields dropped or replaced by anything.
+fn debezium_like() -> impl Strategy<Value = String> {
+    let sample = include_str!("fixtures/debezium/pg-schemas-events.json");
+    let records: serde_json::Value = serde_json::from_str(sample).unwrap();
+    let value = records["u"]["value"].to_string();
+    (
+        0..value.len(),
+        0usize..40,
+        "[\\[\\]{}\",:0-9a-zA-Z=+/.-]{0,12}",
+    )
+        .prop_map(move |(at, cut, insert)| {
+            // Splice garbage into the record at a char boundary.
+            let at = (0..=at)
+                .rev()
+                .find(|i| value.is_char_boundary(*i))
+                .unwrap_or(0);
+            let end = (at + cut).min(value.len());
+            let end = (end..=value.len())
+                .find(|i| value.is_char_boundary(*i))
+                .unwrap_or(value.len());
+            format!("{}{}{}", &value[..at], insert, &value[end..])
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    #[test]
+    fn debezium_json_decoder_never_panics(line in debezium_like(), junk in ".{0,64}") {
+        let mut decoder = sluice::event::debezium::decode::Decoder::default();
+        let _ = decoder.decode(&line);
+        let _ = decoder.decode(&junk);
+    }
+
+    #[test]
+    fn transform_files_never_panic_the_parser(
+        head in prop_oneof![Just("CREATE STREAM c WITH (dlq = 'x') AS SELECT ".to_string()), ".{0,20}"],
+        body in "[a-z0-9_ ,.()'*=<>;-]{0,60}",
+    ) {
+        let _ = sluice::transform::definition::parse(std::path::Path::new("f.sql"), &format!("{head}{body}"));
+    }
 
     #[test]
     fn pgoutput_never_panics(tag in message_tags(), body in proptest::collection::vec(any::<u8>(), 0..256)) {

@@ -198,7 +198,8 @@ async fn generated_table_definitions_work_in_duckdb() {
 }
 
 /// Spark (pyspark from PyPI, with its embedded Hive metastore) runs the generated Hive DDL and
-/// reads the raw and ODS zones; its answers equal the table and the change history.
+/// reads the raw, cleansed and ODS zones, and DuckDB reads the cleansed zone through its views;
+/// their answers equal the table, the SQL view over it, and the change histories.
 #[tokio::test(flavor = "multi_thread")]
 async fn spark_reads_the_lake_through_the_generated_ddl() {
     let db = TestDb::create("sluice_it_spark").await;
@@ -213,7 +214,13 @@ async fn spark_reads_the_lake_through_the_generated_ddl() {
         &["public.t"],
         "{ rows: 1000, interval: 100ms }",
     );
-    d.add_sink_settings(&["zones: [raw, ods]", "ods_interval: 100ms"]);
+    d.add_sink_settings(&["zones: [raw, cleansed, ods]", "ods_interval: 100ms"]);
+    std::fs::create_dir_all(d.dir.path().join("transforms")).unwrap();
+    std::fs::write(
+        d.dir.path().join("transforms/clean.t.sql"),
+        "CREATE STREAM clean.t AS SELECT id, v * 10 AS v10 FROM spk.public.t WHERE v % 2 = 0",
+    )
+    .unwrap();
     d.start();
     wait_for("the snapshot", Duration::from_secs(30), || async {
         lake_rows(&d.lake, "spk.public.t").len() == 300
@@ -244,12 +251,18 @@ async fn spark_reads_the_lake_through_the_generated_ddl() {
         String::from_utf8_lossy(&out.stderr)
     );
     let ddl = d.lake.join("_ddl/spk.public.t.hive.sql");
+    let cleansed_ddl = d.lake.join("_ddl/clean.t.hive.sql");
     let out = std::process::Command::new(python())
         .args([
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/spark_reads.py"),
             ddl.to_str().unwrap(),
             "raw_spk_public_t",
             "ods_spk_public_t",
+            "v",
+            cleansed_ddl.to_str().unwrap(),
+            "cleansed_clean_t",
+            "ods_clean_t",
+            "v10",
         ])
         .output()
         .expect("pyspark (scripts/services.sh up python)");
@@ -263,10 +276,34 @@ async fn spark_reads_the_lake_through_the_generated_ddl() {
         .await
         .unwrap();
     let (n, sum): (i64, i64) = (row.get(0), row.get(1));
+    let view = client
+        .query_one(
+            "SELECT count(*), sum(v * 10)::bigint FROM t WHERE v % 2 = 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (vn, vsum): (i64, i64) = (view.get(0), view.get(1));
+    let cleansed_log = zone_rows(&d.lake, "cleansed", "clean.t");
+    let cleansed_deletes = cleansed_log.iter().filter(|r| r.op == "d").count();
+    assert!(cleansed_deletes > 0 && cleansed_log.len() > vn as usize);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.trim().lines().rev().take(2).collect();
     assert_eq!(
-        stdout.trim().lines().last().unwrap_or(""),
-        format!("{n} {sum} 20"),
+        lines,
+        vec![
+            format!("{vn} {vsum} {cleansed_deletes} {}", cleansed_log.len()),
+            format!("{n} {sum} 20 331"),
+        ],
         "{stdout}"
     );
+    // DuckDB through the generated views of the cleansed stream answers the same.
+    let duck = python_stdout(&[
+        "-c",
+        "import sys, duckdb; con = duckdb.connect(); con.execute(open(sys.argv[1]).read()); \
+             print(*con.sql('SELECT count(*), sum(v10) FROM ods_clean_t').fetchall()[0], \
+                   con.sql(\"SELECT count(*) FROM cleansed_clean_t WHERE _op = 'd'\").fetchall()[0][0])",
+        d.lake.join("_ddl/clean.t.duckdb.sql").to_str().unwrap(),
+    ]);
+    assert_eq!(duck, format!("{vn} {vsum} {cleansed_deletes}"));
 }

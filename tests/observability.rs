@@ -167,6 +167,15 @@ async fn prometheus_answers_every_dashboard_query_and_sees_a_source_go_down() {
         std::fs::read_to_string(&source).unwrap() + "heartbeat: 1s\n",
     )
     .unwrap();
+    // A transform, so the transform panels have data: row 1 fails its cast (a dead letter),
+    // odd rows are filtered out, the rest are cleansed.
+    std::fs::create_dir_all(d.dir.path().join("transforms")).unwrap();
+    std::fs::write(
+        d.dir.path().join("transforms/clean.t.sql"),
+        "CREATE STREAM clean.t AS SELECT id, CAST(CASE WHEN id = 1 THEN v ELSE '7' END AS INT) AS n FROM prom.public.t WHERE id % 2 = 0 OR id = 1",
+    )
+    .unwrap();
+    d.add_sink_settings(&["zones: [raw, cleansed]"]);
     d.start();
     wait_for("the snapshot", Duration::from_secs(30), || async {
         lake_rows(&d.lake, "prom.public.t").len() == 500

@@ -1,7 +1,7 @@
 """Spark reads the lake through the table definitions `sluice ddl` generated (Hive dialect).
 
-usage: spark_reads.py HIVE_DDL_FILE RAW_TABLE ODS_TABLE
-prints: <ods rows> <ods sum of v> <raw deletes>
+usage: spark_reads.py [HIVE_DDL_FILE LOG_TABLE ODS_TABLE VALUE_COLUMN]...
+prints, per group: <ods rows> <ods sum of VALUE_COLUMN> <change-log deletes> <change-log rows>
 """
 import os
 import sys
@@ -9,7 +9,8 @@ import tempfile
 
 from pyspark.sql import SparkSession
 
-ddl_file, raw_table, ods_table = sys.argv[1:4]
+args = sys.argv[1:]
+groups = [args[i:i + 4] for i in range(0, len(args), 4)]
 work = tempfile.mkdtemp(prefix="sluice-spark-")
 os.chdir(work)  # the embedded Derby metastore lives here
 spark = (
@@ -23,11 +24,13 @@ spark = (
     .getOrCreate()
 )
 spark.sparkContext.setLogLevel("ERROR")
-for statement in open(ddl_file).read().split(";"):
-    lines = [l for l in statement.strip().splitlines() if not l.strip().startswith("--")]
-    if lines:
-        spark.sql("\n".join(lines))
-ods = spark.sql(f"SELECT count(*) AS n, sum(v) AS s FROM {ods_table}").collect()[0]
-deletes = spark.sql(f"SELECT count(*) FROM {raw_table} WHERE _op = 'd'").collect()[0][0]
-print(ods["n"], ods["s"], deletes)
+for ddl_file, log_table, ods_table, column in groups:
+    for statement in open(ddl_file).read().split(";"):
+        lines = [l for l in statement.strip().splitlines() if not l.strip().startswith("--")]
+        if lines:
+            spark.sql("\n".join(lines))
+    ods = spark.sql(f"SELECT count(*) AS n, sum({column}) AS s FROM {ods_table}").collect()[0]
+    deletes = spark.sql(f"SELECT count(*) FROM {log_table} WHERE _op = 'd'").collect()[0][0]
+    rows = spark.sql(f"SELECT count(*) FROM {log_table}").collect()[0][0]
+    print(ods["n"], ods["s"], deletes, rows)
 spark.stop()
