@@ -196,15 +196,8 @@ async fn unchanged_toast_values_resolved_with_full_identity_and_counted_without(
         &["public.big_default", "public.big_full"],
         "{ rows: 100, interval: 200ms }",
     );
-    let check = d
-        .command(&["check", "--config", d.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&check.stdout).to_string();
-    assert!(
-        check.status.success(),
-        "warnings do not fail the check: {text}"
-    );
+    let (check_passed, text) = d.check();
+    assert!(check_passed, "warnings do not fail the check: {text}");
     assert!(
         text.contains("warning:")
             && text.contains("public.big_default")
@@ -522,13 +515,9 @@ async fn tls_modes_and_password_file() {
     };
 
     std::fs::write(&source, with_tls("verify-full")).unwrap();
-    let out = d
-        .command(&["check", "--config", d.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (out_passed, text) = d.check();
     assert!(
-        !out.status.success() && text.contains("cannot connect"),
+        !out_passed && text.contains("cannot connect"),
         "verify-full must refuse a certificate for another name: {text}"
     );
 

@@ -174,15 +174,8 @@ async fn example_transforms_cleansed_state_equals_the_view_on_the_source() {
     copy_example_transforms(&d);
     d.add_sink_settings(&["zones: [raw, cleansed, ods]", "ods_interval: 300ms"]);
 
-    let check = d
-        .command(&["check", "--config", d.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "sluice check: {}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let (passed, text) = d.check();
+    assert!(passed, "sluice check: {text}");
     d.start();
 
     wait_for("the cleansed snapshot", Duration::from_secs(60), || {
@@ -325,13 +318,8 @@ async fn check_reports_bad_transforms_with_file_line_and_reason() {
         std::fs::write(dir.join(file), sql).unwrap();
     }
     // Static problems (join, unknown stream) are reported by the loader, all at once.
-    let out = d
-        .command(&["check", "--config", d.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (passed, text) = d.check();
+    assert!(!passed);
     for (_, _, location, words) in &cases[1..3] {
         assert!(text.contains(location.split(':').next().unwrap()), "{text}");
         assert!(text.contains(words), "{words}: {text}");
@@ -341,13 +329,8 @@ async fn check_reports_bad_transforms_with_file_line_and_reason() {
     // live table.
     std::fs::remove_file(dir.join("join.sql")).unwrap();
     std::fs::remove_file(dir.join("unknown_stream.sql")).unwrap();
-    let out = d
-        .command(&["check", "--config", d.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (passed, text) = d.check();
+    assert!(!passed, "{text}");
     assert!(
         text.contains("unknown_column.sql:2") && text.contains("nope"),
         "{text}"

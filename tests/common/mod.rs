@@ -193,6 +193,18 @@ impl Daemon {
         cmd
     }
 
+    /// Run `sluice check` on this configuration: whether it passed, and what it printed
+    /// (stdout then stderr).
+    pub fn check(&self) -> (bool, String) {
+        let out = self
+            .command(&["check", "--config", self.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
