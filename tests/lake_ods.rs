@@ -4,25 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-
-fn ods_state(d: &Daemon, stream: &str, cols: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
-    zone_rows(&d.lake, "ods", stream)
-        .into_iter()
-        .map(|r| {
-            let key = r.values[cols[0]].clone().unwrap();
-            (
-                key,
-                cols.iter()
-                    .map(|c| r.values.get(*c).cloned().flatten())
-                    .collect(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ods_equals_the_table_through_deletes_truncates_schema_changes_and_crashes() {

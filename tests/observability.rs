@@ -181,6 +181,8 @@ async fn prometheus_answers_every_dashboard_query_and_sees_a_source_go_down() {
         lake_rows(&d.lake, "prom.public.t").len() == 500
     })
     .await;
+    // Row 1's failed cast was dead-lettered in the same sink step that wrote the raw rows.
+    assert!(d.metric("sluice_transform_dead_letters_total") >= 1.0);
 
     // The exposition passes promtool's lint.
     let (ok, out) = promtool(&["check", "metrics"], Some(&d.metrics()));

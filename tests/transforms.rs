@@ -19,17 +19,6 @@ fn cleansed_state(d: &Daemon, stream: &str, cols: &[&str]) -> State {
     state_from_log(&zone_rows(&d.lake, "cleansed", stream), cols[0], cols)
 }
 
-/// The same from the ODS zone sluice merges.
-fn ods_state(d: &Daemon, stream: &str, cols: &[&str]) -> State {
-    zone_rows(&d.lake, "ods", stream)
-        .into_iter()
-        .map(|r| {
-            let key = r.values[cols[0]].clone().unwrap();
-            (key, cols.iter().map(|c| r.values[*c].clone()).collect())
-        })
-        .collect()
-}
-
 /// Each example transform, its output columns, and the same view in Postgres's SQL (values as
 /// the lake renders them: timestamps in epoch microseconds, decimals at their scale).
 struct View {
@@ -262,7 +251,6 @@ async fn example_transforms_cleansed_state_equals_the_view_on_the_source() {
     let purchases = cleansed_state(&d, "clean.purchases", &["id", "sku"]);
     assert_eq!(purchases["10000"][1].as_deref(), Some("ok-before"));
     assert_eq!(purchases["10002"][1].as_deref(), Some("ok-after"));
-    assert!(d.metric("sluice_transform_dead_letters_total") >= 1.0 || d.child.is_some());
 
     // The ODS of a cleansed stream is its current state too.
     let orders = views().remove(0);

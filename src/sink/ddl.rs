@@ -28,7 +28,7 @@ pub fn generate(lake: &LakeRoot) -> Result<Vec<StreamDdl>, WriteError> {
         let Some(schema) = newest_schema(lake, &log)? else {
             continue;
         };
-        let (zone, stream) = log.split_once('/').unwrap_or(("raw", &log));
+        let (zone, stream) = ods::split_log(&log);
         let stream = stream.to_string();
         let name = stream.replace(['.', '-'], "_");
         let columns = schema

@@ -436,7 +436,7 @@ impl ParquetSink {
         for log in std::mem::take(&mut self.ods_pending) {
             let started = Instant::now();
             let report = ods::merge_stream(&self.lake, &log)?;
-            let stream = log.split_once('/').map_or(log.as_str(), |(_, s)| s);
+            let (_, stream) = ods::split_log(&log);
             if report.files_merged > 0 {
                 metrics::histogram!(m::ODS_MERGE_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(m::ODS_ROWS, "stream" => stream.to_string())

@@ -45,7 +45,7 @@ pub struct MergeReport {
 /// Bring `ods/<stream>` up to date with the committed files of the change log `log`
 /// (`raw/<stream>` or `cleansed/<stream>`).
 pub fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteError> {
-    let stream = log.split_once('/').map_or(log, |(_, s)| s);
+    let (_, stream) = split_log(log);
     let store = lake.store();
     let io = |what: &str| {
         let path = PathBuf::from(what);
@@ -251,6 +251,12 @@ fn read_all(bytes: bytes::Bytes) -> Result<(Vec<RecordBatch>, SchemaRef), WriteE
     let schema = builder.schema().clone();
     let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
     Ok((batches, schema))
+}
+
+/// A change log's zone and stream: `cleansed/clean.orders` → (`cleansed`, `clean.orders`); a
+/// bare stream name is a raw one.
+pub fn split_log(log: &str) -> (&str, &str) {
+    log.split_once('/').unwrap_or(("raw", log))
 }
 
 /// The change logs in the lake that have a current state: `raw/<stream>` and

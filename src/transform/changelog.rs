@@ -20,7 +20,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::plan::Compiled;
+use super::plan::{Compiled, clean_message};
 use super::values::{array_values, rows_to_batch};
 use crate::event::{ChangeEvent, Op, Row, Value};
 
@@ -230,17 +230,8 @@ impl Compiled {
                 }
                 match (after.passes, new_row) {
                     (true, Some(a)) => out.push(emit(Op::Update, None, Some(a))),
-                    (false, Some(a)) => {
-                        let key_only = self.key_only(a);
-                        let already_deleted = out[start..].iter().any(|e| {
-                            e.op == Op::Delete
-                                && e.before.as_ref().map(|b| self.key_of(b))
-                                    == Some(self.key_of(&key_only))
-                        });
-                        if !already_deleted {
-                            out.push(emit(Op::Delete, Some(key_only), None));
-                        }
-                    }
+                    // A delete of the old key above is of another key, so this one is needed.
+                    (false, Some(a)) => out.push(emit(Op::Delete, Some(self.key_only(a)), None)),
                     (_, None) => {}
                 }
             }
@@ -281,7 +272,7 @@ fn needs_key_regardless(event: &ChangeEvent, side: Side) -> bool {
 fn evaluate_array(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef, String> {
     expr.evaluate(batch)
         .and_then(|v| v.into_array(batch.num_rows()))
-        .map_err(|e| clean_error(&e.to_string()))
+        .map_err(|e| clean_message(&e.to_string()))
 }
 
 /// Run `f` on the whole batch; if it fails, on each row alone, so one bad row does not take
@@ -303,12 +294,4 @@ fn per_row<T: Clone>(
             .collect(),
         Err(e) => vec![Err(e)],
     }
-}
-
-/// DataFusion's error text without its layer prefixes.
-fn clean_error(message: &str) -> String {
-    message
-        .trim_start_matches("Arrow error: ")
-        .trim_start_matches("Execution error: ")
-        .to_string()
 }

@@ -253,9 +253,12 @@ fn refuse_subqueries(expr: &Expr) -> Result<(), String> {
     Ok(())
 }
 
-/// DataFusion's messages without its layer prefixes, e.g. "Schema error: No field named x".
-fn clean_message(message: &str) -> String {
+/// DataFusion's messages (planning and evaluation) without its layer prefixes, e.g.
+/// "Schema error: No field named x", "Cast error: Cannot cast string …".
+pub fn clean_message(message: &str) -> String {
     message
         .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Arrow error: ")
+        .trim_start_matches("Execution error: ")
         .replace("\nValid fields are", ". Valid fields are")
 }

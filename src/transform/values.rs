@@ -7,7 +7,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type, Int32Type,
-    Int64Type, Schema, SchemaRef, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    Int64Type, Schema, SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use arrow::error::ArrowError;
 
@@ -137,21 +137,11 @@ fn value_at(array: &ArrayRef, i: usize, ty: &ColumnType) -> Value {
     }
 }
 
-/// The Arrow type microsecond columns are written as (for messages).
-pub fn describe(dt: &DataType) -> String {
-    match dt {
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => match tz {
-            Some(tz) => format!("timestamp with time zone ({tz})"),
-            None => "timestamp".into(),
-        },
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{Column, SourceInfo, TableId};
+    use arrow::datatypes::TimeUnit;
 
     fn table(columns: Vec<(&str, ColumnType)>) -> TableSchema {
         TableSchema::new(

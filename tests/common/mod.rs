@@ -416,6 +416,22 @@ fn format_decimal(v: i128, scale: u32) -> String {
     if neg { format!("-{s}") } else { s }
 }
 
+/// A stream's rows in the ODS zone, by key (the first of `cols`), as canonical text.
+pub fn ods_state(d: &Daemon, stream: &str, cols: &[&str]) -> BTreeMap<String, Vec<Option<String>>> {
+    zone_rows(&d.lake, "ods", stream)
+        .into_iter()
+        .map(|r| {
+            let key = r.values[cols[0]].clone().unwrap();
+            (
+                key,
+                cols.iter()
+                    .map(|c| r.values.get(*c).cloned().flatten())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// The current state the change log implies: last row per key by `_seq`, deletes removed,
 /// a truncate clears everything before it.
 pub fn state_from_log(
