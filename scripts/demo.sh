@@ -88,6 +88,6 @@ echo "table in Postgres for comparison:"
 shop "SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid FROM orders;"
 echo
 echo "Table definitions for Spark/Hive/Presto and DuckDB (sluice ddl --config sluice.yaml), e.g.:"
-$SLUICE ddl --config sluice.yaml --dialect duckdb 2>/dev/null | head -4 || true  # head closes the pipe early
+$SLUICE ddl --config sluice.yaml --dialect duckdb 2>/dev/null | head -4
 echo
 echo "Log: /tmp/sluice-demo.log   Lake: $SLUICE_LAKE   Metrics (while running): http://$SLUICE_METRICS/metrics"

@@ -370,6 +370,7 @@ fn print_status(value: &serde_json::Value) {
 }
 
 fn ddl(config_path: PathBuf, dialect: Dialect) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(errors) => {
@@ -380,12 +381,21 @@ fn ddl(config_path: PathBuf, dialect: Dialect) -> anyhow::Result<ExitCode> {
     let lake = sluice::sink::lake::LakeRoot::open(&config.daemon.sink.path)?;
     let ddl = sluice::sink::ddl::generate(&lake)?;
     sluice::sink::ddl::write(&lake, &ddl)?;
+    let mut stdout = std::io::stdout().lock();
     for d in &ddl {
-        if dialect != Dialect::Duckdb {
-            println!("{}", d.hive);
-        }
-        if dialect != Dialect::Hive {
-            println!("{}", d.duckdb);
+        let texts = [
+            (dialect != Dialect::Duckdb).then_some(&d.hive),
+            (dialect != Dialect::Hive).then_some(&d.duckdb),
+        ];
+        for text in texts.into_iter().flatten() {
+            match writeln!(stdout, "{text}") {
+                Ok(()) => {}
+                // The reader stopped reading (e.g. `| head`): nothing more to print.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     eprintln!(

@@ -164,6 +164,15 @@ async fn generated_table_definitions_work_in_duckdb() {
         text.contains("`price` DECIMAL(8,2)") && text.contains("`tags` ARRAY<STRING>"),
         "{text}"
     );
+    // A reader that stops early (`sluice ddl | head`) ends the printing, not in a panic.
+    let mut early = d
+        .command(&["ddl", "--config", d.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(early.stdout.take());
+    assert_eq!(early.wait().unwrap().code(), Some(0));
     let duckdb_sql = d.lake.join("_ddl/gen.public.items.duckdb.sql");
     assert!(duckdb_sql.exists() && d.lake.join("_ddl/gen.public.items.hive.sql").exists());
     let stdout = python_stdout(&[
