@@ -144,15 +144,43 @@ postgres_status() { pg_lsclusters; }
 
 # ---------------------------------------------------------------- mariadb
 MARIADB_CNF=/etc/mysql/mariadb.conf.d/99-sluice.cnf
+# Outside $STATE: the server runs as mysql, which cannot enter root's home.
+MARIADB_TLS=/etc/mysql/sluice-tls
+
+# A CA of our own and a server certificate for 127.0.0.1 and localhost (so verify-full works on
+# loopback), plus a second CA that signed nothing (for tests that must be refused).
+mariadb_tls() {
+  [ -f "$MARIADB_TLS/server-key.pem" ] && return 0
+  command -v openssl >/dev/null || apt_install openssl
+  mkdir -p "$MARIADB_TLS"
+  (
+    cd "$MARIADB_TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=sluice test CA" \
+      -keyout ca-key.pem -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server-key.pem -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile san.ext -out server.pem 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=unrelated CA" \
+      -keyout other-ca-key.pem -out other-ca.pem 2>/dev/null
+  )
+  chown -R mysql:mysql "$MARIADB_TLS" 2>/dev/null || true
+}
+
 mariadb_up() {
   command -v mariadbd >/dev/null || { log "installing mariadb-server"; apt_install mariadb-server; }
+  mariadb_tls
   local want="[mariadbd]
 server_id=1
 log_bin=/var/lib/mysql/mysql-bin
 binlog_format=ROW
 binlog_row_image=FULL
 bind_address=127.0.0.1
-port=$MARIADB_PORT"
+port=$MARIADB_PORT
+max_connections=500
+ssl_ca=$MARIADB_TLS/ca.pem
+ssl_cert=$MARIADB_TLS/server.pem
+ssl_key=$MARIADB_TLS/server-key.pem"
   local restart=0
   if [ "$(cat $MARIADB_CNF 2>/dev/null)" != "$want" ]; then echo "$want" >$MARIADB_CNF; restart=1; fi
   if pgrep -x mariadbd >/dev/null && [ $restart = 1 ]; then
@@ -169,16 +197,24 @@ port=$MARIADB_PORT"
     [ $SECONDS -lt $deadline ] || { log "mariadb did not start"; return 1; }
     sleep 0.5
   done
+  # sluice: what a CDC user needs, and every database the tests and the benchmark make.
+  # norepl: a user without replication privileges. sluice_tls: the same as sluice, TLS only.
   mariadb -uroot <<'SQL'
 CREATE USER IF NOT EXISTS 'sluice'@'127.0.0.1' IDENTIFIED BY 'sluice';
 CREATE USER IF NOT EXISTS 'sluice'@'localhost' IDENTIFIED BY 'sluice';
+CREATE USER IF NOT EXISTS 'sluice_tls'@'127.0.0.1' IDENTIFIED BY 'sluice' REQUIRE SSL;
+CREATE USER IF NOT EXISTS 'norepl'@'127.0.0.1' IDENTIFIED BY 'norepl';
 GRANT SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice'@'127.0.0.1';
 GRANT SELECT, RELOAD, SHOW DATABASES, LOCK TABLES, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice'@'localhost';
+GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice_tls'@'127.0.0.1';
+GRANT SELECT ON *.* TO 'norepl'@'127.0.0.1';
 CREATE DATABASE IF NOT EXISTS sluice;
 GRANT ALL ON sluice.* TO 'sluice'@'127.0.0.1';
 GRANT ALL ON sluice.* TO 'sluice'@'localhost';
+GRANT ALL ON `sluice\_%`.* TO 'sluice'@'127.0.0.1';
+GRANT ALL ON `sluice\_%`.* TO 'sluice'@'localhost';
 SQL
-  log "mariadb up: 127.0.0.1:$MARIADB_PORT, user sluice/sluice, binlog ROW"
+  log "mariadb up: 127.0.0.1:$MARIADB_PORT, user sluice/sluice, binlog ROW, TLS CA $MARIADB_TLS/ca.pem"
 }
 mariadb_down() {
   if [ -f "$STATE/mariadb.started" ]; then
@@ -349,6 +385,7 @@ export SLUICE_PYTHON=$VENV/bin/python
 export SLUICE_PG_URL=postgres://sluice:sluice@127.0.0.1:$PG_PORT/sluice
 export SLUICE_PG_PLAIN_URL=postgres://sluice:sluice@127.0.0.1:$PG_PLAIN_PORT/sluice
 export SLUICE_MYSQL_URL=mysql://sluice:sluice@127.0.0.1:$MARIADB_PORT/sluice
+export SLUICE_MYSQL_TLS_DIR=$MARIADB_TLS
 export SLUICE_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export SLUICE_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true
 export SLUICE_HDFS_URL=hdfs://127.0.0.1:$HDFS_PORT

@@ -70,8 +70,11 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
     let mut reached = Vec::new();
     for source in &config.sources {
         match source.kind {
-            SourceKind::Postgres => {
-                let (found, tables) = crate::source::postgres::check::check(source).await;
+            SourceKind::Postgres | SourceKind::Mysql => {
+                let (found, tables) = match source.kind {
+                    SourceKind::Mysql => crate::source::mysql::check::check(source).await,
+                    _ => crate::source::postgres::check::check(source).await,
+                };
                 if !tables.is_empty() {
                     reached.push(source.name.clone());
                 }
@@ -81,7 +84,7 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
             other => findings.push(Finding::problem(
                 &format!("source `{}`", source.name),
                 format!("kind `{other:?}` is not supported by this build yet"),
-                "use kind: postgres".into(),
+                "use kind: postgres or kind: mysql".into(),
             )),
         }
     }

@@ -3,7 +3,7 @@
 //! Layout (one module per component, as in Vector):
 //! - [`config`]: `sluice.yaml` and `sources/*.yaml`, with file/line errors.
 //! - [`event`]: the change-event model and the Debezium envelope.
-//! - [`source`]: database sources (Postgres logical replication).
+//! - [`source`]: database sources (Postgres logical replication, MySQL/MariaDB binlog).
 //! - [`transform`]: cleansing transforms (SQL on DataFusion) and the dead-letter queue.
 //! - [`sink`]: the Parquet lake and its commit protocol.
 //! - [`runtime`]: the topology joining them, supervision and shutdown.

@@ -25,6 +25,7 @@ pub const SOURCE_UNMAPPED_TYPES: &str = "sluice_source_unmapped_type_columns";
 pub const SOURCE_UP: &str = "sluice_source_up";
 pub const SOURCE_POSITION_LOST: &str = "sluice_source_position_lost";
 pub const SOURCE_SNAPSHOT_RUNNING: &str = "sluice_source_snapshot_running";
+pub const SOURCE_DDL_UNPARSED: &str = "sluice_source_ddl_unparsed_total";
 
 // Sinks, labels {zone, stream}.
 pub const SINK_ROWS: &str = "sluice_sink_rows_total";
@@ -113,7 +114,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         SOURCE_SNAPSHOT_ROWS_ESTIMATED,
         Kind::Gauge,
-        "The server's estimate of a table's rows (pg_class.reltuples), for snapshot progress.",
+        "The server's estimate of a table's rows (pg_class.reltuples, information_schema TABLE_ROWS), for snapshot progress.",
     ),
     (
         SOURCE_SNAPSHOT_RUNNING,
@@ -133,7 +134,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         SOURCE_COMMITTED_POSITION,
         Kind::Gauge,
-        "Last source position committed to the lake and acknowledged (Postgres: LSN as a number).",
+        "Last source position committed to the lake and acknowledged (Postgres: LSN as a number; MySQL: binlog file number * 2^32 + offset).",
     ),
     (
         SOURCE_UNCHANGED_TOAST,
@@ -143,7 +144,12 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         SOURCE_LOSSY_VALUES,
         Kind::Counter,
-        "Values the lake cannot hold exactly, by reason (numeric NaN in a decimal column, multi-dimensional arrays flattened).",
+        "Values the lake cannot hold exactly, by reason (numeric NaN in a decimal column, multi-dimensional arrays flattened, MySQL zero dates, text invalid in its charset, columns missing from a row image).",
+    ),
+    (
+        SOURCE_DDL_UNPARSED,
+        Kind::Counter,
+        "MySQL DDL statements sluice could not parse; the tables they name were re-read from the catalog.",
     ),
     (
         SOURCE_UNMAPPED_TYPES,
@@ -163,7 +169,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         SOURCE_POSITION_LOST,
         Kind::Gauge,
-        "1 when the source's log position is gone (slot dropped or invalidated): re-snapshot to recover.",
+        "1 when the source's log position is gone (slot dropped or invalidated, binlog purged): re-snapshot to recover.",
     ),
     (SINK_ROWS, Kind::Counter, "Rows committed to the lake."),
     (SINK_FILES, Kind::Counter, "Files committed to the lake."),

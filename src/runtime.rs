@@ -24,14 +24,18 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::metrics as m;
 use crate::sink::{ParquetSink, SinkError};
-use crate::source::Classify;
-use crate::source::postgres::{PgError, PgSourceContext, PostgresSource};
+use crate::source::mysql::MysqlSource;
+use crate::source::postgres::PostgresSource;
+use crate::source::{Classify, SourceContext, SourceError};
 use crate::status::SharedStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("source `{source_name}`: {error}")]
-    Source { source_name: String, error: PgError },
+    Source {
+        source_name: String,
+        error: SourceError,
+    },
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
     #[error("{0}")]
@@ -139,29 +143,41 @@ async fn run_once(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sources = JoinSet::new();
     for source in &config.sources {
-        if source.kind != SourceKind::Postgres {
+        if source.kind == SourceKind::Mongodb {
             return Err(PipelineError::Setup(format!(
-                "source `{}`: kind {:?} is not supported by this build yet",
-                source.name, source.kind
+                "source `{}`: kind mongodb is not supported by this build yet",
+                source.name
             )));
         }
-        let ctx = PgSourceContext {
+        let ctx = SourceContext {
             status: status.clone(),
             config: source.clone(),
             out: tx.clone(),
             acks: acks.clone(),
             shutdown: stop_rx.clone(),
             committed: committed.get(&source.name).cloned(),
+            lake_path: sink_cfg.path.clone(),
         };
         let name = source.name.clone();
         let status = status.clone();
+        let kind = source.kind;
         sources.spawn(async move {
             let up = metrics::gauge!(m::SOURCE_UP, "source" => name.clone());
             status.source(&name, |s| s.state = "connecting".into());
-            let result = async {
-                let source = PostgresSource::connect(ctx).await?;
-                up.set(1.0);
-                source.run().await
+            let result: Result<(), SourceError> = async {
+                match kind {
+                    SourceKind::Mysql => {
+                        let source = MysqlSource::connect(ctx).await?;
+                        up.set(1.0);
+                        source.run().await?;
+                    }
+                    _ => {
+                        let source = PostgresSource::connect(ctx).await?;
+                        up.set(1.0);
+                        source.run().await?;
+                    }
+                }
+                Ok(())
             }
             .await;
             up.set(0.0);
@@ -174,7 +190,7 @@ async fn run_once(
                 };
                 metrics::counter!(m::SOURCE_ERRORS, "source" => name.clone(), "kind" => kind)
                     .increment(1);
-                if let PgError::SlotLost { .. } = error {
+                if error.is_position_lost() {
                     metrics::gauge!(m::SOURCE_POSITION_LOST, "source" => name.clone()).set(1.0);
                 }
             }

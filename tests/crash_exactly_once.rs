@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,19 +17,6 @@ use common::*;
 
 /// Rows before the first start: enough for a snapshot of many chunks that kills land inside.
 const INITIAL_ROWS: i64 = 60_000;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Random transactions of inserts, updates and deletes until `stop`. Returns the count of
 /// committed statements.
@@ -215,73 +201,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     assert!(d.terminate().success(), "{}", d.log());
 
     let rows = lake_rows(&d.lake, "crash.public.accounts");
-    let mut seqs: Vec<&str> = rows.iter().map(|r| r.seq.as_str()).collect();
-    seqs.dedup();
-    assert_eq!(
-        seqs.len(),
-        rows.len(),
-        "a sequence appears twice in the lake"
-    );
-
-    let mut per_key: BTreeMap<i64, Vec<&LakeRow>> = BTreeMap::new();
-    for r in &rows {
-        per_key
-            .entry(r.values["id"].as_ref().unwrap().parse().unwrap())
-            .or_default()
-            .push(r);
-    }
-    let mut by_op: BTreeMap<&str, usize> = BTreeMap::new();
-    for (key, events) in &per_key {
-        let version = |r: &LakeRow| {
-            r.values["version"]
-                .as_ref()
-                .map(|v| v.parse::<i64>().unwrap())
-        };
-        let first = events[0];
-        assert!(
-            first.op == "r" || (first.op == "c" && version(first) == Some(0)),
-            "key {key}: first event {} {:?}",
-            first.op,
-            version(first)
-        );
-        let mut last_version = version(first).unwrap();
-        for (i, e) in events.iter().enumerate().skip(1) {
-            match e.op.as_str() {
-                "u" => {
-                    let v = version(e).unwrap();
-                    assert_eq!(
-                        v,
-                        last_version + 1,
-                        "key {key}: version {v} after {last_version} (lost or duplicated update)"
-                    );
-                    last_version = v;
-                }
-                "d" => assert_eq!(i, events.len() - 1, "key {key}: events after its delete"),
-                other => panic!("key {key}: unexpected {other} after the first event"),
-            }
-        }
-        for e in events {
-            *by_op.entry(e.op.as_str()).or_default() += 1;
-        }
-        let deleted = events.last().unwrap().op == "d";
-        match want.get(&key.to_string()) {
-            Some(row) => {
-                assert!(
-                    !deleted,
-                    "key {key} is in the table but deleted in the lake"
-                );
-                assert_eq!(
-                    row[1].as_deref().map(|v| v.parse::<i64>().unwrap()),
-                    Some(last_version),
-                    "key {key}"
-                );
-            }
-            None => assert!(
-                deleted,
-                "key {key} was deleted from the table but not in the lake"
-            ),
-        }
-    }
+    let by_op = assert_version_chains(&rows, &want, "id", "version");
     eprintln!(
         "lake events by op: {by_op:?}; files: {}",
         parquet_files(&d.lake.join("raw")).len()

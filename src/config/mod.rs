@@ -270,8 +270,10 @@ pub struct SourceConfig {
     /// Postgres: publication name (default `sluice_<name>`).
     #[serde(default)]
     pub publication: Option<String>,
-    /// Postgres: how often to write a heartbeat into the WAL (pg_logical_emit_message) so that an
-    /// idle or filtered database still advances the slot and frees WAL.
+    /// How often the source shows it is alive: Postgres writes a heartbeat into the WAL
+    /// (pg_logical_emit_message) so an idle or filtered database still advances the slot and
+    /// frees WAL; MySQL/MariaDB asks the server for binlog heartbeats this often and checks that
+    /// its binlog file is still there.
     #[serde(default = "default_heartbeat")]
     pub heartbeat: HumanDuration,
     /// Rows per snapshot chunk (tables with a single integer primary key are read in key order,
@@ -285,6 +287,14 @@ pub struct SourceConfig {
     /// A file holding the password (e.g. a mounted secret); overrides the URL's password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// MySQL/MariaDB: the replica server id sluice registers with (default: derived from the
+    /// source name, stable across restarts). It must differ from every server's and replica's.
+    #[serde(default)]
+    pub server_id: Option<u32>,
+    /// MySQL/MariaDB: resume by GTID where the server has GTIDs (default, survives a failover to
+    /// a replica with the same GTIDs) or by binlog file and offset.
+    #[serde(default)]
+    pub resume_by: ResumeBy,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub file: PathBuf,
@@ -306,6 +316,14 @@ pub enum TlsMode {
     Require,
     VerifyCa,
     VerifyFull,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeBy {
+    #[default]
+    Gtid,
+    Position,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -452,12 +470,29 @@ fn validate_source(s: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
         ));
     }
     for t in &s.tables {
-        if s.kind == SourceKind::Postgres && t.split('.').count() != 2 {
-            problems.push(problem(
-                &s.file,
-                format!("tables: `{t}` must be `schema.table` (globs allowed, e.g. public.*)"),
-            ));
+        let (parts, shape) = match s.kind {
+            SourceKind::Postgres => (
+                t.split('.').count(),
+                "`schema.table` (globs allowed, e.g. public.*)",
+            ),
+            SourceKind::Mysql => (
+                t.split('.').count(),
+                "`database.table` (globs allowed, e.g. shop.*)",
+            ),
+            SourceKind::Mongodb => (2, ""),
+        };
+        if parts != 2 {
+            problems.push(problem(&s.file, format!("tables: `{t}` must be {shape}")));
         }
+    }
+    if s.kind != SourceKind::Mysql && (s.server_id.is_some() || s.resume_by != ResumeBy::Gtid) {
+        problems.push(problem(
+            &s.file,
+            "server_id and resume_by are settings of kind: mysql sources".into(),
+        ));
+    }
+    if s.server_id == Some(0) {
+        problems.push(problem(&s.file, "server_id must be at least 1".into()));
     }
 }
 

@@ -75,6 +75,25 @@ fn source_json(event: &ChangeEvent) -> Json {
             src.insert("origin".into(), Json::Null);
             src.insert("origin_lsn".into(), Json::Null);
         }
+        SourcePos::Binlog {
+            file,
+            pos,
+            row,
+            server_id,
+            gtid,
+        } => {
+            src.insert("sequence".into(), Json::Null);
+            src.insert("ts_us".into(), json!(ts_us));
+            src.insert("ts_ns".into(), json!(ts_us as i128 * 1000));
+            src.insert("table".into(), json!(schema.id.table));
+            src.insert("server_id".into(), json!(server_id));
+            src.insert("gtid".into(), json!(gtid.as_deref()));
+            src.insert("file".into(), json!(file.as_ref()));
+            src.insert("pos".into(), json!(pos));
+            src.insert("row".into(), json!(row));
+            src.insert("thread".into(), Json::Null);
+            src.insert("query".into(), Json::Null);
+        }
     }
     Json::Object(src)
 }
@@ -114,20 +133,7 @@ pub fn envelope_schema(table: &TableSchema) -> Json {
         .collect();
     let row = |field: &str| json!({ "type": "struct", "fields": row_fields, "optional": true, "name": format!("{}.Value", table.stream), "field": field });
     let s = |field: &str, ty: &str, optional: bool| json!({ "type": ty, "optional": optional, "field": field });
-    let source = json!({
-        "type": "struct",
-        "fields": [
-            s("version", "string", false), s("connector", "string", false), s("name", "string", false),
-            s("ts_ms", "int64", false),
-            { "type": "string", "optional": true, "name": "io.debezium.data.Enum", "version": 1,
-              "parameters": { "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental" },
-              "default": "false", "field": "snapshot" },
-            s("db", "string", false), s("sequence", "string", true), s("ts_us", "int64", true), s("ts_ns", "int64", true),
-            s("schema", "string", false), s("table", "string", false), s("txId", "int64", true), s("lsn", "int64", true),
-            s("xmin", "int64", true), s("origin", "string", true), s("origin_lsn", "int64", true),
-        ],
-        "optional": false, "name": "io.debezium.connector.postgresql.Source", "version": 1, "field": "source",
-    });
+    let source = source_schema(table, &s);
     let transaction = json!({
         "type": "struct",
         "fields": [s("id", "string", false), s("total_order", "int64", false), s("data_collection_order", "int64", false)],
@@ -141,6 +147,53 @@ pub fn envelope_schema(table: &TableSchema) -> Json {
         "name": format!("{}.Envelope", table.stream),
         "version": 2,
     })
+}
+
+/// The Connect schema of the `source` block: Debezium's, per connector.
+fn source_schema(table: &TableSchema, s: &dyn Fn(&str, &str, bool) -> Json) -> Json {
+    let snapshot = json!({ "type": "string", "optional": true, "name": "io.debezium.data.Enum", "version": 1,
+        "parameters": { "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental" },
+        "default": "false", "field": "snapshot" });
+    let common = [
+        s("version", "string", false),
+        s("connector", "string", false),
+        s("name", "string", false),
+        s("ts_ms", "int64", false),
+        snapshot,
+        s("db", "string", false),
+        s("sequence", "string", true),
+        s("ts_us", "int64", true),
+        s("ts_ns", "int64", true),
+    ];
+    let (specific, name) = match table.source_info.connector {
+        connector @ ("mysql" | "mariadb") => (
+            vec![
+                s("table", "string", true),
+                s("server_id", "int64", false),
+                s("gtid", "string", true),
+                s("file", "string", false),
+                s("pos", "int64", false),
+                s("row", "int32", false),
+                s("thread", "int64", true),
+                s("query", "string", true),
+            ],
+            format!("io.debezium.connector.{connector}.Source"),
+        ),
+        _ => (
+            vec![
+                s("schema", "string", false),
+                s("table", "string", false),
+                s("txId", "int64", true),
+                s("lsn", "int64", true),
+                s("xmin", "int64", true),
+                s("origin", "string", true),
+                s("origin_lsn", "int64", true),
+            ],
+            "io.debezium.connector.postgresql.Source".to_string(),
+        ),
+    };
+    let fields: Vec<Json> = common.into_iter().chain(specific).collect();
+    json!({ "type": "struct", "fields": fields, "optional": false, "name": name, "version": 1, "field": "source" })
 }
 
 /// One column's Connect schema, with Debezium's logical type names.
@@ -175,7 +228,7 @@ fn type_schema(ty: &ColumnType) -> Json {
         ColumnType::Uuid => named("string", "io.debezium.data.Uuid"),
         ColumnType::Bytes => json!({ "type": "bytes" }),
         ColumnType::Date => named("int32", "io.debezium.time.Date"),
-        ColumnType::Time => named("int64", "io.debezium.time.MicroTime"),
+        ColumnType::Time | ColumnType::Duration => named("int64", "io.debezium.time.MicroTime"),
         ColumnType::TimeTz => named("string", "io.debezium.time.ZonedTime"),
         ColumnType::Timestamp => named("int64", "io.debezium.time.MicroTimestamp"),
         ColumnType::TimestampTz => named("string", "io.debezium.time.ZonedTimestamp"),

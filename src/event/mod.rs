@@ -38,6 +38,9 @@ pub enum ColumnType {
     Date,
     /// Microseconds since midnight.
     Time,
+    /// A signed span of time in microseconds (MySQL `TIME`, which runs from -838:59:59 to
+    /// 838:59:59, so it is not a time of day).
+    Duration,
     /// Time of day with a zone, normalised to UTC, as text `HH:MM:SS[.ffffff]Z`.
     TimeTz,
     /// A duration, as ISO-8601 text (`P1Y2M3DT4H5M6S`): months, days and time stay separate, so
@@ -137,7 +140,7 @@ pub enum Value {
     /// Text, Json, Uuid, Other.
     Text(String),
     Bytes(Vec<u8>),
-    /// Date: days; Time: micros of day; Timestamp(Tz): micros since the epoch.
+    /// Date: days; Time: micros of day; Duration: micros; Timestamp(Tz): micros since the epoch.
     Temporal(i64),
     /// Elements of a List column.
     List(Vec<Value>),
@@ -180,6 +183,16 @@ impl Op {
 pub enum SourcePos {
     /// Postgres: the change's LSN and its transaction's commit LSN.
     PgLsn { lsn: u64, commit_lsn: u64 },
+    /// MySQL/MariaDB: the binlog file and the offset where the change's transaction starts,
+    /// the row's index in its rows event, the originating server and the transaction's GTID
+    /// (Debezium's `file`, `pos`, `row`, `server_id`, `gtid`).
+    Binlog {
+        file: Arc<str>,
+        pos: u64,
+        row: u32,
+        server_id: u32,
+        gtid: Option<Arc<str>>,
+    },
 }
 
 impl SourcePos {
@@ -187,6 +200,7 @@ impl SourcePos {
     pub fn render(&self) -> String {
         match self {
             SourcePos::PgLsn { lsn, .. } => format_lsn(*lsn),
+            SourcePos::Binlog { file, pos, .. } => format!("{file}:{pos}"),
         }
     }
 }

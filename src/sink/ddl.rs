@@ -124,6 +124,8 @@ fn hive_type(t: &DataType) -> String {
         DataType::Date32 => "DATE".into(),
         // Hive has no time-of-day type: the Parquet TIME(µs) reads as microseconds.
         DataType::Time64(TimeUnit::Microsecond) => "BIGINT".into(),
+        // A duration (MySQL TIME) is stored as signed microseconds.
+        DataType::Duration(_) => "BIGINT".into(),
         DataType::Timestamp(_, _) => "TIMESTAMP".into(),
         DataType::List(item) => format!("ARRAY<{}>", hive_type(item.data_type())),
         _ => "STRING".into(),

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    DurationMicrosecondBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
+    Int64Builder, ListArray, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -71,6 +71,7 @@ pub fn arrow_type(ty: &ColumnType) -> DataType {
         ColumnType::Bytes => DataType::Binary,
         ColumnType::Date => DataType::Date32,
         ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+        ColumnType::Duration => DataType::Duration(TimeUnit::Microsecond),
         ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
         ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
     }
@@ -303,6 +304,9 @@ pub fn column_array<'a>(
         }
         ColumnType::Time => {
             build!(Time64MicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x)
+        }
+        ColumnType::Duration => {
+            build!(DurationMicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x)
         }
         ColumnType::Timestamp => {
             build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Temporal(x) => *x)

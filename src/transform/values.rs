@@ -6,8 +6,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type, Int32Type,
-    Int64Type, Schema, SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, DurationMicrosecondType, Field, Float32Type, Float64Type,
+    Int16Type, Int32Type, Int64Type, Schema, SchemaRef, Time64MicrosecondType,
+    TimestampMicrosecondType,
 };
 use arrow::error::ArrowError;
 
@@ -76,6 +77,7 @@ pub fn column_type_of(dt: &DataType) -> Option<ColumnType> {
         | DataType::FixedSizeBinary(_) => ColumnType::Bytes,
         DataType::Date32 | DataType::Date64 => ColumnType::Date,
         DataType::Time32(_) | DataType::Time64(_) => ColumnType::Time,
+        DataType::Duration(_) => ColumnType::Duration,
         DataType::Timestamp(_, None) => ColumnType::Timestamp,
         DataType::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
         DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
@@ -123,6 +125,9 @@ fn value_at(array: &ArrayRef, i: usize, ty: &ColumnType) -> Value {
         ColumnType::Bytes => Value::Bytes(array.as_binary::<i32>().value(i).to_vec()),
         ColumnType::Date => Value::Temporal(array.as_primitive::<Date32Type>().value(i).into()),
         ColumnType::Time => Value::Temporal(array.as_primitive::<Time64MicrosecondType>().value(i)),
+        ColumnType::Duration => {
+            Value::Temporal(array.as_primitive::<DurationMicrosecondType>().value(i))
+        }
         ColumnType::Timestamp | ColumnType::TimestampTz => {
             Value::Temporal(array.as_primitive::<TimestampMicrosecondType>().value(i))
         }

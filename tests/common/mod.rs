@@ -2,6 +2,8 @@
 //! `scripts/services.sh up` starts, the real `sluice` binary, and readers of the lake.
 #![allow(dead_code)]
 
+pub mod mysql;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -138,8 +140,25 @@ impl Daemon {
         Self::configure_with_sink(source_name, url, tables, rotate, None)
     }
 
+    /// Write `sluice.yaml` and one MySQL/MariaDB source file.
+    pub fn configure_mysql(source_name: &str, url: &str, tables: &[&str], rotate: &str) -> Daemon {
+        Self::configure_kind("mysql", source_name, url, tables, rotate, None)
+    }
+
     /// Like `configure`, with the lake at `sink_path` (e.g. `hdfs://…`) instead of a local folder.
     pub fn configure_with_sink(
+        source_name: &str,
+        url: &str,
+        tables: &[&str],
+        rotate: &str,
+        sink_path: Option<&str>,
+    ) -> Daemon {
+        Self::configure_kind("postgres", source_name, url, tables, rotate, sink_path)
+    }
+
+    /// `sluice.yaml` and one source file of `kind`.
+    pub fn configure_kind(
+        kind: &str,
         source_name: &str,
         url: &str,
         tables: &[&str],
@@ -165,7 +184,7 @@ impl Daemon {
                 .join("sources")
                 .join(format!("{source_name}.yaml")),
             format!(
-                "name: {source_name}\nkind: postgres\nurl: {url}\ntables: [{}]\n",
+                "name: {source_name}\nkind: {kind}\nurl: {url}\ntables: [{}]\n",
                 tables.join(", ")
             ),
         )
@@ -179,6 +198,24 @@ impl Daemon {
             log_env: true,
             env: Vec::new(),
         }
+    }
+
+    /// The source file (the one `configure*` wrote).
+    pub fn source_file(&self) -> PathBuf {
+        let dir = self.dir.path().join("sources");
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .unwrap()
+    }
+
+    /// Add lines to the source file (settings such as `snapshot_chunk_rows: 100`).
+    pub fn append_source(&self, lines: &str) {
+        let file = self.source_file();
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text + lines).unwrap();
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -386,6 +423,7 @@ fn render(a: &dyn Array, i: usize) -> Option<String> {
         DataType::Timestamp(TimeUnit::Microsecond, _) => prim::<t::TimestampMicrosecondType>(a, i),
         DataType::Date32 => prim::<t::Date32Type>(a, i),
         DataType::Time64(TimeUnit::Microsecond) => prim::<t::Time64MicrosecondType>(a, i),
+        DataType::Duration(TimeUnit::Microsecond) => prim::<t::DurationMicrosecondType>(a, i),
         DataType::Binary => a
             .as_binary::<i32>()
             .value(i)
@@ -448,7 +486,9 @@ pub fn state_from_log(
             }
             _ => {
                 let k = r.values[key].clone().unwrap();
-                state.insert(k, columns.iter().map(|c| r.values[*c].clone()).collect());
+                // A column missing from an older file reads as null, as merged schemas do.
+                let row = columns.iter().map(|c| r.values.get(*c).cloned().flatten());
+                state.insert(k, row.collect());
             }
         }
     }
@@ -646,4 +686,97 @@ pub async fn remote_lake_run(
         daemon: d,
         local,
     }
+}
+
+/// xorshift: reproducible random choices from a seed the test prints.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Exactly once, proven on a change log where every update bumps `version` by one: per key the
+/// log reads `r` (any version) or `c` (version 0), then `u` with versions rising by exactly one,
+/// then at most one `d` at the end. A lost change leaves a gap, a duplicate repeats a version;
+/// the last version must equal the table's (`want`: key → [key, version]), deleted keys gone,
+/// and no sequence may appear twice. Returns the count of events by op.
+pub fn assert_version_chains(
+    rows: &[LakeRow],
+    want: &BTreeMap<String, Vec<Option<String>>>,
+    key: &str,
+    version: &str,
+) -> BTreeMap<String, usize> {
+    let mut seqs: Vec<&str> = rows.iter().map(|r| r.seq.as_str()).collect();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        rows.len(),
+        "a sequence appears twice in the lake"
+    );
+    let mut per_key: BTreeMap<i64, Vec<&LakeRow>> = BTreeMap::new();
+    for r in rows {
+        per_key
+            .entry(r.values[key].as_ref().unwrap().parse().unwrap())
+            .or_default()
+            .push(r);
+    }
+    let mut by_op: BTreeMap<String, usize> = BTreeMap::new();
+    for (k, events) in &per_key {
+        let version_of = |r: &LakeRow| {
+            r.values[version]
+                .as_ref()
+                .map(|v| v.parse::<i64>().unwrap())
+        };
+        let first = events[0];
+        assert!(
+            first.op == "r" || (first.op == "c" && version_of(first) == Some(0)),
+            "key {k}: first event {} {:?}",
+            first.op,
+            version_of(first)
+        );
+        let mut last_version = version_of(first).unwrap();
+        for (i, e) in events.iter().enumerate().skip(1) {
+            match e.op.as_str() {
+                "u" => {
+                    let v = version_of(e).unwrap();
+                    assert_eq!(
+                        v,
+                        last_version + 1,
+                        "key {k}: version {v} after {last_version} (lost or duplicated update)"
+                    );
+                    last_version = v;
+                }
+                "d" => assert_eq!(i, events.len() - 1, "key {k}: events after its delete"),
+                other => panic!("key {k}: unexpected {other} after the first event"),
+            }
+        }
+        for e in events {
+            *by_op.entry(e.op.clone()).or_default() += 1;
+        }
+        let deleted = events.last().unwrap().op == "d";
+        match want.get(&k.to_string()) {
+            Some(row) => {
+                assert!(!deleted, "key {k} is in the table but deleted in the lake");
+                assert_eq!(
+                    row[1].as_deref().map(|v| v.parse::<i64>().unwrap()),
+                    Some(last_version),
+                    "key {k}"
+                );
+            }
+            None => assert!(
+                deleted,
+                "key {k} was deleted from the table but not in the lake"
+            ),
+        }
+    }
+    by_op
 }

@@ -123,9 +123,19 @@ impl Decoder {
             after,
             seq: Seq::new(lsn, self.count),
             commit_ts_us,
-            pos: SourcePos::PgLsn {
-                lsn,
-                commit_lsn: lsn,
+            pos: match source.get("file").and_then(Json::as_str) {
+                // MySQL / MariaDB records name a binlog file and offset.
+                Some(file) => SourcePos::Binlog {
+                    file: file.into(),
+                    pos: source.get("pos").and_then(Json::as_u64).unwrap_or(0),
+                    row: source.get("row").and_then(Json::as_u64).unwrap_or(0) as u32,
+                    server_id: source.get("server_id").and_then(Json::as_u64).unwrap_or(0) as u32,
+                    gtid: source.get("gtid").and_then(Json::as_str).map(Into::into),
+                },
+                None => SourcePos::PgLsn {
+                    lsn,
+                    commit_lsn: lsn,
+                },
             },
             tx_id: source.get("txId").and_then(Json::as_u64),
             snapshot,
@@ -412,7 +422,9 @@ fn value(codec: &ColumnCodec, ty: &ColumnType, v: &Json) -> Result<Value, Decode
                 .map_err(|e| DecodeError(format!("bytes are base64: {e}")))?,
         ),
         ColumnType::Date => Value::Temporal(int()?),
-        ColumnType::Time | ColumnType::Timestamp => Value::Temporal(micros(int()?)?),
+        ColumnType::Time | ColumnType::Duration | ColumnType::Timestamp => {
+            Value::Temporal(micros(int()?)?)
+        }
         ColumnType::TimestampTz => {
             let s = text()?;
             let t = chrono::DateTime::parse_from_rfc3339(&s)

@@ -30,13 +30,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
-use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{SnapshotMode, SourceConfig};
 use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
 use crate::metrics as m;
-use crate::source::{Acks, SourceBatch, SourcePosition};
+use crate::source::{SourceBatch, SourceContext, SourcePosition, count_events};
 use catalog::{PgTable, SESSION_OPTIONS};
 pub use error::PgError;
 use pgoutput::{Message, TupleValue};
@@ -48,18 +47,6 @@ const BATCH_EVENTS: usize = 4096;
 const BATCH_LINGER: Duration = Duration::from_millis(50);
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-
-/// Everything a run of the source needs from the runtime.
-pub struct PgSourceContext {
-    pub config: SourceConfig,
-    pub out: mpsc::Sender<SourceBatch>,
-    pub acks: Acks,
-    pub shutdown: watch::Receiver<bool>,
-    /// The position the lake has committed for this source, if any.
-    pub committed: Option<SourcePosition>,
-    /// Where this source reports its state for `/status`.
-    pub status: crate::status::SharedStatus,
-}
 
 /// Where the source begins, decided in Setup.
 enum Start {
@@ -75,7 +62,7 @@ enum Start {
 }
 
 pub struct PostgresSource {
-    ctx: PgSourceContext,
+    ctx: SourceContext,
     name: Arc<str>,
     db: String,
     client: Client,
@@ -93,7 +80,7 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     /// Setup: connect, resolve tables, ensure the publication.
-    pub async fn connect(ctx: PgSourceContext) -> Result<PostgresSource, PgError> {
+    pub async fn connect(ctx: SourceContext) -> Result<PostgresSource, PgError> {
         let (client, db) = connect_sql(&ctx.config).await?;
         for risk in check::risks(&client, &ctx.config).await {
             tracing::warn!(source = %ctx.config.name, "{}; fix: {}", risk.problem, risk.fix);
@@ -562,17 +549,6 @@ struct TxState {
     commit_ts_us: i64,
     /// Position of the next change within the transaction: the minor part of the sequence.
     index: u64,
-}
-
-fn count_events(source: &str, events: &[ChangeEvent]) {
-    let mut counts: HashMap<(&str, Op), u64> = HashMap::new();
-    for e in events {
-        *counts.entry((e.table.stream.as_str(), e.op)).or_default() += 1;
-    }
-    for ((stream, op), n) in counts {
-        metrics::counter!(m::SOURCE_EVENTS, "source" => source.to_string(), "table" => stream.to_string(), "op" => op.code())
-            .increment(n);
-    }
 }
 
 fn far_future() -> Instant {

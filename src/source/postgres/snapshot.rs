@@ -1,113 +1,18 @@
 //! The initial snapshot: chunked, committed as it goes, and resumable after a crash.
 //!
-//! Every phase of the snapshot reads at an exported snapshot whose WAL position is known exactly:
-//! the first phase at the main slot's consistent point C, a phase that resumes after a crash at
-//! a temporary slot's consistent point C1 > C. Tables are read in name order; a table with a
-//! single integer primary key is read in key order, and every row boundary is a place to resume
-//! (the cursor), so each batch carries a position and is committed with the rows it covers. A
-//! table with any other key is read in one piece and committed when it is complete.
-//!
-//! Streaming then starts at C for every key. A key read by a later phase already reflects every
-//! change committed before that phase's position, so those changes are dropped for it (the
-//! phase filter); all later changes apply on top. Snapshot rows of every phase have sequences
-//! `(C - 1, ordinal)`, so they sort before every streamed change: "last row per key by `_seq`"
-//! stays the current state, with no gap and no duplicate.
+//! The first phase reads at the main slot's exported snapshot (its consistent point C), a phase
+//! that resumes after a crash at a temporary slot's exported snapshot (C1 > C); the phases, the
+//! cursor and the phase filter are shared with the MySQL source (source/snapshot.rs).
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-
 use super::catalog::{self, PgTable};
 use super::{PgError, PostgresSource, copy_row, now_us};
-use crate::event::{ChangeEvent, ColumnType, Op, Row, Seq, SourcePos, TableSchema, Value};
+use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
 use crate::metrics as m;
-
-/// Where a snapshot stands; part of the committed source position.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotState {
-    /// Every table has been read.
-    pub complete: bool,
-    /// Ordinal of the next snapshot row (the minor part of its sequence).
-    pub next_ordinal: u64,
-    /// Where reading goes on; `None` before the first table (or when complete).
-    pub cursor: Option<Cursor>,
-    /// Each phase's WAL position and where it started reading.
-    pub phases: Vec<Phase>,
-    /// The server's estimate of all captured tables' rows, for progress (`sluice status`).
-    #[serde(default)]
-    pub estimated_rows: u64,
-}
-
-/// Reading continues in `table` after the integer key `after_key` (from its start if `None`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub table: String,
-    pub after_key: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Phase {
-    /// The exported snapshot's position: the phase's rows reflect every commit before it.
-    pub lsn: u64,
-    /// The first row the phase read (`None`: the first table's start).
-    pub from: Option<Cursor>,
-}
-
-/// Order of keys across tables: (table name, key). A table's start sorts before all its keys;
-/// keys that are not single integers sort at their table's start (such tables are read whole).
-type KeyPos = (String, i128);
-
-fn boundary(cursor: &Option<Cursor>) -> Option<KeyPos> {
-    cursor.as_ref().map(|c| {
-        (
-            c.table.clone(),
-            c.after_key.map_or(i128::MIN, |k| k as i128 + 1),
-        )
-    })
-}
-
-impl SnapshotState {
-    /// The position up to which streamed changes may still be dropped for some keys.
-    pub fn filter_until(&self) -> u64 {
-        self.phases.iter().skip(1).map(|p| p.lsn).max().unwrap_or(0)
-    }
-
-    /// Whether a streamed change of `table` with integer key `key` committed at `commit_lsn` is
-    /// already in the snapshot (read by a phase that started after that commit).
-    pub fn already_read(&self, table: &str, key: Option<i64>, commit_lsn: u64) -> bool {
-        let pos: KeyPos = (table.to_string(), key.map_or(i128::MIN, |k| k as i128));
-        let phase = self
-            .phases
-            .iter()
-            .rev()
-            .find(|p| boundary(&p.from).is_none_or(|b| b <= pos));
-        phase.is_some_and(|p| commit_lsn < p.lsn)
-    }
-}
-
-/// The single integer primary-key column a table can be chunked by.
-pub fn chunk_key(schema: &TableSchema) -> Option<usize> {
-    let mut keys = schema.key_columns();
-    let (i, col) = keys.next()?;
-    if keys.next().is_some() {
-        return None;
-    }
-    matches!(
-        col.ty,
-        ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
-    )
-    .then_some(i)
-}
-
-/// The integer key of a row, for the phase filter.
-pub fn int_key(schema: &TableSchema, row: &Row) -> Option<i64> {
-    match row.get(chunk_key(schema)?) {
-        Some(Value::Int(k)) => Some(*k),
-        _ => None,
-    }
-}
+pub use crate::source::snapshot::{Cursor, Phase, SnapshotState, chunk_key, int_key};
+use bytes::BytesMut;
+use futures::StreamExt;
 
 impl PostgresSource {
     /// Read the tables from `state.cursor` on at the exported snapshot `snapshot_name`, which is
@@ -389,55 +294,5 @@ impl CopyRows<tokio_postgres::CopyOutStream> {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state() -> SnapshotState {
-        SnapshotState {
-            complete: true,
-            next_ordinal: 0,
-            cursor: None,
-            estimated_rows: 0,
-            phases: vec![
-                Phase {
-                    lsn: 100,
-                    from: None,
-                },
-                Phase {
-                    lsn: 500,
-                    from: Some(Cursor {
-                        table: "public.b".into(),
-                        after_key: Some(41),
-                    }),
-                },
-                Phase {
-                    lsn: 900,
-                    from: Some(Cursor {
-                        table: "public.c".into(),
-                        after_key: None,
-                    }),
-                },
-            ],
-        }
-    }
-
-    #[test]
-    fn the_phase_that_read_a_key_decides() {
-        let s = state();
-        // public.a and public.b up to key 41 were read at 100: nothing streamed is dropped.
-        assert!(!s.already_read("public.a", Some(7), 150));
-        assert!(!s.already_read("public.b", Some(41), 150));
-        // public.b after 41 was read at 500: earlier commits are in the snapshot already.
-        assert!(s.already_read("public.b", Some(42), 150));
-        assert!(!s.already_read("public.b", Some(42), 500));
-        // public.c (any key, or a non-integer key) was read at 900.
-        assert!(s.already_read("public.c", None, 899));
-        assert!(s.already_read("public.d", Some(1), 600));
-        assert!(!s.already_read("public.d", Some(1), 950));
-        assert_eq!(s.filter_until(), 900);
     }
 }

@@ -33,6 +33,8 @@ pub fn parse_text(ty: &ColumnType, raw: &[u8]) -> Result<Value, ValueError> {
         ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64 => {
             Value::Int(s.parse().map_err(|_| err(ty, "not an integer"))?)
         }
+        // No Postgres type maps to a duration (interval is ISO text).
+        ColumnType::Duration => return Err(err(ty, "not a Postgres type")),
         ColumnType::Float32 | ColumnType::Float64 => {
             Value::Float(s.parse().map_err(|_| err(ty, "not a number"))?)
         }

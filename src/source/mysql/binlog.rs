@@ -1,0 +1,772 @@
+//! Streaming: the binlog from a position, as a replica would read it, into change events.
+//!
+//! A transaction (an "event group") starts with a GTID event (MariaDB's own, MySQL's GTID or
+//! anonymous GTID) or a `BEGIN` query and ends with XID, `COMMIT`, or, for a standalone DDL
+//! statement, with that statement. Only at an end is the position after it a place to resume;
+//! a batch sent mid-transaction carries the last such place, and the sink cuts the part it
+//! replays by sequence.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mysql_async::binlog::EventType;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+use mysql_common::binlog::consts::BinlogChecksumAlg;
+use mysql_common::binlog::events::{Event, GtidEvent, QueryEvent};
+
+use super::ddl::{self, DdlContext, QueryKind};
+use super::gtid::{MariaGtidPos, MysqlGtidSet, format_uuid};
+use super::rows::{self, RowDecoder, RowsKind, TableMap};
+use super::{BinlogPoint, MyError, MysqlSource, catalog::Flavor, coord, file_index, mariadb};
+use crate::config::ResumeBy;
+use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos};
+use crate::metrics as m;
+use crate::source::snapshot;
+
+/// The transaction being read.
+#[derive(Debug, Default)]
+struct Tx {
+    /// Binlog coordinate of its first event: the major part of its rows' sequences.
+    coord: u64,
+    /// Position of the next row in the transaction: the minor part.
+    index: u64,
+    /// Commit time (event timestamp; MySQL 8's GTID event has the commit's microseconds).
+    ts_us: i64,
+    /// The GTID, rendered, for the Debezium `source.gtid` field.
+    gtid: Option<Arc<str>>,
+    mariadb_gtid: Option<super::gtid::MariaGtid>,
+    mysql_gtid: Option<([u8; 16], u64)>,
+    /// No BEGIN/COMMIT follows (MariaDB's standalone flag): the next statement ends it.
+    standalone: bool,
+    /// Binlog position of its first event, for `source.pos`.
+    start_pos: u64,
+}
+
+/// Where the stream stands.
+struct Cursor {
+    file: Arc<str>,
+    file_index: u32,
+    /// The last whole transaction's end: where a restart reads on.
+    resume: BinlogPoint,
+    mariadb_gtids: MariaGtidPos,
+    mysql_gtids: MysqlGtidSet,
+    tx: Option<Tx>,
+    table_maps: HashMap<u64, TableMap>,
+    /// When `resume` moved last without being sent downstream.
+    unsent_since: Option<Instant>,
+}
+
+impl MysqlSource {
+    pub(super) async fn stream(&mut self, from: BinlogPoint) -> Result<(), MyError> {
+        let mut stream = self.open_binlog(&from).await?;
+        self.ctx
+            .status
+            .source(&self.name, |s| s.state = "streaming".into());
+        tracing::info!(source = %self.name, at = %from, "streaming");
+        let mut cur = Cursor {
+            file: Arc::from(from.file.as_str()),
+            file_index: file_index(&from.file),
+            mariadb_gtids: match self.server.flavor {
+                Flavor::MariaDb => {
+                    MariaGtidPos::parse(from.gtid.as_deref().unwrap_or("")).unwrap_or_default()
+                }
+                Flavor::Mysql => MariaGtidPos::default(),
+            },
+            mysql_gtids: match self.server.flavor {
+                Flavor::Mysql => {
+                    MysqlGtidSet::parse(from.gtid.as_deref().unwrap_or("")).unwrap_or_default()
+                }
+                Flavor::MariaDb => MysqlGtidSet::default(),
+            },
+            resume: from,
+            tx: None,
+            table_maps: HashMap::new(),
+            unsent_since: None,
+        };
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut acks = self.ctx.acks.clone();
+        let mut health = tokio::time::interval(self.ctx.config.heartbeat.0);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A batch goes out soon; a position that moved past changes of no captured table
+            // goes out within a second, so the committed position keeps up with the binlog.
+            let linger = self
+                .batch_started
+                .map(|t| t + super::BATCH_LINGER)
+                .or(cur.unsent_since.map(|t| t + Duration::from_secs(1)));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    let resume = cur.resume.clone();
+                    self.flush(Some(&resume)).await?;
+                    return Ok(());
+                }
+                changed = acks.changed() => {
+                    if changed.is_err() {
+                        return Err(MyError::Downstream);
+                    }
+                    if let Some(crate::source::SourcePosition::Mysql(p)) = acks.borrow_and_update().get(&*self.name) {
+                        metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string())
+                            .set(coord(file_index(&p.file), p.pos) as f64);
+                    }
+                }
+                _ = health.tick() => self.binlog_health(&cur).await?,
+                _ = tokio::time::sleep_until(linger.unwrap_or_else(far_future).into()), if linger.is_some() => {
+                    cur.unsent_since = None;
+                    let resume = cur.resume.clone();
+                    self.flush(Some(&resume)).await?;
+                }
+                event = stream.next() => {
+                    let event = match event {
+                        Some(Ok(e)) => e,
+                        Some(Err(e)) => return Err(self.stream_error(e, &cur)),
+                        None => return Err(MyError::Binlog(super::error::DriverError {
+                            message: "the server ended the binlog stream".into(),
+                            code: None,
+                            transient: true,
+                        })),
+                    };
+                    self.on_event(&event, &mut cur).await?;
+                    if self.batch.len() >= super::BATCH_EVENTS {
+                        // Mid-transaction: resume from the last whole one; the sink cuts the
+                        // replayed part of this one by sequence.
+                        cur.unsent_since = None;
+                        let resume = cur.resume.clone();
+                        self.flush(Some(&resume)).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Register as a replica and ask for the binlog from `from` (by GTID where there is one).
+    async fn open_binlog(&mut self, from: &BinlogPoint) -> Result<BinlogStream, MyError> {
+        let mut conn = super::catalog::connect(&self.ctx.config).await?;
+        let heartbeat_ns = self
+            .ctx
+            .config
+            .heartbeat
+            .0
+            .as_nanos()
+            .min(u32::MAX as u128 * 1_000_000_000);
+        let by_gtid = self.ctx.config.resume_by == ResumeBy::Gtid
+            && from.gtid.as_deref().is_some_and(|g| !g.is_empty());
+        let mut setup = vec![format!("SET @master_heartbeat_period = {heartbeat_ns}")];
+        if self.server.flavor == Flavor::MariaDb {
+            // 4: MARIA_SLAVE_CAPABILITY_GTID, so MariaDB sends its GTID events.
+            setup.push("SET @mariadb_slave_capability = 4".into());
+            if by_gtid {
+                let gtid = from.gtid.as_deref().unwrap_or_default();
+                setup.push(format!(
+                    "SET @slave_connect_state = '{}'",
+                    gtid.replace('\'', "")
+                ));
+                setup.push("SET @slave_gtid_strict_mode = 1".into());
+                setup.push("SET @slave_gtid_ignore_duplicates = 0".into());
+            }
+        }
+        for sql in &setup {
+            conn.query_drop(sql)
+                .await
+                .map_err(MyError::query("preparing the binlog session"))?;
+        }
+        let server_id = super::server_id(&self.ctx.config);
+        let mut request = BinlogStreamRequest::new(server_id);
+        let sids;
+        match self.server.flavor {
+            Flavor::Mysql if by_gtid => {
+                let set = MysqlGtidSet::parse(from.gtid.as_deref().unwrap_or_default())
+                    .map_err(MyError::Setup)?;
+                sids = set
+                    .sets
+                    .iter()
+                    .filter_map(|(uuid, ranges)| {
+                        let uuid = super::gtid::parse_uuid(uuid)?;
+                        Some(
+                            mysql_common::packets::Sid::new(uuid).with_intervals(
+                                ranges
+                                    .iter()
+                                    .map(|(a, b)| {
+                                        mysql_common::packets::GnoInterval::new(*a, b + 1)
+                                    })
+                                    .collect(),
+                            ),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                request = request.with_gtid().with_gtid_set(sids);
+            }
+            // MariaDB resumes by @slave_connect_state with an empty file name.
+            Flavor::MariaDb if by_gtid => {}
+            _ => {
+                request = request
+                    .with_filename(from.file.as_bytes())
+                    .with_pos(from.pos);
+            }
+        }
+        conn.get_binlog_stream(request)
+            .await
+            .map_err(|e| self.dump_error(e.into(), from))
+    }
+
+    /// A binlog request the server refused: 1236 means the position is gone (purged binlog).
+    fn dump_error(&self, e: super::error::DriverError, at: &BinlogPoint) -> MyError {
+        if e.code == Some(1236) {
+            return MyError::PositionLost {
+                position: at.to_string(),
+                source_name: self.name.to_string(),
+                detail: e.message,
+            };
+        }
+        MyError::Binlog(e)
+    }
+
+    fn stream_error(&self, e: mysql_async::Error, cur: &Cursor) -> MyError {
+        self.dump_error(e.into(), &cur.resume)
+    }
+
+    async fn on_event(&mut self, event: &Event, cur: &mut Cursor) -> Result<(), MyError> {
+        let header = event.header();
+        let raw_type = header.event_type_raw();
+        let log_pos = header.log_pos() as u64;
+        let start_pos = log_pos.saturating_sub(header.event_size() as u64);
+        if raw_type != EventType::FORMAT_DESCRIPTION_EVENT as u8 {
+            verify_checksum(event).map_err(|source| self.decode_error(cur, start_pos, source))?;
+        }
+        match header.event_type() {
+            Ok(EventType::ROTATE_EVENT) => {
+                let (name, position) = parse_rotate(event);
+                if *cur.file != *name {
+                    cur.file = Arc::from(name.as_str());
+                    cur.file_index = file_index(&name);
+                    cur.table_maps.clear();
+                }
+                // The artificial ROTATE a dump starts with (log_pos 0) names the file only: when
+                // resuming by GTID its position is the file's start, not where reading resumes.
+                if cur.tx.is_none() && log_pos != 0 {
+                    cur.resume.file = name;
+                    cur.resume.pos = position;
+                }
+            }
+            Ok(EventType::TABLE_MAP_EVENT) => {
+                let map = rows::parse_table_map(event.data())
+                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
+                cur.table_maps.insert(map.table_id, map);
+            }
+            Ok(
+                t @ (EventType::WRITE_ROWS_EVENT_V1
+                | EventType::UPDATE_ROWS_EVENT_V1
+                | EventType::DELETE_ROWS_EVENT_V1
+                | EventType::WRITE_ROWS_EVENT
+                | EventType::UPDATE_ROWS_EVENT
+                | EventType::DELETE_ROWS_EVENT),
+            ) => {
+                let (kind, v2) = match t {
+                    EventType::WRITE_ROWS_EVENT_V1 => (RowsKind::Write, false),
+                    EventType::UPDATE_ROWS_EVENT_V1 => (RowsKind::Update, false),
+                    EventType::DELETE_ROWS_EVENT_V1 => (RowsKind::Delete, false),
+                    EventType::WRITE_ROWS_EVENT => (RowsKind::Write, true),
+                    EventType::UPDATE_ROWS_EVENT => (RowsKind::Update, true),
+                    _ => (RowsKind::Delete, true),
+                };
+                let ev = rows::parse_rows_event(event.data(), kind, v2)
+                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
+                self.on_rows(&ev, header.timestamp(), start_pos, cur)
+                    .await?;
+            }
+            Ok(EventType::PARTIAL_UPDATE_ROWS_EVENT) => {
+                return Err(MyError::Setup(
+                    "the binlog holds partial JSON updates, which sluice cannot apply: SET GLOBAL binlog_row_value_options = ''".into(),
+                ));
+            }
+            Ok(EventType::XID_EVENT) => self.end_tx(cur, log_pos, header.timestamp()),
+            Ok(EventType::QUERY_EVENT) => {
+                let q: QueryEvent<'_> = event.read_event().map_err(|e| {
+                    self.decode_error(cur, start_pos, rows::RowError::Malformed(e.to_string()))
+                })?;
+                self.on_query(&q, header.timestamp(), start_pos, log_pos, cur)
+                    .await?;
+            }
+            Ok(EventType::GTID_EVENT | EventType::GTID_TAGGED_LOG_EVENT) => {
+                let g: GtidEvent = event.read_event().map_err(|e| {
+                    self.decode_error(cur, start_pos, rows::RowError::Malformed(e.to_string()))
+                })?;
+                let sid = g.sid();
+                let ts_us = match g.immediate_commit_timestamp() {
+                    0 => header.timestamp() as i64 * 1_000_000,
+                    us => us as i64,
+                };
+                let mut tx = self.begin_tx(cur, start_pos, ts_us);
+                tx.gtid = Some(Arc::from(format!("{}:{}", format_uuid(&sid), g.gno())));
+                tx.mysql_gtid = Some((sid, g.gno()));
+                cur.tx = Some(tx);
+            }
+            Ok(EventType::ANONYMOUS_GTID_EVENT) => {
+                cur.tx = Some(self.begin_tx(cur, start_pos, header.timestamp() as i64 * 1_000_000));
+            }
+            Ok(EventType::HEARTBEAT_EVENT) => {
+                if cur.tx.is_none() {
+                    // Idle and caught up: nothing is behind.
+                    metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string())
+                        .set(0.0);
+                    self.ctx
+                        .status
+                        .source(&self.name, |s| s.lag_seconds = Some(0.0));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => self.on_mariadb_event(event, raw_type, start_pos, cur)?,
+        }
+        Ok(())
+    }
+
+    /// MariaDB's own events, unknown to mysql_common.
+    fn on_mariadb_event(
+        &mut self,
+        event: &Event,
+        raw_type: u8,
+        start_pos: u64,
+        cur: &mut Cursor,
+    ) -> Result<(), MyError> {
+        match raw_type {
+            mariadb::GTID_EVENT => {
+                let g = mariadb::parse_gtid(event.data(), event.header().server_id())
+                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
+                let mut tx = self.begin_tx(
+                    cur,
+                    start_pos,
+                    event.header().timestamp() as i64 * 1_000_000,
+                );
+                tx.gtid = Some(Arc::from(g.gtid.to_string()));
+                tx.mariadb_gtid = Some(g.gtid);
+                tx.standalone = g.standalone;
+                cur.tx = Some(tx);
+            }
+            mariadb::GTID_LIST_EVENT => {
+                let list = mariadb::parse_gtid_list(event.data())
+                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
+                // The binlog state where this file starts: fills in domains the position lacks.
+                for g in list {
+                    cur.mariadb_gtids
+                        .domains
+                        .entry(g.domain)
+                        .or_insert((g.server, g.seq));
+                }
+            }
+            mariadb::ANNOTATE_ROWS_EVENT
+            | mariadb::BINLOG_CHECKPOINT_EVENT
+            | mariadb::START_ENCRYPTION_EVENT => {}
+            t if mariadb::is_compressed(t) => {
+                return Err(MyError::Setup(
+                    "the binlog is compressed (log_bin_compress=ON), which sluice does not decode: SET GLOBAL log_bin_compress = OFF".into(),
+                ));
+            }
+            _ => {} // other event types carry nothing sluice needs
+        }
+        Ok(())
+    }
+
+    fn begin_tx(&self, cur: &Cursor, start_pos: u64, ts_us: i64) -> Tx {
+        Tx {
+            coord: coord(cur.file_index, start_pos),
+            index: 0,
+            ts_us,
+            start_pos,
+            ..Tx::default()
+        }
+    }
+
+    /// The transaction ended at `end_pos`: that is a place to resume; GTIDs advance.
+    fn end_tx(&mut self, cur: &mut Cursor, end_pos: u64, timestamp: u32) {
+        if let Some(tx) = cur.tx.take() {
+            if let Some(g) = tx.mariadb_gtid {
+                cur.mariadb_gtids.advance(g);
+            }
+            if let Some((sid, gno)) = tx.mysql_gtid {
+                cur.mysql_gtids.add(&format_uuid(&sid), gno);
+            }
+        }
+        if end_pos == 0 {
+            return; // an event inside a compressed MySQL transaction payload: no position
+        }
+        cur.resume = BinlogPoint {
+            file: cur.file.to_string(),
+            pos: end_pos,
+            gtid: match self.server.flavor {
+                Flavor::MariaDb => Some(cur.mariadb_gtids.to_string()),
+                Flavor::Mysql if self.server.gtid_mode => Some(cur.mysql_gtids.to_string()),
+                Flavor::Mysql => None,
+            },
+        };
+        cur.unsent_since.get_or_insert_with(Instant::now);
+        let lag = (crate::source::postgres::now_us() - timestamp as i64 * 1_000_000) as f64 / 1e6;
+        metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
+        self.ctx
+            .status
+            .source(&self.name, |s| s.lag_seconds = Some(lag.max(0.0)));
+        if self
+            .snapshot_filter
+            .as_ref()
+            .is_some_and(|f| cur.resume.coord() >= f.filter_until())
+        {
+            self.snapshot_filter = None;
+        }
+    }
+
+    async fn on_query(
+        &mut self,
+        q: &QueryEvent<'_>,
+        timestamp: u32,
+        start_pos: u64,
+        end_pos: u64,
+        cur: &mut Cursor,
+    ) -> Result<(), MyError> {
+        let sql = q.query();
+        match ddl::classify(&sql) {
+            QueryKind::Begin => {
+                if cur.tx.is_none() {
+                    cur.tx = Some(self.begin_tx(cur, start_pos, timestamp as i64 * 1_000_000));
+                }
+            }
+            QueryKind::Commit | QueryKind::Rollback => self.end_tx(cur, end_pos, timestamp),
+            QueryKind::TransactionControl => {}
+            QueryKind::TableDdl => {
+                if cur.tx.is_none() {
+                    cur.tx = Some(self.begin_tx(cur, start_pos, timestamp as i64 * 1_000_000));
+                }
+                self.on_ddl(&q.schema(), &sql, cur).await?;
+                // DDL commits implicitly.
+                self.end_tx(cur, end_pos, timestamp);
+            }
+            QueryKind::Other => {
+                if cur.tx.as_ref().is_some_and(|t| t.standalone) {
+                    self.end_tx(cur, end_pos, timestamp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply a DDL statement to the schema history; empty the streams of truncated or dropped
+    /// tables; re-read from the catalog what the statement leaves unclear.
+    async fn on_ddl(
+        &mut self,
+        default_db: &str,
+        sql: &str,
+        cur: &mut Cursor,
+    ) -> Result<(), MyError> {
+        let dbs: Vec<String> = ddl::named_tables(sql, default_db)
+            .iter()
+            .filter_map(|t| t.split_once('.').map(|(d, _)| d.to_string()))
+            .chain(std::iter::once(default_db.to_string()))
+            .collect();
+        for db in dbs {
+            if !self.db_charsets.contains_key(&db) {
+                let cs = super::catalog::db_charset(&mut self.conn, &db).await?;
+                self.db_charsets.insert(db, cs);
+            }
+        }
+        let outcome = {
+            let patterns = &self.patterns;
+            let charsets = &self.db_charsets;
+            let captured = |name: &str| patterns.iter().any(|p| p.matches(name));
+            let db_charset = |db: &str| {
+                charsets
+                    .get(db)
+                    .cloned()
+                    .unwrap_or_else(|| "utf8mb4".into())
+            };
+            let ctx = DdlContext {
+                default_db,
+                captured: &captured,
+                db_charset: &db_charset,
+            };
+            self.history.edit(|tables| ddl::apply(tables, sql, &ctx))
+        };
+        let (effects, unparsed) = match outcome {
+            Ok(fx) => (fx, None),
+            Err(u) => (ddl::DdlEffects::default(), Some(u)),
+        };
+        self.history_id = None;
+        let mut reread = effects.reread.clone();
+        if let Some(u) = unparsed {
+            metrics::counter!(m::SOURCE_DDL_UNPARSED, "source" => self.name.to_string())
+                .increment(1);
+            // The statement is schema, not row data: it is logged so an operator can check it.
+            tracing::warn!(source = %self.name, statement = %sql, reason = %u.reason,
+                "DDL not understood; re-reading the tables it names from the catalog");
+            reread = if u.tables.is_empty() {
+                self.history.tables().keys().cloned().collect()
+            } else {
+                u.tables
+            };
+        }
+        for name in &effects.emptied {
+            self.push_truncate(name, cur);
+        }
+        let reread: Vec<String> = reread.into_iter().filter(|n| self.captured(n)).collect();
+        for name in &reread {
+            match super::catalog::table_def(&mut self.conn, name).await? {
+                Some(def) => self.history.edit(|t| t.insert(name.clone(), def)),
+                None => {
+                    if self.history.def(name).is_some() {
+                        self.push_truncate(name, cur);
+                    }
+                    self.history.edit(|t| t.remove(name))
+                }
+            };
+        }
+        for name in &effects.unsnapshotted {
+            tracing::warn!(source = %self.name, table = %name,
+                "a table was renamed into a captured name: its existing rows are not in the stream; re-snapshot to have them");
+        }
+        for name in effects.changed.iter().chain(&reread) {
+            if let Some(t) = self.history.get(name) {
+                tracing::info!(source = %self.name, table = %name, version = t.schema.version, "table schema changed");
+            }
+        }
+        Ok(())
+    }
+
+    fn push_truncate(&mut self, name: &str, cur: &mut Cursor) {
+        let Some(tracked) = self.history.get(name).cloned() else {
+            return;
+        };
+        let mut tx = cur.tx.take().unwrap_or_default();
+        self.push(&mut tx, cur, &tracked.schema, Op::Truncate, None, None, 0);
+        cur.tx = Some(tx);
+    }
+
+    async fn on_rows(
+        &mut self,
+        ev: &rows::RowsEvent<'_>,
+        timestamp: u32,
+        start_pos: u64,
+        cur: &mut Cursor,
+    ) -> Result<(), MyError> {
+        let Some(map) = cur.table_maps.get(&ev.table_id) else {
+            return Err(self.decode_error(
+                cur,
+                start_pos,
+                rows::RowError::Malformed(format!(
+                    "rows event for unknown table id {}",
+                    ev.table_id
+                )),
+            ));
+        };
+        let name = format!("{}.{}", map.db, map.table);
+        if !self.captured(&name) {
+            return Ok(());
+        }
+        if self.history.get(&name).is_none() || !self.fits(&name, map) {
+            self.refresh_table(&name, map, cur, start_pos).await?;
+        }
+        let Some(tracked) = self.history.get(&name).cloned() else {
+            return Ok(()); // gone from the catalog already and unknown: nothing to decode with
+        };
+        if cur.tx.is_none() {
+            cur.tx = Some(self.begin_tx(cur, start_pos, timestamp as i64 * 1_000_000));
+        }
+        let map = cur.table_maps.get(&ev.table_id).expect("looked up above");
+        let mut decoder =
+            RowDecoder::new(map, &tracked.kinds).map_err(|source| MyError::Schema {
+                table: name.clone(),
+                position: format!("{}:{start_pos}", cur.file),
+                source,
+            })?;
+        let mut images: Vec<(Option<Row>, Option<Row>)> = Vec::new();
+        decoder
+            .rows(ev, |before, after| images.push((before, after)))
+            .map_err(|source| MyError::Schema {
+                table: name.clone(),
+                position: format!("{}:{start_pos}", cur.file),
+                source,
+            })?;
+        let lossy = decoder.lossy;
+        self.report_lossy(&tracked.schema.stream, lossy);
+        let op = match ev.kind {
+            RowsKind::Write => Op::Create,
+            RowsKind::Update => Op::Update,
+            RowsKind::Delete => Op::Delete,
+        };
+        let mut tx = cur.tx.take().unwrap_or_default();
+        for (row, (before, after)) in images.into_iter().enumerate() {
+            if let Some(filter) = &self.snapshot_filter {
+                let key = after
+                    .as_ref()
+                    .or(before.as_ref())
+                    .and_then(|r| snapshot::int_key(&tracked.schema, r));
+                if filter.already_read(&name, key, tx.coord) {
+                    tx.index += 1;
+                    continue; // the resumed snapshot read this key after this change
+                }
+            }
+            self.push(&mut tx, cur, &tracked.schema, op, before, after, row as u32);
+        }
+        cur.tx = Some(tx);
+        Ok(())
+    }
+
+    /// Whether the tracked definition can decode the table map's rows (same column count).
+    fn fits(&self, name: &str, map: &TableMap) -> bool {
+        let Some(t) = self.history.get(name) else {
+            return false;
+        };
+        t.kinds.len() == map.columns.len()
+            && map.names.as_ref().is_none_or(|names| {
+                names
+                    .iter()
+                    .zip(&t.schema.columns)
+                    .all(|(a, b)| a.eq_ignore_ascii_case(&b.name))
+            })
+    }
+
+    /// The history has no (fitting) definition for a captured table's rows: a table created
+    /// while sluice could not see the DDL, or a history out of step. Read the catalog's; if that
+    /// does not fit either, the binlog cannot be decoded safely.
+    async fn refresh_table(
+        &mut self,
+        name: &str,
+        map: &TableMap,
+        cur: &Cursor,
+        start_pos: u64,
+    ) -> Result<(), MyError> {
+        let def = super::catalog::table_def(&mut self.conn, name).await?;
+        let Some(def) = def else {
+            return Ok(());
+        };
+        if def.columns.len() != map.columns.len() {
+            return Err(MyError::Schema {
+                table: name.to_string(),
+                position: format!("{}:{start_pos}", cur.file),
+                source: rows::RowError::Malformed(format!(
+                    "the binlog rows have {} columns, the schema history {} and the catalog {}",
+                    map.columns.len(),
+                    self.history.get(name).map_or(0, |t| t.kinds.len()),
+                    def.columns.len()
+                )),
+            });
+        }
+        if self.history.get(name).is_some() {
+            tracing::warn!(source = %self.name, table = %name, "the schema history did not fit the binlog; using the catalog's definition");
+        } else {
+            tracing::info!(source = %self.name, table = %name, "new table matches the configured names: capturing it");
+        }
+        self.history.edit(|t| t.insert(name.to_string(), def));
+        self.history_id = None;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        tx: &mut Tx,
+        cur: &Cursor,
+        table: &Arc<crate::event::TableSchema>,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+        row: u32,
+    ) {
+        self.batch_started.get_or_insert_with(Instant::now);
+        self.batch.push(ChangeEvent {
+            table: table.clone(),
+            op,
+            before,
+            after,
+            partial_before: false,
+            seq: Seq::new(tx.coord, tx.index),
+            commit_ts_us: tx.ts_us,
+            pos: SourcePos::Binlog {
+                file: cur.file.clone(),
+                pos: tx.start_pos,
+                row,
+                server_id: self.server.server_id,
+                gtid: tx.gtid.clone(),
+            },
+            tx_id: None,
+            snapshot: false,
+        });
+        tx.index += 1;
+    }
+
+    fn decode_error(&self, cur: &Cursor, pos: u64, source: rows::RowError) -> MyError {
+        MyError::Decode {
+            position: format!("{}:{pos}", cur.file),
+            source,
+        }
+    }
+
+    /// Periodic: the server still has the binlog file sluice reads (else the position is gone).
+    async fn binlog_health(&mut self, cur: &Cursor) -> Result<(), MyError> {
+        let logs = super::catalog::binary_logs(&mut self.conn).await?;
+        if !logs.is_empty() && !logs.iter().any(|l| l.as_str() == &*cur.file) {
+            return Err(MyError::PositionLost {
+                position: cur.resume.to_string(),
+                source_name: self.name.to_string(),
+                detail: format!("binlog {} was purged while sluice read it", cur.file),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A ROTATE event's next file and position. The artificial ROTATE a dump starts with comes
+/// before the format description, so the reader does not know yet that it ends in a CRC32: the
+/// last four bytes are dropped when they are the checksum of the rest (they can be nothing
+/// else: a file name does not end in its own event's CRC).
+fn parse_rotate(event: &Event) -> (String, u64) {
+    let data = event.data();
+    let position = data
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .unwrap_or(4);
+    let mut name = data.get(8..).unwrap_or_default();
+    if name.len() > 4 {
+        let (body, sum) = name.split_at(name.len() - 4);
+        let mut header = Vec::with_capacity(19);
+        let h = event.header();
+        header.extend(h.timestamp().to_le_bytes());
+        header.push(h.event_type_raw());
+        header.extend(h.server_id().to_le_bytes());
+        header.extend(h.event_size().to_le_bytes());
+        header.extend(h.log_pos().to_le_bytes());
+        header.extend(h.flags_raw().to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header);
+        crc.update(&data[..8]);
+        crc.update(body);
+        if crc.finalize().to_le_bytes() == sum {
+            name = body;
+        }
+    }
+    (String::from_utf8_lossy(name).into_owned(), position)
+}
+
+/// CRC32 of the event as the server computed it (`binlog_checksum=CRC32`), when it has one.
+fn verify_checksum(event: &Event) -> Result<(), rows::RowError> {
+    let Some(sum) = event.checksum() else {
+        return Ok(());
+    };
+    if !matches!(
+        event.footer().get_checksum_alg(),
+        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+    ) {
+        return Ok(());
+    }
+    let want = u32::from_le_bytes(sum);
+    let got = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
+    if want != got {
+        return Err(rows::RowError::Malformed(format!(
+            "event checksum {got:08x} does not match the server's {want:08x}"
+        )));
+    }
+    Ok(())
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
