@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import psycopg
+
+from harness import ADDR, cpu_seconds, metric, peak_rss_kb, run_until_committed
 
 ADMIN = os.environ.get("SLUICE_PG_URL", "postgres://sluice:sluice@127.0.0.1:5432/sluice")
 DB = "sluice_bench"
@@ -62,34 +63,6 @@ def write_backlog():
         return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
 
 
-def metric(addr, name):
-    try:
-        text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=1).read().decode()
-    except OSError:
-        return None
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def peak_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-ADDR = "127.0.0.1:9291"
 
 
 # The issue's "typical" cleansing transform: a 6-column projection with a filter and a sha256.
@@ -121,24 +94,6 @@ def write_config(workdir, transform=False):
     with open(os.path.join(workdir, "sources", "bench.yaml"), "w") as f:
         f.write(f"name: bench\nkind: postgres\nurl: {URL}\ntables: [public.bench]\n")
     return os.path.join(workdir, "sluice.yaml")
-
-
-def run_until_committed(sluice, config, log, rows_wanted, workdir):
-    """Start sluice and time it until `rows_wanted` rows are committed to the lake; returns
-    (seconds, peak RSS in kB, CPU seconds). The process is stopped afterwards."""
-    t0 = time.monotonic()
-    p = subprocess.Popen([sluice, "run", "--config", config], stderr=log)
-    rows = 0.0
-    while rows < rows_wanted:
-        if p.poll() is not None:
-            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
-        rows = metric(ADDR, 'sluice_sink_rows_total{zone="raw"') or 0.0
-        time.sleep(0.02)
-    secs = time.monotonic() - t0
-    rss_kb, cpu = peak_rss_kb(p.pid), cpu_seconds(p.pid)
-    p.terminate()
-    p.wait()
-    return secs, rss_kb, cpu
 
 
 def pg_recvlogical(slot, end_lsn):

@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# Catch-up benchmark (see bench/README.md): starts Postgres, builds sluice in release mode, runs
-# bench/catchup.py and prints the table. Extra arguments go to catchup.py (e.g. --runs 5).
+# The benchmark harness (see bench/README.md): starts the databases, builds sluice in release
+# mode and runs the workloads.
+#
+#   bench/run.sh [--source pg|mariadb|all] [ARGS...]
+#
+# ARGS go to the workload scripts (e.g. --runs 5, --workload catchup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-scripts/services.sh up python postgres
+source=all
+if [ "${1:-}" = "--source" ]; then source=$2; shift 2; fi
+case $source in
+  pg) scripts/services.sh up python postgres ;;
+  mariadb) scripts/services.sh up python mariadb ;;
+  all) scripts/services.sh up python postgres mariadb ;;
+  *) echo "usage: $0 [--source pg|mariadb|all] [ARGS...]" >&2; exit 2 ;;
+esac
 eval "$(scripts/services.sh env)"
 cargo build --release --locked
-exec "$SLUICE_PYTHON" bench/catchup.py "$CARGO_TARGET_DIR/release/sluice" "$@"
+SLUICE=$CARGO_TARGET_DIR/release/sluice
+if [ "$source" != mariadb ]; then "$SLUICE_PYTHON" bench/catchup.py "$SLUICE" "$@"; fi
+if [ "$source" != pg ]; then "$SLUICE_PYTHON" bench/mariadb.py "$SLUICE" "$@"; fi

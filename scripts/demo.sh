@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: a local Postgres with a small shop database, sluice on the embedded default
-# (sluice.yaml + sources/shop.yaml), a few changes, and what landed in the lake.
+# The demo: a local Postgres with a small shop database and a local MariaDB with an inventory
+# database, sluice on the embedded default (sluice.yaml + sources/shop.yaml + sources/store.yaml
+# + transforms/), a few changes (and a schema change) in both, and what landed in the lake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
@@ -12,8 +13,8 @@ export PGPASSWORD=sluice
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "starting Postgres (logical replication) and the Python readers"
-scripts/services.sh up python postgres
+say "starting Postgres (logical replication), MariaDB (ROW binlog) and the Python readers"
+scripts/services.sh up python postgres mariadb
 eval "$(scripts/services.sh env)"
 
 say "building sluice (release)"
@@ -31,7 +32,14 @@ shop() { psql -h 127.0.0.1 -U sluice -d shop -X -q -v ON_ERROR_STOP=1 -c "$*"; }
 # The sample database, the same as the compose stack's (ALTER ROLE is the compose superuser's job).
 grep -v '^ALTER ROLE' examples/compose/postgres-init.sql | psql -h 127.0.0.1 -U sluice -d shop -X -q -v ON_ERROR_STOP=1 -f -
 
-say "checking the configuration and the database"
+say "creating database inventory in MariaDB with table products"
+mariadb -uroot -e "DROP DATABASE IF EXISTS inventory; CREATE DATABASE inventory;
+  GRANT ALL ON inventory.* TO 'sluice'@'127.0.0.1';"
+inventory() { mariadb -h 127.0.0.1 -u sluice -psluice inventory -e "$*"; }
+# The same sample database as the compose stack's MySQL (its GRANT is the compose root's job).
+grep -v '^GRANT' examples/compose/mysql-init.sql | mariadb -h 127.0.0.1 -u sluice -psluice inventory
+
+say "checking the configuration and the databases"
 $SLUICE check --config sluice.yaml
 
 say "running sluice (metrics on http://$SLUICE_METRICS/metrics)"
@@ -47,6 +55,13 @@ shop "INSERT INTO orders SELECT g, 1 + g % 100, g * 0.5, 'new' FROM generate_ser
       UPDATE customers SET email = upper(email) WHERE id <= 5;
       INSERT INTO orders VALUES (2001, 1, 1.00, 'test');
       INSERT INTO events VALUES (301, 'purchase', '{\"sku\": \"SKU-301\", \"price\": \"twelve\"}');"
+inventory "UPDATE products SET stock = stock - 1 WHERE id <= 20;
+           UPDATE products SET discontinued = TRUE WHERE id IN (3, 4);
+           DELETE FROM products WHERE id > 195;
+           ALTER TABLE products ADD COLUMN supplier VARCHAR(40) NULL AFTER sku;
+           INSERT INTO products (id, sku, supplier, name, price, stock, attrs) VALUES
+             (501, 'SKU-501', 'ACME', 'crème brûlée torch', 19.99, 5, '{\"color\": \"red\", \"weight_g\": \"350\"}'),
+             (502, 'SKU-502', 'ACME', 'anvil', 99.00, 1, '{\"color\": \"black\", \"weight_g\": \"heavy\"}');"
 sleep 4
 $SLUICE status --addr "$SLUICE_METRICS" || true
 echo
@@ -63,7 +78,7 @@ find "$SLUICE_LAKE" -name '*.parquet' | sed "s|$SLUICE_LAKE/||" | sort
 import sys, duckdb
 lake = sys.argv[1]
 con = duckdb.connect()
-for stream in ["shop.public.orders", "shop.public.customers"]:
+for stream in ["shop.public.orders", "shop.public.customers", "store.inventory.products"]:
     glob = f"{lake}/raw/{stream}/*/*.parquet"
     print(f"\n{stream}: change events by op")
     print(con.sql(f"SELECT _op, count(*) AS events FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY 1 ORDER BY 1"))
@@ -77,15 +92,22 @@ print("the same from the ODS zone, which sluice keeps merged:")
 print(con.sql(f"""
     SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid
     FROM read_parquet('{lake}/ods/shop.public.orders/*.parquet')"""))
+print("current state of store.inventory.products (MariaDB) from the ODS zone:")
+print(con.sql(f"""SELECT count(*) AS products, sum(stock) AS stock, sum(discontinued) AS discontinued
+    FROM read_parquet('{lake}/ods/store.inventory.products/*.parquet', union_by_name=true)"""))
+print("store.inventory.products after the ALTER TABLE: the new column in the rows that have it")
+print(con.sql(f"""SELECT id, sku, supplier, name, stock, _op FROM read_parquet('{lake}/raw/store.inventory.products/*/*.parquet',
+    hive_partitioning=true, union_by_name=true) WHERE id > 500 ORDER BY _seq"""))
 print("cleansed streams (transforms/*.sql): current state from the ODS zone")
-for stream in ["clean.orders", "clean.customers", "clean.purchases", "clean.page_views"]:
+for stream in ["clean.orders", "clean.customers", "clean.purchases", "clean.page_views", "clean.products"]:
     print(stream)
     print(con.sql(f"SELECT * FROM read_parquet('{lake}/ods/{stream}/*.parquet') ORDER BY 1 LIMIT 3"))
-print("dead letters (the purchase whose price is not a number):")
+print("dead letters (the purchase whose price and the product whose weight are not numbers):")
 print(con.sql(f"SELECT transform, error, raw_stream, raw_position FROM read_parquet('{lake}/dlq/*/*/*.parquet')"))
 PY
-echo "table in Postgres for comparison:"
+echo "tables in Postgres and MariaDB for comparison:"
 shop "SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid FROM orders;"
+inventory "SELECT count(*) AS products, sum(stock) AS stock, sum(discontinued) AS discontinued FROM products;"
 echo
 echo "Table definitions for Spark/Hive/Presto and DuckDB (sluice ddl --config sluice.yaml), e.g.:"
 $SLUICE ddl --config sluice.yaml --dialect duckdb 2>/dev/null | head -4

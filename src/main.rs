@@ -314,17 +314,19 @@ fn print_status(value: &serde_json::Value) {
     }
     println!();
     println!(
-        "{:<14} {:<14} {:<16} {:>9}  SNAPSHOT",
+        "{:<14} {:<14} {:<24} {:>9}  SNAPSHOT",
         "SOURCE", "STATE", "POSITION", "LAG"
     );
     let empty = serde_json::Map::new();
     let sources = value["sources"].as_object().unwrap_or(&empty);
     for (name, src) in sources {
         let pos = &value["committed"][name];
-        let lsn = pos["lsn"]
-            .as_u64()
-            .map(sluice::event::format_lsn)
-            .unwrap_or_else(|| "-".into());
+        // Postgres: the LSN; MySQL/MariaDB: binlog file and offset.
+        let lsn = match (pos["lsn"].as_u64(), pos["file"].as_str()) {
+            (Some(lsn), _) => sluice::event::format_lsn(lsn),
+            (None, Some(file)) => format!("{file}:{}", pos["pos"]),
+            _ => "-".into(),
+        };
         let lag = src["lag_seconds"]
             .as_f64()
             .map(|l| format!("{l:.1}s"))
@@ -347,7 +349,7 @@ fn print_status(value: &serde_json::Value) {
             format!("{done}/{estimate} rows ({pct:.0}%) committed, at {table}")
         };
         let state = src["state"].as_str().unwrap_or("?");
-        println!("{name:<14} {state:<14} {lsn:<16} {lag:>9}  {progress}");
+        println!("{name:<14} {state:<14} {lsn:<24} {lag:>9}  {progress}");
     }
     println!();
     println!(

@@ -178,6 +178,13 @@ fn sluice_prometheus_and_grafana_point_at_each_other() {
             .any(|s| s.url.contains("@postgres:5432/shop")),
         "the source points at the postgres service"
     );
+    assert!(
+        config
+            .sources
+            .iter()
+            .any(|s| s.url.contains("@mysql:3306/inventory")),
+        "the MySQL source points at the mysql service"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -147,6 +147,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
              UPDATE items SET descr = NULL, flag = NULL WHERE id BETWEEN 51 AND 60;
              DELETE FROM items WHERE id BETWEEN 381 AND 400;
              BEGIN; UPDATE items SET i = -i WHERE id = 7; UPDATE items SET i = 0 WHERE id = 7; COMMIT;
+             UPDATE items SET id = id + 1000 WHERE id = 100; -- a key change: delete and create
              TRUNCATE audit;
              INSERT INTO audit VALUES (100, 'after-1'), (101, 'after-2'), (102, 'after-3');",
         )
@@ -174,7 +175,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     let items = lake_rows(&d.lake, "pgt.public.items");
     assert_eq!(
         op_counts(&items),
-        counts(&[("r", 300), ("c", 100), ("u", 62), ("d", 20)])
+        counts(&[("r", 300), ("c", 101), ("u", 62), ("d", 21)])
     );
     let audit = lake_rows(&d.lake, "pgt.public.audit");
     assert_eq!(op_counts(&audit), counts(&[("r", 10), ("t", 1), ("c", 3)]));
@@ -216,7 +217,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     let metrics = d.metrics();
     assert!(
         metrics.contains(
-            "sluice_source_events_total{source=\"pgt\",table=\"pgt.public.items\",op=\"c\"} 100"
+            "sluice_source_events_total{source=\"pgt\",table=\"pgt.public.items\",op=\"c\"} 101"
         ),
         "{metrics}"
     );
@@ -248,7 +249,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
     let items = lake_rows(&d.lake, "pgt.public.items");
     assert_eq!(
         op_counts(&items),
-        counts(&[("r", 300), ("c", 100), ("u", 67), ("d", 21)])
+        counts(&[("r", 300), ("c", 101), ("u", 67), ("d", 22)])
     );
     assert!(d.terminate().success());
 

@@ -2,7 +2,8 @@
 //! real Postgres, through snapshot, inserts, updates that move rows in and out of the WHERE,
 //! deletes with REPLICA IDENTITY DEFAULT (key-only), a poison row and kill -9. The cleansed
 //! zone's current state must equal the same SELECT run by Postgres on the source tables, the
-//! poison row must be in the dead-letter zone with its reason, and its neighbours cleansed.
+//! poison row must be in the dead-letter zone with its reason, and its neighbours cleansed. The
+//! MariaDB example (clean.products) gets the same treatment against the real MariaDB.
 
 mod common;
 
@@ -116,12 +117,21 @@ async fn all_equal(lake: &Path, client: &tokio_postgres::Client) -> bool {
     true
 }
 
-fn copy_example_transforms(d: &Daemon) {
+/// Copy the repository's example transforms that read `from_prefix` (e.g. `shop.public.`),
+/// reading `to_prefix` instead (the test's own database).
+fn copy_example_transforms(d: &Daemon, from_prefix: &str, to_prefix: &str) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("transforms");
     let to = d.dir.path().join("transforms");
     std::fs::create_dir_all(&to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        let sql = std::fs::read_to_string(entry.path()).unwrap();
+        if sql.contains(&format!("FROM {from_prefix}")) {
+            std::fs::write(
+                to.join(entry.file_name()),
+                sql.replace(from_prefix, to_prefix),
+            )
+            .unwrap();
+        }
     }
 }
 
@@ -160,7 +170,7 @@ async fn example_transforms_cleansed_state_equals_the_view_on_the_source() {
         format!("{text}slot: sluice_it_transforms\npublication: sluice_it_transforms\n"),
     )
     .unwrap();
-    copy_example_transforms(&d);
+    copy_example_transforms(&d, "shop.public.", "shop.public.");
     d.add_sink_settings(&["zones: [raw, cleansed, ods]", "ods_interval: 300ms"]);
 
     let (passed, text) = d.check();
@@ -397,4 +407,151 @@ fn transform_test_runs_a_transform_on_recorded_debezium_events() {
         assert_eq!(name, name.to_uppercase());
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("clean.bench:"));
+}
+
+/// clean.products (transforms/clean.products.sql) on the real MariaDB, loaded with the sample
+/// inventory database: rows moving in and out of the WHERE, updates of latin1 names and JSON
+/// attributes, deletes, one poison row per round (a weight that is no number), and kill -9.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_changes_through_the_example_transform_equal_the_view() {
+    use common::mysql::*;
+    let db = MyDb::create("sluice_it_my_transforms").await;
+    let mut conn = db.conn().await;
+    let init = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/compose/mysql-init.sql"),
+    )
+    .unwrap();
+    let init: String = init
+        .lines()
+        .filter(|l| !l.starts_with("GRANT"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    my_exec(&mut conn, &init).await;
+    let mut d = Daemon::configure_mysql(
+        "store",
+        &db.url,
+        &["sluice_it_my_transforms.products"],
+        "{ rows: 500, interval: 200ms }",
+    );
+    copy_example_transforms(&d, "store.inventory.", "store.sluice_it_my_transforms.");
+    d.add_sink_settings(&["zones: [raw, cleansed, ods]", "ods_interval: 300ms"]);
+    let (passed, text) = d.check();
+    assert!(passed, "sluice check: {text}");
+    d.start();
+
+    // The view in MariaDB's SQL, values as the lake renders them.
+    let columns = [
+        "id",
+        "sku",
+        "name",
+        "price",
+        "stock",
+        "color",
+        "weight_g",
+        "updated_at",
+    ];
+    let exprs = [
+        "id",
+        "sku",
+        "UPPER(TRIM(name))",
+        "price",
+        "stock",
+        "JSON_VALUE(attrs, '$.color')",
+        "CAST(JSON_VALUE(attrs, '$.weight_g') AS SIGNED)",
+        "CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED)",
+    ];
+    let view =
+        "products WHERE discontinued = 0 AND JSON_VALUE(attrs, '$.weight_g') REGEXP '^[0-9]+$'";
+    let equal = |d: &Daemon, want: &State| {
+        state_from_log(
+            &zone_rows(&d.lake, "cleansed", "clean.products"),
+            "id",
+            &columns,
+        ) == *want
+    };
+    let want = my_table_state(&mut conn, view, &exprs).await;
+    let ok = wait_until(Duration::from_secs(60), || async { equal(&d, &want) }).await;
+    assert!(ok, "the cleansed snapshot:\n{}", d.log());
+
+    for round in 0..4u32 {
+        let base = 1000 + round * 10;
+        my_exec(
+            &mut conn,
+            &format!(
+                "UPDATE products SET discontinued = NOT discontinued WHERE id % 13 = {round};
+                 UPDATE products SET name = CONCAT(' café ', id), price = price + 0.5 WHERE id % 7 = {round};
+                 UPDATE products SET attrs = JSON_SET(attrs, '$.color', 'black') WHERE id % 5 = {round};
+                 DELETE FROM products WHERE id % 19 = {round};
+                 INSERT INTO products (id, sku, name, price, stock, attrs) VALUES
+                   ({base}, 'OK-BEFORE', 'before', 1.00, 1, '{{\"color\": \"red\", \"weight_g\": \"5\"}}'),
+                   ({base} + 1, 'POISON', 'poison', 2.00, 2, '{{\"color\": \"red\", \"weight_g\": \"heavy\"}}'),
+                   ({base} + 2, 'OK-AFTER', 'after', 3.00, 3, '{{\"color\": \"red\", \"weight_g\": \"7\"}}')"
+            ),
+        )
+        .await;
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(200 + 90 * round as u64)).await;
+            d.kill9();
+            d.start();
+        }
+    }
+    let want = my_table_state(&mut conn, view, &exprs).await;
+    let ok = wait_until(Duration::from_secs(90), || async { equal(&d, &want) }).await;
+    assert!(ok, "the cleansed state equals the view:\n{}", d.log());
+    // Every change of a poison row is a dead letter (later rounds update some of them too).
+    let dead = zone_rows(&d.lake, "dlq", "dlq.products");
+    let poisoned: std::collections::BTreeSet<String> = dead
+        .iter()
+        .map(|r| {
+            let record: serde_json::Value =
+                serde_json::from_str(r.values["record"].as_deref().unwrap()).unwrap();
+            // BIGINT UNSIGNED is a Decimal(20,0): Debezium's base64 big-endian unscaled bytes.
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(record["after"]["id"].as_str().unwrap())
+                .unwrap();
+            bytes
+                .iter()
+                .fold(0u64, |n, b| n << 8 | *b as u64)
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        poisoned.into_iter().collect::<Vec<_>>(),
+        ["1001", "1011", "1021", "1031"],
+        "one poison row per round"
+    );
+    for r in &dead {
+        assert_eq!(r.values["transform"].as_deref(), Some("clean.products"));
+        assert_eq!(
+            r.values["raw_stream"].as_deref(),
+            Some("store.sluice_it_my_transforms.products")
+        );
+        let record: serde_json::Value =
+            serde_json::from_str(r.values["record"].as_deref().unwrap()).unwrap();
+        assert_eq!(record["after"]["sku"], "POISON");
+        assert_eq!(record["source"]["connector"], "mariadb");
+    }
+    let state = state_from_log(
+        &zone_rows(&d.lake, "cleansed", "clean.products"),
+        "id",
+        &columns,
+    );
+    assert_eq!(state["1000"][1].as_deref(), Some("OK-BEFORE"));
+    assert_eq!(state["1012"][1].as_deref(), Some("OK-AFTER"));
+    assert!(
+        state
+            .values()
+            .any(|r| r[2].as_deref().is_some_and(|n| n.starts_with("CAFÉ")))
+    );
+    wait_until(Duration::from_secs(30), || async {
+        ods_state(&d, "clean.products", &columns) == want
+    })
+    .await;
+    assert_eq!(
+        ods_state(&d, "clean.products", &columns),
+        want,
+        "the ODS of clean.products"
+    );
+    assert_eq!(d.terminate().code(), Some(0));
 }

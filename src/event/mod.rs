@@ -198,10 +198,18 @@ pub enum SourcePos {
 impl SourcePos {
     /// Human form for the lake's `_source_pos` column.
     pub fn render(&self) -> String {
-        match self {
-            SourcePos::PgLsn { lsn, .. } => format_lsn(*lsn),
-            SourcePos::Binlog { file, pos, .. } => format!("{file}:{pos}"),
-        }
+        let mut out = String::new();
+        self.render_into(&mut out);
+        out
+    }
+
+    /// `render` into a buffer the caller reuses (the sink writes one per row).
+    pub fn render_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            SourcePos::PgLsn { lsn, .. } => write!(out, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
+            SourcePos::Binlog { file, pos, .. } => write!(out, "{file}:{pos}"),
+        };
     }
 }
 
@@ -230,9 +238,132 @@ pub struct ChangeEvent {
     pub snapshot: bool,
 }
 
+impl Value {
+    /// Bytes the value holds on the heap (text, bytes, list elements).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Text(s) => s.capacity(),
+            Value::Bytes(b) => b.capacity(),
+            Value::List(items) => {
+                items.capacity() * std::mem::size_of::<Value>()
+                    + items.iter().map(Value::heap_bytes).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+}
+
 impl ChangeEvent {
+    /// Roughly the memory the event holds: what batches and buffers are sized by, so memory in
+    /// flight stays bounded however wide the rows are.
+    pub fn approx_bytes(&self) -> usize {
+        let row = |r: &Option<Row>| {
+            r.as_ref().map_or(0, |r| {
+                r.capacity() * std::mem::size_of::<Value>()
+                    + r.iter().map(Value::heap_bytes).sum::<usize>()
+            })
+        };
+        std::mem::size_of::<ChangeEvent>() + row(&self.before) + row(&self.after)
+    }
+
+    /// An update that changed the row's primary key.
+    pub fn changes_key(&self) -> bool {
+        let (Op::Update, Some(before), Some(after)) = (self.op, &self.before, &self.after) else {
+            return false;
+        };
+        self.table
+            .key_columns()
+            .any(|(i, _)| before.get(i) != after.get(i))
+    }
+
+    /// A change log holds rows by key, so an update that changed the key is a delete of the old
+    /// key and a create of the new one (as Debezium emits it). Both keep the update's sequence;
+    /// the source gives them consecutive ones ([`crate::source::Batcher::push_change`]). Any
+    /// other event stays as it is.
+    pub fn split_key_change(self) -> (Option<ChangeEvent>, ChangeEvent) {
+        if !self.changes_key() {
+            return (None, self);
+        }
+        let delete = ChangeEvent {
+            op: Op::Delete,
+            after: None,
+            ..self.clone()
+        };
+        let create = ChangeEvent {
+            op: Op::Create,
+            before: None,
+            partial_before: false,
+            ..self
+        };
+        (Some(delete), create)
+    }
+
     /// The image that describes the row in a change log: after, or before for deletes.
     pub fn row_image(&self) -> Option<&Row> {
         self.after.as_ref().or(self.before.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(op: Op, before: Option<Row>, after: Option<Row>) -> ChangeEvent {
+        let col = |name: &str, key: bool| Column {
+            name: name.into(),
+            ty: ColumnType::Int64,
+            nullable: !key,
+            key,
+            source_type: String::new(),
+        };
+        let table = TableSchema::new(
+            TableId {
+                source: "s".into(),
+                namespace: "d".into(),
+                table: "t".into(),
+            },
+            vec![col("id", true), col("v", false)],
+            1,
+            SourceInfo {
+                connector: "mysql",
+                db: "d".into(),
+            },
+        );
+        ChangeEvent {
+            table: Arc::new(table),
+            op,
+            before,
+            after,
+            partial_before: false,
+            seq: Seq::new(7, 1),
+            commit_ts_us: 0,
+            pos: SourcePos::PgLsn {
+                lsn: 1,
+                commit_lsn: 1,
+            },
+            tx_id: None,
+            snapshot: false,
+        }
+    }
+
+    #[test]
+    fn a_key_change_is_a_delete_and_a_create() {
+        let row = |id, v| Some(vec![Value::Int(id), Value::Int(v)]);
+        let (delete, create) = event(Op::Update, row(1, 5), row(2, 5)).split_key_change();
+        let delete = delete.expect("the old key is deleted");
+        assert_eq!(
+            (delete.op, delete.row_image()),
+            (Op::Delete, row(1, 5).as_ref())
+        );
+        assert_eq!(
+            (create.op, create.row_image()),
+            (Op::Create, row(2, 5).as_ref())
+        );
+        assert_eq!((delete.seq, create.seq), (Seq::new(7, 1), Seq::new(7, 1)));
+        let (none, update) = event(Op::Update, row(1, 5), row(1, 6)).split_key_change();
+        assert!(none.is_none() && update.op == Op::Update);
+        let (none, _) = event(Op::Update, None, row(1, 6)).split_key_change();
+        assert!(none.is_none(), "without a before image nothing tells");
+        assert!(event(Op::Create, None, row(1, 1)).approx_bytes() > 2 * 32);
     }
 }

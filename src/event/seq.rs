@@ -26,7 +26,18 @@ impl Seq {
 
     /// Fixed-width text form; lexical order equals numeric order.
     pub fn to_fixed_hex(self) -> String {
-        format!("{:032X}", self.0)
+        self.fixed_hex(&mut [0; 32]).to_string()
+    }
+
+    /// The fixed-width text form written into `buf`, without allocating (the sink writes one per
+    /// row).
+    pub fn fixed_hex(self, buf: &mut [u8; 32]) -> &str {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = DIGITS[((self.0 >> (4 * (31 - i))) & 0xf) as usize];
+        }
+        // Only ASCII hex digits were written.
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 
     pub fn from_fixed_hex(s: &str) -> Option<Seq> {
@@ -55,6 +66,7 @@ mod tests {
         assert!(a < b && b < c);
         assert!(a.to_fixed_hex() < b.to_fixed_hex() && b.to_fixed_hex() < c.to_fixed_hex());
         assert_eq!(Seq::from_fixed_hex(&c.to_fixed_hex()), Some(c));
+        assert_eq!(b.to_fixed_hex(), format!("{:032X}", b.0));
         assert_eq!(c.major(), 0x1_0000_0000);
         assert_eq!(b.minor(), 6);
         assert_eq!(Seq::from_fixed_hex("zz"), None);

@@ -182,6 +182,10 @@ impl ParquetSink {
                     if self.last_commit_at.elapsed() >= self.rotate.interval.0 && self.has_news() {
                         tokio::task::block_in_place(|| self.seal_and_commit())?;
                     }
+                    // A quiet stream's last commits reach the ODS too, not only at the next commit.
+                    if self.ods_due() {
+                        tokio::task::block_in_place(|| self.merge_ods())?;
+                    }
                     metrics::gauge!(m::SINK_SECONDS_SINCE_COMMIT).set(self.last_commit_at.elapsed().as_secs_f64());
                 }
             }
@@ -203,15 +207,16 @@ impl ParquetSink {
         }
         let mut accepted = Vec::with_capacity(batch.events.len());
         for event in batch.events {
-            if self
-                .high_seq
-                .get(&event.table.stream)
-                .is_some_and(|h| event.seq <= *h)
-            {
-                skipped += 1;
-                continue;
+            match self.high_seq.get_mut(&event.table.stream) {
+                Some(high) if event.seq <= *high => {
+                    skipped += 1;
+                    continue;
+                }
+                Some(high) => *high = event.seq,
+                None => {
+                    self.high_seq.insert(event.table.stream.clone(), event.seq);
+                }
             }
-            self.high_seq.insert(event.table.stream.clone(), event.seq);
             accepted.push(event);
         }
         if !self.transforms.is_empty() {
@@ -384,10 +389,7 @@ impl ParquetSink {
                 .cloned(),
         );
         self.compact_streams.extend(commit_logs);
-        if self
-            .ods_every
-            .is_some_and(|every| self.last_ods_at.elapsed() >= every)
-        {
+        if self.ods_due() {
             self.merge_ods()?;
         }
 
@@ -426,6 +428,14 @@ impl ParquetSink {
             }
         }
         Ok(())
+    }
+
+    /// Whether committed change-log files wait for the ODS and its interval has passed.
+    fn ods_due(&self) -> bool {
+        !self.ods_pending.is_empty()
+            && self
+                .ods_every
+                .is_some_and(|every| self.last_ods_at.elapsed() >= every)
     }
 
     /// Merge the ODS zone of every stream with new change-log files.

@@ -20,11 +20,14 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::event::{ChangeEvent, ColumnType, Seq, TableSchema, Value};
 
-/// Rows buffered before they are encoded into the file as one record batch.
+/// Rows buffered before they are encoded into the file as one record batch, or fewer when they
+/// hold more than `BYTES_PER_BATCH` (wide rows).
 const ROWS_PER_BATCH: usize = 8192;
+const BYTES_PER_BATCH: usize = 2 << 20;
 /// Rows per Parquet row group: large enough for good scans, small enough to bound memory.
 const ROW_GROUP_ROWS: usize = 16_384;
 
@@ -107,6 +110,11 @@ pub fn writer_properties() -> Result<WriterProperties, WriteError> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         // The writer holds a row group in memory until it is full: keep that bounded.
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Every `_seq` is distinct: a dictionary would only be built to be thrown away.
+        .set_column_dictionary_enabled(ColumnPath::from(COL_SEQ), false)
+        // Columns of mostly distinct values (names, descriptions, JSON) give up on their
+        // dictionary after 256 KiB instead of hashing a whole MiB of them per row group.
+        .set_dictionary_page_size_limit(256 * 1024)
         .set_created_by(concat!("sluice ", env!("CARGO_PKG_VERSION")).to_string())
         .build())
 }
@@ -122,6 +130,7 @@ pub struct ParquetFile {
     schema: SchemaRef,
     writer: ArrowWriter<File>,
     buffered: Vec<ChangeEvent>,
+    buffered_bytes: usize,
     pub rows: u64,
     pub first_seq: Option<Seq>,
     pub last_seq: Option<Seq>,
@@ -161,6 +170,7 @@ impl ParquetFile {
             schema,
             writer,
             buffered: Vec::with_capacity(ROWS_PER_BATCH),
+            buffered_bytes: 0,
             rows: 0,
             first_seq: None,
             last_seq: None,
@@ -171,8 +181,9 @@ impl ParquetFile {
         self.first_seq.get_or_insert(event.seq);
         self.last_seq = Some(event.seq);
         self.rows += 1;
+        self.buffered_bytes += event.approx_bytes();
         self.buffered.push(event);
-        if self.buffered.len() >= ROWS_PER_BATCH {
+        if self.buffered.len() >= ROWS_PER_BATCH || self.buffered_bytes >= BYTES_PER_BATCH {
             self.encode_buffered()?;
         }
         Ok(())
@@ -190,6 +201,7 @@ impl ParquetFile {
         let batch = to_record_batch(&self.schema, &self.table, &self.buffered)?;
         self.writer.write(&batch)?;
         self.buffered.clear();
+        self.buffered_bytes = 0;
         Ok(())
     }
 
@@ -234,11 +246,14 @@ pub fn to_record_batch(
     let mut ts = Int64Builder::with_capacity(n);
     let mut pos = StringBuilder::with_capacity(n, n * 12);
     let mut tx = Int64Builder::with_capacity(n);
+    let (mut hex, mut text) = ([0u8; 32], String::with_capacity(32));
     for e in events {
         op.append_value(e.op.code());
-        seq.append_value(e.seq.to_fixed_hex());
+        seq.append_value(e.seq.fixed_hex(&mut hex));
         ts.append_value(e.commit_ts_us.div_euclid(1000));
-        pos.append_value(e.pos.render());
+        text.clear();
+        e.pos.render_into(&mut text);
+        pos.append_value(&text);
         tx.append_option(e.tx_id.map(|t| t as i64));
     }
     columns.push(Arc::new(op.finish()));

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::SourceConfig;
-use crate::event::{ChangeEvent, Op};
+use crate::event::{ChangeEvent, Op, Seq};
 use crate::metrics as m;
 
 /// A source's durable position, stored in the lake's commit record.
@@ -100,6 +100,73 @@ impl SourceError {
             SourceError::Postgres(postgres::PgError::SlotLost { .. })
                 | SourceError::Mysql(mysql::MyError::PositionLost { .. })
         )
+    }
+}
+
+/// The batch a source is building. It goes downstream when it holds [`Batcher::MAX_EVENTS`]
+/// events or [`Batcher::MAX_BYTES`] bytes, whichever comes first (so the memory in flight, a
+/// few batches, is bounded whatever the row width), or when it has waited [`Batcher::LINGER`]
+/// (so a quiet stream still reaches the lake).
+#[derive(Debug, Default)]
+pub struct Batcher {
+    events: Vec<ChangeEvent>,
+    bytes: usize,
+    started: Option<std::time::Instant>,
+}
+
+impl Batcher {
+    pub const MAX_EVENTS: usize = 4096;
+    pub const MAX_BYTES: usize = 1 << 20;
+    pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
+    pub fn push(&mut self, event: ChangeEvent) {
+        self.start();
+        self.bytes += event.approx_bytes();
+        self.events.push(event);
+    }
+
+    /// Push a streamed change whose sequence is (its major, `*index`), advancing `*index`. An
+    /// update that changed the key goes as a delete of the old key, then a create of the new
+    /// one, with consecutive sequences: a change log holds rows by key.
+    pub fn push_change(&mut self, event: ChangeEvent, index: &mut u64) {
+        let major = event.seq.major();
+        let (delete, mut event) = event.split_key_change();
+        if let Some(mut delete) = delete {
+            delete.seq = Seq::new(major, *index);
+            self.push(delete);
+            *index += 1;
+        }
+        event.seq = Seq::new(major, *index);
+        self.push(event);
+        *index += 1;
+    }
+
+    /// Start the linger clock without an event (a position moved past changes of no captured
+    /// table: it should reach the lake too).
+    pub fn start(&mut self) {
+        self.started.get_or_insert_with(std::time::Instant::now);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.events.len() >= Self::MAX_EVENTS || self.bytes >= Self::MAX_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// When the batch must go, if it has been started.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.started.map(|t| t + Self::LINGER)
+    }
+
+    /// The events, leaving an empty batch sized like this one (so the next does not grow by
+    /// reallocating and copying).
+    pub fn take(&mut self) -> Vec<ChangeEvent> {
+        self.started = None;
+        self.bytes = 0;
+        let size = self.events.len();
+        std::mem::replace(&mut self.events, Vec::with_capacity(size))
     }
 }
 

@@ -298,6 +298,17 @@ impl Daemon {
         }
     }
 
+    /// The running daemon's peak resident memory (VmHWM), in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
     pub fn metrics(&self) -> String {
         http_get(&self.metrics_addr, "/metrics").unwrap_or_default()
     }
@@ -377,6 +388,20 @@ pub fn zone_rows(lake: &Path, zone: &str, stream: &str) -> Vec<LakeRow> {
     }
     rows.sort_by(|a, b| a.seq.cmp(&b.seq));
     rows
+}
+
+/// Rows in a zone's committed files of a stream, from the Parquet footers.
+pub fn zone_row_count(lake: &Path, zone: &str, stream: &str) -> i64 {
+    parquet_files(&lake.join(zone).join(stream))
+        .iter()
+        .map(|f| {
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+                .unwrap()
+                .metadata()
+                .file_metadata()
+                .num_rows()
+        })
+        .sum()
 }
 
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {

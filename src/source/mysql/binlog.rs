@@ -11,16 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mysql_async::binlog::EventType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest};
-use mysql_common::binlog::consts::BinlogChecksumAlg;
-use mysql_common::binlog::events::{Event, GtidEvent, QueryEvent};
+use mysql_common::binlog::events::Event;
 
 use super::ddl::{self, DdlContext, QueryKind};
+use super::events::{self, BinlogEvent};
 use super::gtid::{MariaGtidPos, MysqlGtidSet, format_uuid};
 use super::rows::{self, RowDecoder, RowsKind, TableMap};
-use super::{BinlogPoint, MyError, MysqlSource, catalog::Flavor, coord, file_index, mariadb};
+use super::{BinlogPoint, MyError, MysqlSource, catalog::Flavor, coord, file_index};
 use crate::config::ResumeBy;
 use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos};
 use crate::metrics as m;
@@ -94,8 +93,8 @@ impl MysqlSource {
             // A batch goes out soon; a position that moved past changes of no captured table
             // goes out within a second, so the committed position keeps up with the binlog.
             let linger = self
-                .batch_started
-                .map(|t| t + super::BATCH_LINGER)
+                .batch
+                .deadline()
                 .or(cur.unsent_since.map(|t| t + Duration::from_secs(1)));
             tokio::select! {
                 biased;
@@ -130,7 +129,7 @@ impl MysqlSource {
                         })),
                     };
                     self.on_event(&event, &mut cur).await?;
-                    if self.batch.len() >= super::BATCH_EVENTS {
+                    if self.batch.is_full() {
                         // Mid-transaction: resume from the last whole one; the sink cuts the
                         // replayed part of this one by sequence.
                         cur.unsent_since = None;
@@ -230,84 +229,83 @@ impl MysqlSource {
 
     async fn on_event(&mut self, event: &Event, cur: &mut Cursor) -> Result<(), MyError> {
         let header = event.header();
-        let raw_type = header.event_type_raw();
         let log_pos = header.log_pos() as u64;
         let start_pos = log_pos.saturating_sub(header.event_size() as u64);
-        if raw_type != EventType::FORMAT_DESCRIPTION_EVENT as u8 {
-            verify_checksum(event).map_err(|source| self.decode_error(cur, start_pos, source))?;
-        }
-        match header.event_type() {
-            Ok(EventType::ROTATE_EVENT) => {
-                let (name, position) = parse_rotate(event);
-                if *cur.file != *name {
-                    cur.file = Arc::from(name.as_str());
-                    cur.file_index = file_index(&name);
+        let ts_us = header.timestamp() as i64 * 1_000_000;
+        let read = events::read(event).map_err(|e| match e {
+            rows::RowError::Unsupported(message) => MyError::Setup(message),
+            other => self.decode_error(cur, start_pos, other),
+        })?;
+        match read {
+            BinlogEvent::Rotate {
+                file,
+                position,
+                artificial,
+            } => {
+                if *cur.file != *file {
+                    cur.file = Arc::from(file.as_str());
+                    cur.file_index = file_index(&file);
                     cur.table_maps.clear();
                 }
-                // The artificial ROTATE a dump starts with (log_pos 0) names the file only: when
-                // resuming by GTID its position is the file's start, not where reading resumes.
-                if cur.tx.is_none() && log_pos != 0 {
-                    cur.resume.file = name;
+                // The artificial ROTATE a dump starts with names the file only: when resuming
+                // by GTID its position is the file's start, not where reading resumes.
+                if cur.tx.is_none() && !artificial {
+                    cur.resume.file = file;
                     cur.resume.pos = position;
                 }
             }
-            Ok(EventType::TABLE_MAP_EVENT) => {
-                let map = rows::parse_table_map(event.data())
-                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
+            BinlogEvent::TableMap(map) => {
                 cur.table_maps.insert(map.table_id, map);
             }
-            Ok(
-                t @ (EventType::WRITE_ROWS_EVENT_V1
-                | EventType::UPDATE_ROWS_EVENT_V1
-                | EventType::DELETE_ROWS_EVENT_V1
-                | EventType::WRITE_ROWS_EVENT
-                | EventType::UPDATE_ROWS_EVENT
-                | EventType::DELETE_ROWS_EVENT),
-            ) => {
-                let (kind, v2) = match t {
-                    EventType::WRITE_ROWS_EVENT_V1 => (RowsKind::Write, false),
-                    EventType::UPDATE_ROWS_EVENT_V1 => (RowsKind::Update, false),
-                    EventType::DELETE_ROWS_EVENT_V1 => (RowsKind::Delete, false),
-                    EventType::WRITE_ROWS_EVENT => (RowsKind::Write, true),
-                    EventType::UPDATE_ROWS_EVENT => (RowsKind::Update, true),
-                    _ => (RowsKind::Delete, true),
-                };
-                let ev = rows::parse_rows_event(event.data(), kind, v2)
-                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
+            BinlogEvent::Rows(ev) => {
                 self.on_rows(&ev, header.timestamp(), start_pos, cur)
-                    .await?;
+                    .await?
             }
-            Ok(EventType::PARTIAL_UPDATE_ROWS_EVENT) => {
-                return Err(MyError::Setup(
-                    "the binlog holds partial JSON updates, which sluice cannot apply: SET GLOBAL binlog_row_value_options = ''".into(),
-                ));
+            BinlogEvent::Xid => self.end_tx(cur, log_pos, header.timestamp()),
+            BinlogEvent::Query { schema, sql } => {
+                self.on_query(&schema, &sql, header.timestamp(), start_pos, log_pos, cur)
+                    .await?
             }
-            Ok(EventType::XID_EVENT) => self.end_tx(cur, log_pos, header.timestamp()),
-            Ok(EventType::QUERY_EVENT) => {
-                let q: QueryEvent<'_> = event.read_event().map_err(|e| {
-                    self.decode_error(cur, start_pos, rows::RowError::Malformed(e.to_string()))
-                })?;
-                self.on_query(&q, header.timestamp(), start_pos, log_pos, cur)
-                    .await?;
-            }
-            Ok(EventType::GTID_EVENT | EventType::GTID_TAGGED_LOG_EVENT) => {
-                let g: GtidEvent = event.read_event().map_err(|e| {
-                    self.decode_error(cur, start_pos, rows::RowError::Malformed(e.to_string()))
-                })?;
-                let sid = g.sid();
-                let ts_us = match g.immediate_commit_timestamp() {
-                    0 => header.timestamp() as i64 * 1_000_000,
-                    us => us as i64,
+            BinlogEvent::MysqlGtid {
+                sid,
+                gno,
+                commit_us,
+            } => {
+                let ts = if commit_us == 0 {
+                    ts_us
+                } else {
+                    commit_us as i64
                 };
-                let mut tx = self.begin_tx(cur, start_pos, ts_us);
-                tx.gtid = Some(Arc::from(format!("{}:{}", format_uuid(&sid), g.gno())));
-                tx.mysql_gtid = Some((sid, g.gno()));
+                let mut tx = self.begin_tx(cur, start_pos, ts);
+                tx.gtid = Some(Arc::from(format!("{}:{gno}", format_uuid(&sid))));
+                tx.mysql_gtid = Some((sid, gno));
                 cur.tx = Some(tx);
             }
-            Ok(EventType::ANONYMOUS_GTID_EVENT) => {
-                cur.tx = Some(self.begin_tx(cur, start_pos, header.timestamp() as i64 * 1_000_000));
+            BinlogEvent::AnonymousGtid { commit_us } => {
+                let ts = if commit_us == 0 {
+                    ts_us
+                } else {
+                    commit_us as i64
+                };
+                cur.tx = Some(self.begin_tx(cur, start_pos, ts));
             }
-            Ok(EventType::HEARTBEAT_EVENT) => {
+            BinlogEvent::MariaGtid(g) => {
+                let mut tx = self.begin_tx(cur, start_pos, ts_us);
+                tx.gtid = Some(Arc::from(g.gtid.to_string()));
+                tx.mariadb_gtid = Some(g.gtid);
+                tx.standalone = g.standalone;
+                cur.tx = Some(tx);
+            }
+            BinlogEvent::MariaGtidList(list) => {
+                // The binlog state where this file starts: fills in domains the position lacks.
+                for g in list {
+                    cur.mariadb_gtids
+                        .domains
+                        .entry(g.domain)
+                        .or_insert((g.server, g.seq));
+                }
+            }
+            BinlogEvent::Heartbeat => {
                 if cur.tx.is_none() {
                     // Idle and caught up: nothing is behind.
                     metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string())
@@ -317,54 +315,7 @@ impl MysqlSource {
                         .source(&self.name, |s| s.lag_seconds = Some(0.0));
                 }
             }
-            Ok(_) => {}
-            Err(_) => self.on_mariadb_event(event, raw_type, start_pos, cur)?,
-        }
-        Ok(())
-    }
-
-    /// MariaDB's own events, unknown to mysql_common.
-    fn on_mariadb_event(
-        &mut self,
-        event: &Event,
-        raw_type: u8,
-        start_pos: u64,
-        cur: &mut Cursor,
-    ) -> Result<(), MyError> {
-        match raw_type {
-            mariadb::GTID_EVENT => {
-                let g = mariadb::parse_gtid(event.data(), event.header().server_id())
-                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
-                let mut tx = self.begin_tx(
-                    cur,
-                    start_pos,
-                    event.header().timestamp() as i64 * 1_000_000,
-                );
-                tx.gtid = Some(Arc::from(g.gtid.to_string()));
-                tx.mariadb_gtid = Some(g.gtid);
-                tx.standalone = g.standalone;
-                cur.tx = Some(tx);
-            }
-            mariadb::GTID_LIST_EVENT => {
-                let list = mariadb::parse_gtid_list(event.data())
-                    .map_err(|e| self.decode_error(cur, start_pos, e))?;
-                // The binlog state where this file starts: fills in domains the position lacks.
-                for g in list {
-                    cur.mariadb_gtids
-                        .domains
-                        .entry(g.domain)
-                        .or_insert((g.server, g.seq));
-                }
-            }
-            mariadb::ANNOTATE_ROWS_EVENT
-            | mariadb::BINLOG_CHECKPOINT_EVENT
-            | mariadb::START_ENCRYPTION_EVENT => {}
-            t if mariadb::is_compressed(t) => {
-                return Err(MyError::Setup(
-                    "the binlog is compressed (log_bin_compress=ON), which sluice does not decode: SET GLOBAL log_bin_compress = OFF".into(),
-                ));
-            }
-            _ => {} // other event types carry nothing sluice needs
+            BinlogEvent::Other => {}
         }
         Ok(())
     }
@@ -418,14 +369,14 @@ impl MysqlSource {
 
     async fn on_query(
         &mut self,
-        q: &QueryEvent<'_>,
+        schema: &str,
+        sql: &str,
         timestamp: u32,
         start_pos: u64,
         end_pos: u64,
         cur: &mut Cursor,
     ) -> Result<(), MyError> {
-        let sql = q.query();
-        match ddl::classify(&sql) {
+        match ddl::classify(sql) {
             QueryKind::Begin => {
                 if cur.tx.is_none() {
                     cur.tx = Some(self.begin_tx(cur, start_pos, timestamp as i64 * 1_000_000));
@@ -437,7 +388,7 @@ impl MysqlSource {
                 if cur.tx.is_none() {
                     cur.tx = Some(self.begin_tx(cur, start_pos, timestamp as i64 * 1_000_000));
                 }
-                self.on_ddl(&q.schema(), &sql, cur).await?;
+                self.on_ddl(schema, sql, cur).await?;
                 // DDL commits implicitly.
                 self.end_tx(cur, end_pos, timestamp);
             }
@@ -671,14 +622,13 @@ impl MysqlSource {
         after: Option<Row>,
         row: u32,
     ) {
-        self.batch_started.get_or_insert_with(Instant::now);
-        self.batch.push(ChangeEvent {
+        let event = ChangeEvent {
             table: table.clone(),
             op,
             before,
             after,
             partial_before: false,
-            seq: Seq::new(tx.coord, tx.index),
+            seq: Seq::new(tx.coord, 0),
             commit_ts_us: tx.ts_us,
             pos: SourcePos::Binlog {
                 file: cur.file.clone(),
@@ -689,8 +639,8 @@ impl MysqlSource {
             },
             tx_id: None,
             snapshot: false,
-        });
-        tx.index += 1;
+        };
+        self.batch.push_change(event, &mut tx.index);
     }
 
     fn decode_error(&self, cur: &Cursor, pos: u64, source: rows::RowError) -> MyError {
@@ -712,59 +662,6 @@ impl MysqlSource {
         }
         Ok(())
     }
-}
-
-/// A ROTATE event's next file and position. The artificial ROTATE a dump starts with comes
-/// before the format description, so the reader does not know yet that it ends in a CRC32: the
-/// last four bytes are dropped when they are the checksum of the rest (they can be nothing
-/// else: a file name does not end in its own event's CRC).
-fn parse_rotate(event: &Event) -> (String, u64) {
-    let data = event.data();
-    let position = data
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-        .unwrap_or(4);
-    let mut name = data.get(8..).unwrap_or_default();
-    if name.len() > 4 {
-        let (body, sum) = name.split_at(name.len() - 4);
-        let mut header = Vec::with_capacity(19);
-        let h = event.header();
-        header.extend(h.timestamp().to_le_bytes());
-        header.push(h.event_type_raw());
-        header.extend(h.server_id().to_le_bytes());
-        header.extend(h.event_size().to_le_bytes());
-        header.extend(h.log_pos().to_le_bytes());
-        header.extend(h.flags_raw().to_le_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&header);
-        crc.update(&data[..8]);
-        crc.update(body);
-        if crc.finalize().to_le_bytes() == sum {
-            name = body;
-        }
-    }
-    (String::from_utf8_lossy(name).into_owned(), position)
-}
-
-/// CRC32 of the event as the server computed it (`binlog_checksum=CRC32`), when it has one.
-fn verify_checksum(event: &Event) -> Result<(), rows::RowError> {
-    let Some(sum) = event.checksum() else {
-        return Ok(());
-    };
-    if !matches!(
-        event.footer().get_checksum_alg(),
-        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
-    ) {
-        return Ok(());
-    }
-    let want = u32::from_le_bytes(sum);
-    let got = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
-    if want != got {
-        return Err(rows::RowError::Malformed(format!(
-            "event checksum {got:08x} does not match the server's {want:08x}"
-        )));
-    }
-    Ok(())
 }
 
 fn far_future() -> Instant {

@@ -28,7 +28,9 @@ pub mod catalog;
 pub mod check;
 pub mod ddl;
 pub mod error;
+pub mod events;
 pub mod gtid;
+pub mod json;
 pub mod mariadb;
 pub mod rows;
 pub mod schema;
@@ -37,24 +39,17 @@ pub mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{SnapshotMode, SourceConfig};
-use crate::event::ChangeEvent;
 use crate::metrics as m;
 use crate::source::snapshot::SnapshotState;
-use crate::source::{SourceBatch, SourceContext, SourcePosition};
+use crate::source::{Batcher, SourceBatch, SourceContext, SourcePosition};
 use catalog::ServerInfo;
 pub use error::MyError;
 use schema::{History, SchemaStore};
-
-/// Events per batch handed downstream.
-const BATCH_EVENTS: usize = 4096;
-/// A partly filled batch is sent after this long, so a quiet stream still reaches the lake.
-const BATCH_LINGER: Duration = Duration::from_millis(50);
 
 /// A MySQL/MariaDB source position, stored in the lake's commit records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,8 +132,7 @@ pub struct MysqlSource {
     schemas: SchemaStore,
     /// Id of the saved history of the current definitions; None after they changed.
     history_id: Option<String>,
-    batch: Vec<ChangeEvent>,
-    batch_started: Option<Instant>,
+    batch: Batcher,
     /// Commit time given to snapshot rows: when this run's snapshot began.
     snapshot_taken_at: Option<i64>,
     /// Streamed changes already in a resumed snapshot are dropped until the stream passes the
@@ -183,8 +177,7 @@ impl MysqlSource {
             tables,
             schemas,
             history_id: None,
-            batch: Vec::with_capacity(BATCH_EVENTS),
-            batch_started: None,
+            batch: Batcher::default(),
             snapshot_taken_at: None,
             snapshot_filter: None,
             db_charsets: HashMap::new(),
@@ -306,8 +299,7 @@ impl MysqlSource {
     }
 
     async fn send(&mut self, resume: Option<SourcePosition>) -> Result<(), MyError> {
-        self.batch_started = None;
-        let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
+        let events = self.batch.take();
         crate::source::count_events(&self.name, &events);
         let batch = SourceBatch {
             source: self.name.clone(),

@@ -69,6 +69,9 @@ pub enum RowError {
     BadValue { column: usize, message: String },
     #[error("{0}")]
     Malformed(String),
+    /// An event sluice cannot decode correctly, with the server setting to change.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// A bounds-checked little reader over an event body.
@@ -351,13 +354,24 @@ impl<'a> RowDecoder<'a> {
             )));
         }
         let mut r = Reader::new(ev.data);
+        let present = Image::new(ev.present, self.kinds.len());
+        let present_after = ev.present_after.map(|a| Image::new(a, self.kinds.len()));
         while !r.is_empty() {
-            let first = self.image(&mut r, ev.present)?;
-            match (ev.kind, ev.present_after) {
+            let at = r.at;
+            let first = self.image(&mut r, &present)?;
+            if r.at == at {
+                // Nothing read (no columns, or only NULL-typed ones): never loop on a malformed
+                // event.
+                return Err(RowError::Malformed(
+                    "a row image that holds no bytes".into(),
+                ));
+            }
+            match (ev.kind, &present_after) {
                 (RowsKind::Write, _) => each(None, Some(first)),
                 (RowsKind::Delete, _) => each(Some(first), None),
-                (RowsKind::Update, Some(after)) => {
-                    let mut second = self.image(&mut r, after)?;
+                (RowsKind::Update, Some(after_image)) => {
+                    let after = after_image.bits;
+                    let mut second = self.image(&mut r, after_image)?;
                     // A column the after image leaves out is unchanged (binlog_row_image=NOBLOB).
                     for (i, v) in second.iter_mut().enumerate() {
                         if !bit(after, i) && bit(ev.present, i) {
@@ -376,14 +390,13 @@ impl<'a> RowDecoder<'a> {
     }
 
     /// One row image: the null bitmap over the present columns, then their values.
-    fn image(&mut self, r: &mut Reader<'_>, present: &[u8]) -> Result<Row, RowError> {
+    fn image(&mut self, r: &mut Reader<'_>, present: &Image<'_>) -> Result<Row, RowError> {
         let n = self.kinds.len();
-        let present_count = (0..n).filter(|&i| bit(present, i)).count();
-        let nulls = r.bytes(present_count.div_ceil(8), "null bitmap")?;
+        let nulls = r.bytes(present.count.div_ceil(8), "null bitmap")?;
         let mut row = Vec::with_capacity(n);
         let mut slot = 0;
         for i in 0..n {
-            if !bit(present, i) {
+            if !bit(present.bits, i) {
                 self.lossy.missing_columns += 1;
                 row.push(Value::Null);
                 continue;
@@ -399,6 +412,19 @@ impl<'a> RowDecoder<'a> {
         let col = self.map.columns[i];
         let kind = &self.kinds[i];
         decode_value(r, col, kind, i, &mut self.lossy)
+    }
+}
+
+/// The columns a row image holds: its bitmap and how many are set.
+struct Image<'a> {
+    bits: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Image<'a> {
+    fn new(bits: &'a [u8], columns: usize) -> Image<'a> {
+        let count = (0..columns).filter(|&i| bit(bits, i)).count();
+        Image { bits, count }
     }
 }
 
@@ -454,8 +480,7 @@ pub fn decode_value(
             let (precision, scale) = ((meta >> 8) as u8, (meta & 0xff) as u8);
             match kind {
                 Kind::Decimal { scale: s, .. } if *s == scale => {
-                    let digits = read_decimal(r, precision, scale, i)?;
-                    decimal_value(digits, precision, scale, i)?
+                    decimal_value(r, precision, scale, i)?
                 }
                 _ => return Err(mismatch()),
             }
@@ -767,13 +792,16 @@ pub struct DecimalDigits {
 const DIG_PER_WORD: usize = 9;
 const DIG_TO_BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 
-/// Read MySQL's packed binary decimal of `precision` digits, `scale` after the point.
-pub fn read_decimal(
+/// Walk MySQL's packed binary decimal of `precision` digits, `scale` after the point: `visit`
+/// gets each group of digits in order (integer part, then fraction) with its digit count.
+/// Returns whether the number is negative.
+fn decimal_words(
     r: &mut Reader<'_>,
     precision: u8,
     scale: u8,
     column: usize,
-) -> Result<DecimalDigits, RowError> {
+    mut visit: impl FnMut(u64, usize),
+) -> Result<bool, RowError> {
     let (precision, scale) = (precision as usize, scale as usize);
     if scale > precision || precision == 0 || precision > 65 {
         return Err(RowError::BadValue {
@@ -788,94 +816,94 @@ pub fn read_decimal(
     let raw = r.bytes(size, "decimal")?;
     // The sign is the inverted top bit; negative numbers are stored with every bit inverted.
     let negative = raw[0] & 0x80 == 0;
-    let mask = if negative { 0xff } else { 0x00 };
-    let mut bytes = raw.to_vec();
-    bytes[0] ^= 0x80;
-    let mut b = Reader::new(&bytes);
-    let mut word = |n: usize, digits: usize| -> Result<String, RowError> {
-        let v = b.uint_be(n, "decimal")?;
-        let v = if mask == 0xff {
-            !v & ((1u64 << (8 * n)) - 1)
-        } else {
-            v
-        };
+    let mut at = 0;
+    let mut word = |n: usize, digits: usize| -> Result<(), RowError> {
+        let mut v = raw[at..at + n]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64);
+        if at == 0 {
+            v ^= 0x80 << (8 * (n - 1));
+        }
+        if negative {
+            v = !v & ((1u64 << (8 * n)) - 1);
+        }
+        at += n;
         if v >= 10u64.pow(digits as u32) {
             return Err(RowError::BadValue {
                 column,
                 message: "a decimal word holds more digits than it may".into(),
             });
         }
-        Ok(format!("{v:0digits$}"))
+        visit(v, digits);
+        Ok(())
     };
-    let mut int = String::with_capacity(intg);
     if intg0x > 0 {
-        int.push_str(&word(DIG_TO_BYTES[intg0x], intg0x)?);
+        word(DIG_TO_BYTES[intg0x], intg0x)?;
     }
     for _ in 0..intg0 {
-        int.push_str(&word(4, DIG_PER_WORD)?);
+        word(4, DIG_PER_WORD)?;
     }
-    let mut frac = String::with_capacity(scale);
     for _ in 0..frac0 {
-        frac.push_str(&word(4, DIG_PER_WORD)?);
+        word(4, DIG_PER_WORD)?;
     }
     if frac0x > 0 {
-        frac.push_str(&word(DIG_TO_BYTES[frac0x], frac0x)?);
+        word(DIG_TO_BYTES[frac0x], frac0x)?;
     }
+    Ok(negative)
+}
+
+/// Read a packed decimal as its digits (any precision).
+pub fn read_decimal(
+    r: &mut Reader<'_>,
+    precision: u8,
+    scale: u8,
+    column: usize,
+) -> Result<DecimalDigits, RowError> {
+    let mut digits = String::with_capacity(precision as usize);
+    let negative = decimal_words(r, precision, scale, column, |v, n| {
+        use std::fmt::Write;
+        let _ = write!(digits, "{v:0n$}");
+    })?;
+    let (int, frac) = digits.split_at(digits.len() - scale as usize);
     let int = int.trim_start_matches('0').to_string();
     Ok(DecimalDigits {
-        negative: negative && (int.bytes().chain(frac.bytes()).any(|d| d != b'0')),
+        negative: negative && digits.bytes().any(|d| d != b'0'),
         int,
-        frac,
+        frac: frac.to_string(),
     })
 }
 
 /// A decimal of at most 38 digits as its unscaled integer; wider ones as exact text.
 fn decimal_value(
-    d: DecimalDigits,
+    r: &mut Reader<'_>,
     precision: u8,
-    _scale: u8,
+    scale: u8,
     column: usize,
 ) -> Result<Value, RowError> {
-    if precision <= 38 {
-        let digits = format!("{}{}", d.int, d.frac);
-        let magnitude: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits.parse().map_err(|_| RowError::BadValue {
-                column,
-                message: "decimal digits out of range".into(),
-            })?
-        };
-        return Ok(Value::Decimal(if d.negative {
-            -magnitude
-        } else {
-            magnitude
-        }));
+    if precision > 38 {
+        let d = read_decimal(r, precision, scale, column)?;
+        let mut s = String::new();
+        if d.negative {
+            s.push('-');
+        }
+        s.push_str(if d.int.is_empty() { "0" } else { &d.int });
+        if !d.frac.is_empty() {
+            s.push('.');
+            s.push_str(&d.frac);
+        }
+        return Ok(Value::Text(s));
     }
-    let mut s = String::new();
-    if d.negative {
-        s.push('-');
-    }
-    s.push_str(if d.int.is_empty() { "0" } else { &d.int });
-    if !d.frac.is_empty() {
-        s.push('.');
-        s.push_str(&d.frac);
-    }
-    Ok(Value::Text(s))
+    // At most 38 digits: the unscaled value fits an i128 all the way.
+    let mut unscaled: i128 = 0;
+    let negative = decimal_words(r, precision, scale, column, |v, n| {
+        unscaled = unscaled * 10i128.pow(n as u32) + v as i128;
+    })?;
+    Ok(Value::Decimal(if negative { -unscaled } else { unscaled }))
 }
 
-/// MySQL 8 binary JSON → its text. An empty value is JSON null (as MySQL reads it).
+/// MySQL 8 binary JSON → its text (see json.rs).
 pub fn json_text(bytes: &[u8]) -> Result<String, String> {
-    use mysql_common::binlog::jsonb;
-    use mysql_common::io::ParseBuf;
-    if bytes.is_empty() {
-        return Ok("null".into());
-    }
-    let value: jsonb::Value<'_> = ParseBuf(bytes)
-        .parse(())
-        .map_err(|e| format!("binary JSON: {e}"))?;
-    let dom = value.parse().map_err(|e| format!("binary JSON: {e}"))?;
-    Ok(serde_json::Value::from(dom).to_string())
+    super::json::to_text(bytes)
 }
 
 #[cfg(test)]

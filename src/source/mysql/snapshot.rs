@@ -277,7 +277,7 @@ impl MysqlSource {
                 }
                 self.push_snapshot_row(schema, values, phase, state);
                 read += 1;
-                if self.batch.len() >= super::BATCH_EVENTS {
+                if self.batch.is_full() {
                     // Resumable only at a key boundary of a chunked table.
                     let position = key
                         .map(|_| self.snapshot_position(stream_from, state))

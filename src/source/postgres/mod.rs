@@ -35,16 +35,12 @@ use tokio_postgres::{Client, NoTls};
 use crate::config::{SnapshotMode, SourceConfig};
 use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
 use crate::metrics as m;
-use crate::source::{SourceBatch, SourceContext, SourcePosition, count_events};
+use crate::source::{Batcher, SourceBatch, SourceContext, SourcePosition, count_events};
 use catalog::{PgTable, SESSION_OPTIONS};
 pub use error::PgError;
 use pgoutput::{Message, TupleValue};
 use snapshot::SnapshotState;
 
-/// Events per batch handed downstream.
-const BATCH_EVENTS: usize = 4096;
-/// A partly filled batch is sent after this long, so a quiet stream still reaches the lake.
-const BATCH_LINGER: Duration = Duration::from_millis(50);
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
@@ -69,8 +65,7 @@ pub struct PostgresSource {
     tables: Vec<PgTable>,
     /// Schemas by relation id, as last seen.
     schemas: HashMap<u32, Arc<TableSchema>>,
-    batch: Vec<ChangeEvent>,
-    batch_started: Option<Instant>,
+    batch: Batcher,
     /// Commit time given to snapshot rows: when this run's snapshot began.
     snapshot_taken_at: Option<i64>,
     /// Streamed changes already contained in a resumed snapshot are dropped until the stream
@@ -112,8 +107,7 @@ impl PostgresSource {
             client,
             tables,
             schemas: HashMap::new(),
-            batch: Vec::with_capacity(BATCH_EVENTS),
-            batch_started: None,
+            batch: Batcher::default(),
             snapshot_taken_at: None,
             snapshot_filter: None,
         })
@@ -272,7 +266,7 @@ impl PostgresSource {
         let mut health = tokio::time::interval(self.ctx.config.heartbeat.0);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let linger = self.batch_started.map(|t| t + BATCH_LINGER);
+            let linger = self.batch.deadline();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
@@ -307,7 +301,7 @@ impl PostgresSource {
                         }
                         ReplicationEvent::XLogData { wal_start, data, .. } => {
                             self.handle_message(pgoutput::decode(data)?, &mut tx, wal_start.as_u64()).await?;
-                            if self.batch.len() >= BATCH_EVENTS {
+                            if self.batch.is_full() {
                                 // Mid-transaction: resume from the last whole transaction; the
                                 // sink cuts the replayed part of this one by sequence.
                                 self.flush(Some(self.position(slot, resume))).await?;
@@ -321,10 +315,8 @@ impl PostgresSource {
                             let lag = (now_us() - (commit_time_micros + PG_EPOCH_OFFSET_US)) as f64 / 1e6;
                             metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
                             self.ctx.status.source(&self.name, |s| s.lag_seconds = Some(lag.max(0.0)));
-                            if self.batch.is_empty() {
-                                // Nothing of ours in this transaction; the position still moves.
-                                self.batch_started.get_or_insert_with(Instant::now);
-                            }
+                            // Nothing of ours in this transaction, maybe; the position still moves.
+                            self.batch.start();
                         }
                         ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
                         ReplicationEvent::StoppedAt { .. } => return Ok(()),
@@ -391,14 +383,13 @@ impl PostgresSource {
         after: Option<Row>,
         lsn: u64,
     ) {
-        self.batch_started.get_or_insert_with(Instant::now);
-        self.batch.push(ChangeEvent {
+        let event = ChangeEvent {
             table,
             op,
             before,
             after,
             partial_before,
-            seq: Seq::new(tx.commit_lsn, tx.index),
+            seq: Seq::new(tx.commit_lsn, 0),
             commit_ts_us: tx.commit_ts_us,
             pos: SourcePos::PgLsn {
                 lsn,
@@ -406,8 +397,8 @@ impl PostgresSource {
             },
             tx_id: Some(tx.xid),
             snapshot: false,
-        });
-        tx.index += 1;
+        };
+        self.batch.push_change(event, &mut tx.index);
     }
 
     /// A Relation message: the table's shape as the stream knows it, sent before the first change
@@ -526,8 +517,7 @@ impl PostgresSource {
 
     /// Hand the current batch downstream (waiting while the pipeline is full: backpressure).
     async fn flush(&mut self, resume: Option<SourcePosition>) -> Result<(), PgError> {
-        self.batch_started = None;
-        let events = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
+        let events = self.batch.take();
         count_events(&self.name, &events);
         let batch = SourceBatch {
             source: self.name.clone(),
@@ -725,7 +715,7 @@ fn replication_config(
             .with_start_lsn(Lsn::from_u64(start_lsn))
             .with_options(SESSION_OPTIONS)
             .with_status_interval(Duration::from_secs(1))
-            .with_buffer_size(BATCH_EVENTS * 2),
+            .with_buffer_size(Batcher::MAX_EVENTS * 2),
     )
 }
 

@@ -149,7 +149,7 @@ impl PostgresSource {
                     c.after_key = Some(k);
                 }
                 read += 1;
-                if self.batch.len() >= super::BATCH_EVENTS {
+                if self.batch.is_full() {
                     let position = self.snapshot_position(slot, stream_lsn, state);
                     self.flush(Some(position)).await?;
                 }
@@ -176,7 +176,7 @@ impl PostgresSource {
         while let Some(row) = rows.next_row(schema).await? {
             self.push_snapshot_row(schema, row, state);
             read += 1;
-            if self.batch.len() >= super::BATCH_EVENTS {
+            if self.batch.is_full() {
                 self.flush(None).await?;
             }
         }

@@ -18,27 +18,35 @@ fn decimals_decode_as_mysql_documents_them() {
         (d.negative, d.int.as_str(), d.frac.as_str()),
         (false, "1234567890", "1234")
     );
-    assert_eq!(
-        decimal_value(d, 14, 4, 0),
-        Ok(Value::Decimal(12345678901234))
-    );
+    let v = decimal_value(&mut Reader::new(&bytes), 14, 4, 0);
+    assert_eq!(v, Ok(Value::Decimal(12345678901234)));
     // The negative is every bit inverted.
     let neg: Vec<u8> = bytes.iter().map(|b| !b).collect();
-    let d = read_decimal(&mut Reader::new(&neg), 14, 4, 0).unwrap();
-    assert_eq!(
-        decimal_value(d, 14, 4, 0),
-        Ok(Value::Decimal(-12345678901234))
+    let v = decimal_value(&mut Reader::new(&neg), 14, 4, 0);
+    assert_eq!(v, Ok(Value::Decimal(-12345678901234)));
+    assert!(
+        read_decimal(&mut Reader::new(&neg), 14, 4, 0)
+            .unwrap()
+            .negative
     );
     // DECIMAL(12,2) 1.00 (the benchmark's price): intg 10 = 1 digit (1 byte) + 9 (4 bytes).
     let one = [0x80, 0x00, 0x00, 0x00, 0x01, 0x00];
-    let d = read_decimal(&mut Reader::new(&one), 12, 2, 0).unwrap();
-    assert_eq!(decimal_value(d, 12, 2, 0), Ok(Value::Decimal(100)));
+    assert_eq!(
+        decimal_value(&mut Reader::new(&one), 12, 2, 0),
+        Ok(Value::Decimal(100))
+    );
+    let zero_neg: Vec<u8> = [0x80u8, 0, 0, 0, 0, 0].iter().map(|b| !b).collect();
+    assert_eq!(
+        decimal_value(&mut Reader::new(&zero_neg), 12, 2, 0),
+        Ok(Value::Decimal(0))
+    );
     // Wider than 38 digits: exact text.
     let mut wide = vec![0x80];
     wide.extend([0u8; 28]);
-    wide[28] = 7;
-    let d = read_decimal(&mut Reader::new(&wide), 65, 0, 0).unwrap();
-    assert!(matches!(decimal_value(d, 65, 0, 0), Ok(Value::Text(t)) if t.ends_with('7')));
+    wide[1] = 1; // the first whole word: 016777216
+    wide[28] = 7; // the last: 000000007
+    let v = decimal_value(&mut Reader::new(&wide), 65, 0, 0);
+    assert_eq!(v, Ok(Value::Text(format!("16777216{}7", "0".repeat(53)))));
     // A word holding more than nine digits is corrupt.
     let bad = [0x80, 0xFF, 0xFF, 0xFF, 0xFF, 0x00];
     assert!(read_decimal(&mut Reader::new(&bad), 12, 2, 0).is_err());
