@@ -9,7 +9,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -170,13 +170,24 @@ impl Batcher {
     }
 }
 
-/// Count a batch's events by table and op (`sluice_source_events_total`).
+/// Count a batch's events by table and op (`sluice_source_events_total`). Runs of one table
+/// and op are counted without hashing: a batch is mostly long runs.
 pub fn count_events(source: &str, events: &[ChangeEvent]) {
-    let mut counts: HashMap<(&str, Op), u64> = HashMap::new();
+    let mut counts: Vec<(&str, Op, u64)> = Vec::new();
     for e in events {
-        *counts.entry((e.table.stream.as_str(), e.op)).or_default() += 1;
+        let stream = e.table.stream.as_str();
+        match counts.last_mut() {
+            Some((s, op, n)) if std::ptr::eq(*s, stream) && *op == e.op => *n += 1,
+            _ => match counts
+                .iter_mut()
+                .find(|(s, op, _)| *s == stream && *op == e.op)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((stream, e.op, 1)),
+            },
+        }
     }
-    for ((stream, op), n) in counts {
+    for (stream, op, n) in counts {
         metrics::counter!(m::SOURCE_EVENTS, "source" => source.to_string(), "table" => stream.to_string(), "op" => op.code())
             .increment(n);
     }

@@ -53,7 +53,9 @@ struct Cursor {
     mariadb_gtids: MariaGtidPos,
     mysql_gtids: MysqlGtidSet,
     tx: Option<Tx>,
-    table_maps: HashMap<u64, TableMap>,
+    /// The current TABLE_MAPs by table id, with the table's `db.table` and whether it is
+    /// captured (worked out once per TABLE_MAP, not per rows event).
+    table_maps: HashMap<u64, (TableMap, String, bool)>,
     /// When `resume` moved last without being sent downstream.
     unsent_since: Option<Instant>,
 }
@@ -255,7 +257,9 @@ impl MysqlSource {
                 }
             }
             BinlogEvent::TableMap(map) => {
-                cur.table_maps.insert(map.table_id, map);
+                let name = format!("{}.{}", map.db, map.table);
+                let captured = self.captured(&name);
+                cur.table_maps.insert(map.table_id, (map, name, captured));
             }
             BinlogEvent::Rows(ev) => {
                 self.on_rows(&ev, header.timestamp(), start_pos, cur)
@@ -498,7 +502,7 @@ impl MysqlSource {
         start_pos: u64,
         cur: &mut Cursor,
     ) -> Result<(), MyError> {
-        let Some(map) = cur.table_maps.get(&ev.table_id) else {
+        let Some((map, name, captured)) = cur.table_maps.get(&ev.table_id) else {
             return Err(self.decode_error(
                 cur,
                 start_pos,
@@ -508,10 +512,10 @@ impl MysqlSource {
                 )),
             ));
         };
-        let name = format!("{}.{}", map.db, map.table);
-        if !self.captured(&name) {
+        if !captured {
             return Ok(());
         }
+        let name = name.clone();
         if self.history.get(&name).is_none() || !self.fits(&name, map) {
             self.refresh_table(&name, map, cur, start_pos).await?;
         }
@@ -521,7 +525,7 @@ impl MysqlSource {
         if cur.tx.is_none() {
             cur.tx = Some(self.begin_tx(cur, start_pos, timestamp as i64 * 1_000_000));
         }
-        let map = cur.table_maps.get(&ev.table_id).expect("looked up above");
+        let (map, _, _) = cur.table_maps.get(&ev.table_id).expect("looked up above");
         let mut decoder =
             RowDecoder::new(map, &tracked.kinds).map_err(|source| MyError::Schema {
                 table: name.clone(),

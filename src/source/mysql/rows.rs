@@ -657,13 +657,39 @@ fn sign_extend(raw: u64, width: usize) -> i64 {
     ((raw << shift) as i64) >> shift
 }
 
-/// Days since 1970-01-01 of a calendar date; None for MySQL's zero or partial dates.
+/// Days since 1970-01-01 of a calendar date; None for MySQL's zero or partial dates. (Howard
+/// Hinnant's days-from-civil: a few integer operations per value, on the hot path of every
+/// DATE and DATETIME.)
 fn days(y: i32, m: u32, d: u32) -> Option<i64> {
-    let date = chrono::NaiveDate::from_ymd_opt(y, m, d)?;
-    Some(
-        date.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?)
-            .num_days(),
-    )
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&m)
+        || d == 0
+        || d > month_days[m as usize - 1]
+        || !(0..=9999).contains(&y)
+    {
+        return None;
+    }
+    let y = if m <= 2 { y as i64 - 1 } else { y as i64 };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 /// Bytes of a string or blob column as the kind says: text in its charset, bytes, or an

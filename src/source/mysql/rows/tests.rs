@@ -128,6 +128,25 @@ fn temporal_values_decode_from_the_56_formats() {
     );
     assert_eq!((v, lossy.zero_dates), (Ok(Value::Null), 1));
     assert_eq!(year(124), 2024);
+    // The day arithmetic agrees with chrono's over MySQL's whole range.
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+    for (y, m, d) in [
+        (1000, 1, 1),
+        (1969, 12, 31),
+        (1970, 1, 1),
+        (2000, 2, 29),
+        (2100, 3, 1),
+        (9999, 12, 31),
+    ] {
+        let want = chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .signed_duration_since(epoch)
+            .num_days();
+        assert_eq!(days(y, m, d), Some(want), "{y}-{m}-{d}");
+    }
+    assert_eq!(days(2023, 2, 29), None);
+    assert_eq!(days(2024, 13, 1), None);
+    assert_eq!(days(0, 0, 0), None);
 }
 
 #[test]
