@@ -129,7 +129,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
     (
         SOURCE_LAG_BYTES,
         Kind::Gauge,
-        "WAL the server keeps for the slot: current WAL position minus the slot's confirmed position, in bytes.",
+        "Bytes of log the lake is behind: WAL the server keeps for the slot (Postgres), binlog past the committed position (MySQL).",
     ),
     (
         SOURCE_COMMITTED_POSITION,

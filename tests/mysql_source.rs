@@ -335,7 +335,7 @@ async fn resumes_by_gtid_and_by_position_without_loss_or_duplicates() {
             &[&format!("{db_name}.t")],
             "{ rows: 100, interval: 200ms }",
         );
-        d.append_source(&format!("resume_by: {resume_by}\n"));
+        d.append_source(&format!("resume_by: {resume_by}\nheartbeat: 1s\n"));
         d.start();
         let stream = format!("{name}.{db_name}.t");
         for round in 0..3 {
@@ -390,6 +390,14 @@ async fn resumes_by_gtid_and_by_position_without_loss_or_duplicates() {
         })
         .await;
         assert!(ok, "{resume_by}: the committed position follows the binlog");
+        // Caught up and idle: nothing left to read, which the lag in bytes says.
+        let idle = wait_until(Duration::from_secs(20), || async {
+            d.metrics()
+                .lines()
+                .any(|l| l.starts_with("sluice_source_lag_bytes") && l.ends_with(" 0"))
+        })
+        .await;
+        assert!(idle, "{resume_by}: lag bytes reach 0: {}", d.metrics());
         let commit = latest_commit(&d.lake).unwrap();
         if resume_by == "gtid" {
             assert!(

@@ -58,6 +58,8 @@ struct Cursor {
     table_maps: HashMap<u64, (TableMap, String, bool)>,
     /// When `resume` moved last without being sent downstream.
     unsent_since: Option<Instant>,
+    /// The last position the lake committed (for the lag in bytes).
+    committed: Option<(String, u64)>,
 }
 
 impl MysqlSource {
@@ -86,6 +88,7 @@ impl MysqlSource {
             tx: None,
             table_maps: HashMap::new(),
             unsent_since: None,
+            committed: None,
         };
         let mut shutdown = self.ctx.shutdown.clone();
         let mut acks = self.ctx.acks.clone();
@@ -112,6 +115,7 @@ impl MysqlSource {
                     if let Some(crate::source::SourcePosition::Mysql(p)) = acks.borrow_and_update().get(&*self.name) {
                         metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string())
                             .set(coord(file_index(&p.file), p.pos) as f64);
+                        cur.committed = Some((p.file.clone(), p.pos));
                     }
                 }
                 _ = health.tick() => self.binlog_health(&cur).await?,
@@ -654,10 +658,19 @@ impl MysqlSource {
         }
     }
 
-    /// Periodic: the server still has the binlog file sluice reads (else the position is gone).
+    /// Periodic: the server still has the binlog file sluice reads (else the position is gone),
+    /// and how many binlog bytes the lake is behind (0 when idle and caught up).
     async fn binlog_health(&mut self, cur: &Cursor) -> Result<(), MyError> {
         let logs = super::catalog::binary_logs(&mut self.conn).await?;
-        if !logs.is_empty() && !logs.iter().any(|l| l.as_str() == &*cur.file) {
+        let (file, pos) = cur
+            .committed
+            .clone()
+            .unwrap_or_else(|| (cur.resume.file.clone(), cur.resume.pos));
+        if let Some(behind) = super::catalog::bytes_behind(&logs, &file, pos) {
+            metrics::gauge!(m::SOURCE_LAG_BYTES, "source" => self.name.to_string())
+                .set(behind as f64);
+        }
+        if !logs.is_empty() && !logs.iter().any(|(l, _)| l.as_str() == &*cur.file) {
             return Err(MyError::PositionLost {
                 position: cur.resume.to_string(),
                 source_name: self.name.to_string(),

@@ -238,16 +238,24 @@ pub async fn estimated_rows(conn: &mut Conn, name: &str) -> u64 {
     .unwrap_or(0)
 }
 
-/// The binlog files the server still has, oldest first.
-pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>, MyError> {
+/// The binlog files the server still has, oldest first, with their sizes.
+pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError> {
     let rows: Vec<mysql_async::Row> = conn
         .query("SHOW BINARY LOGS")
         .await
         .map_err(MyError::query("listing binary logs"))?;
     Ok(rows
         .into_iter()
-        .filter_map(|mut r| r.take::<String, _>(0))
+        .filter_map(|mut r| Some((r.take::<String, _>(0)?, r.take::<u64, _>(1).unwrap_or(0))))
         .collect())
+}
+
+/// Binlog bytes from `file:pos` to the end of the newest binlog (what the server has written
+/// that a reader at that position has not read).
+pub fn bytes_behind(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u64> {
+    let at = logs.iter().position(|(name, _)| name == file)?;
+    let rest: u64 = logs[at + 1..].iter().map(|(_, size)| size).sum();
+    Some(logs[at].1.saturating_sub(pos) + rest)
 }
 
 /// MySQL-style identifier quoting.
