@@ -69,24 +69,16 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
     let mut schemas = Vec::new();
     let mut reached = Vec::new();
     for source in &config.sources {
-        match source.kind {
-            SourceKind::Postgres | SourceKind::Mysql => {
-                let (found, tables) = match source.kind {
-                    SourceKind::Mysql => crate::source::mysql::check::check(source).await,
-                    _ => crate::source::postgres::check::check(source).await,
-                };
-                if !tables.is_empty() {
-                    reached.push(source.name.clone());
-                }
-                findings.extend(found);
-                schemas.extend(tables);
-            }
-            other => findings.push(Finding::problem(
-                &format!("source `{}`", source.name),
-                format!("kind `{other:?}` is not supported by this build yet"),
-                "use kind: postgres or kind: mysql".into(),
-            )),
+        let (found, tables) = match source.kind {
+            SourceKind::Mysql => crate::source::mysql::check::check(source).await,
+            SourceKind::Mongodb => crate::source::mongodb::check::check(source).await,
+            SourceKind::Postgres => crate::source::postgres::check::check(source).await,
+        };
+        if !tables.is_empty() {
+            reached.push(source.name.clone());
         }
+        findings.extend(found);
+        schemas.extend(tables);
     }
     findings.extend(check_transforms(&config, &schemas, &reached));
     if let Err(e) = tokio::task::block_in_place(|| {

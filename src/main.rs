@@ -321,10 +321,15 @@ fn print_status(value: &serde_json::Value) {
     let sources = value["sources"].as_object().unwrap_or(&empty);
     for (name, src) in sources {
         let pos = &value["committed"][name];
-        // Postgres: the LSN; MySQL/MariaDB: binlog file and offset.
-        let lsn = match (pos["lsn"].as_u64(), pos["file"].as_str()) {
-            (Some(lsn), _) => sluice::event::format_lsn(lsn),
-            (None, Some(file)) => format!("{file}:{}", pos["pos"]),
+        // Postgres: the LSN; MySQL/MariaDB: binlog file and offset; MongoDB: cluster time.
+        let lsn = match (
+            pos["lsn"].as_u64(),
+            pos["file"].as_str(),
+            pos["time"].as_u64(),
+        ) {
+            (Some(lsn), _, _) => sluice::event::format_lsn(lsn),
+            (None, Some(file), _) => format!("{file}:{}", pos["pos"]),
+            (None, None, Some(t)) => format!("{}:{}", t >> 32, t & 0xffff_ffff),
             _ => "-".into(),
         };
         let lag = src["lag_seconds"]

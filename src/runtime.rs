@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use crate::config::{Config, SourceKind};
 use crate::metrics as m;
 use crate::sink::{ParquetSink, SinkError};
+use crate::source::mongodb::MongoSource;
 use crate::source::mysql::MysqlSource;
 use crate::source::postgres::PostgresSource;
 use crate::source::{Classify, SourceContext, SourceError};
@@ -143,12 +144,6 @@ async fn run_once(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut sources = JoinSet::new();
     for source in &config.sources {
-        if source.kind == SourceKind::Mongodb {
-            return Err(PipelineError::Setup(format!(
-                "source `{}`: kind mongodb is not supported by this build yet",
-                source.name
-            )));
-        }
         let ctx = SourceContext {
             status: status.clone(),
             config: source.clone(),
@@ -171,7 +166,12 @@ async fn run_once(
                         up.set(1.0);
                         source.run().await?;
                     }
-                    _ => {
+                    SourceKind::Mongodb => {
+                        let source = MongoSource::connect(ctx).await?;
+                        up.set(1.0);
+                        source.run().await?;
+                    }
+                    SourceKind::Postgres => {
                         let source = PostgresSource::connect(ctx).await?;
                         up.set(1.0);
                         source.run().await?;

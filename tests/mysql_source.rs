@@ -410,23 +410,6 @@ async fn resumes_by_gtid_and_by_position_without_loss_or_duplicates() {
     }
 }
 
-/// The newest commit record of a local lake.
-fn latest_commit(lake: &std::path::Path) -> Option<serde_json::Value> {
-    let dir = lake.join("_sluice/commits");
-    let newest = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()
-                .map(|n| (n, e.path()))
-        })
-        .max()?;
-    serde_json::from_slice(&std::fs::read(newest.1).ok()?).ok()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_privileges_and_tables_without_keys() {
     let db = MyDb::create("sluice_it_my_check").await;

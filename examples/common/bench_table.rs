@@ -43,6 +43,7 @@ pub fn schema() -> Arc<TableSchema> {
         SourceInfo {
             connector: "postgresql",
             db: "bench".into(),
+            documents: false,
         },
     ))
 }

@@ -479,7 +479,14 @@ fn validate_source(s: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
                 t.split('.').count(),
                 "`database.table` (globs allowed, e.g. shop.*)",
             ),
-            SourceKind::Mongodb => (2, ""),
+            // A collection name may hold dots: the database is up to the first.
+            SourceKind::Mongodb => (
+                match t.split_once('.') {
+                    Some((db, coll)) if !db.is_empty() && !coll.is_empty() => 2,
+                    _ => 0,
+                },
+                "`database.collection` (globs allowed, e.g. shop.*)",
+            ),
         };
         if parts != 2 {
             problems.push(problem(&s.file, format!("tables: `{t}` must be {shape}")));

@@ -16,6 +16,10 @@ pub const CONNECTOR_VERSION: &str = concat!("sluice-", env!("CARGO_PKG_VERSION")
 /// The message key: the primary-key columns.
 pub fn key_json(event: &ChangeEvent) -> Json {
     let schema = &event.table;
+    if let (true, SourcePos::Mongo { id, .. }) = (schema.source_info.documents, &event.pos) {
+        // Debezium's MongoDB key: the `_id` as extended JSON text.
+        return json!({ "id": id.as_ref() });
+    }
     let row = event.row_image();
     let mut key = Map::new();
     for (i, col) in schema.key_columns() {
@@ -30,6 +34,9 @@ pub fn key_json(event: &ChangeEvent) -> Json {
 /// The message value: `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}`.
 pub fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
     let schema = &event.table;
+    if schema.source_info.documents {
+        return document_envelope_json(event, processed_at_us);
+    }
     let image = |r: &Option<Row>| {
         r.as_ref()
             .map(|r| row_json(schema, r))
@@ -38,6 +45,31 @@ pub fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
     json!({
         "before": image(&event.before),
         "after": image(&event.after),
+        "source": source_json(event),
+        "transaction": Json::Null,
+        "op": event.op.code(),
+        "ts_ms": processed_at_us.div_euclid(1000),
+        "ts_us": processed_at_us,
+        "ts_ns": processed_at_us as i128 * 1000,
+    })
+}
+
+/// Debezium's MongoDB envelope: `before`/`after` are the documents' extended JSON text (`_doc`),
+/// so a key-only delete has `before: null`. sluice sends whole documents after every change, as
+/// the connector's `change_streams_update_full` modes do, and no `updateDescription`.
+fn document_envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
+    let doc = event.table.columns.iter().rposition(|c| c.name == "_doc");
+    let image = |r: &Option<Row>| match (r, doc) {
+        (Some(r), Some(i)) => match r.get(i) {
+            Some(Value::Text(t)) => json!(t),
+            _ => Json::Null,
+        },
+        _ => Json::Null,
+    };
+    json!({
+        "before": image(&event.before),
+        "after": image(&event.after),
+        "updateDescription": Json::Null,
         "source": source_json(event),
         "transaction": Json::Null,
         "op": event.op.code(),
@@ -94,6 +126,19 @@ fn source_json(event: &ChangeEvent) -> Json {
             src.insert("thread".into(), Json::Null);
             src.insert("query".into(), Json::Null);
         }
+        SourcePos::Mongo {
+            time, txn_number, ..
+        } => {
+            src.insert("sequence".into(), Json::Null);
+            src.insert("ts_us".into(), json!(ts_us));
+            src.insert("ts_ns".into(), json!(ts_us as i128 * 1000));
+            src.insert("collection".into(), json!(schema.id.table));
+            // Debezium's `ord`: the cluster time's increment.
+            src.insert("ord".into(), json!(time & 0xffff_ffff));
+            src.insert("lsid".into(), Json::Null);
+            src.insert("txnNumber".into(), json!(txn_number));
+            src.insert("wallTime".into(), json!(ts_us.div_euclid(1000)));
+        }
     }
     Json::Object(src)
 }
@@ -109,10 +154,14 @@ fn row_json(schema: &TableSchema, row: &Row) -> Json {
 /// The key with Kafka Connect's embedded schema (JsonConverter `schemas.enable=true`).
 pub fn key_json_with_schema(event: &ChangeEvent) -> Json {
     let table = &event.table;
-    let fields: Vec<Json> = table
-        .key_columns()
-        .map(|(_, c)| field_schema(&c.name, &c.ty, false))
-        .collect();
+    let fields: Vec<Json> = if table.source_info.documents {
+        vec![json!({ "type": "string", "optional": false, "field": "id" })]
+    } else {
+        table
+            .key_columns()
+            .map(|(_, c)| field_schema(&c.name, &c.ty, false))
+            .collect()
+    };
     json!({
         "schema": { "type": "struct", "fields": fields, "optional": false, "name": format!("{}.Key", table.stream) },
         "payload": key_json(event),
@@ -131,7 +180,15 @@ pub fn envelope_schema(table: &TableSchema) -> Json {
         .iter()
         .map(|c| field_schema(&c.name, &c.ty, c.nullable))
         .collect();
-    let row = |field: &str| json!({ "type": "struct", "fields": row_fields, "optional": true, "name": format!("{}.Value", table.stream), "field": field });
+    let documents = table.source_info.documents;
+    let row = |field: &str| match documents {
+        true => {
+            json!({ "type": "string", "optional": true, "name": "io.debezium.data.Json", "version": 1, "field": field })
+        }
+        false => {
+            json!({ "type": "struct", "fields": row_fields, "optional": true, "name": format!("{}.Value", table.stream), "field": field })
+        }
+    };
     let s = |field: &str, ty: &str, optional: bool| json!({ "type": ty, "optional": optional, "field": field });
     let source = source_schema(table, &s);
     let transaction = json!({
@@ -139,10 +196,31 @@ pub fn envelope_schema(table: &TableSchema) -> Json {
         "fields": [s("id", "string", false), s("total_order", "int64", false), s("data_collection_order", "int64", false)],
         "optional": true, "name": "event.block", "version": 1, "field": "transaction",
     });
+    let mut fields = vec![row("before"), row("after")];
+    if documents {
+        fields.push(json!({
+            "type": "struct", "optional": true, "field": "updateDescription",
+            "name": "io.debezium.connector.mongodb.changestream.updatedescription", "version": 1,
+            "fields": [
+                { "type": "array", "items": { "type": "string", "optional": false }, "optional": true, "field": "removedFields" },
+                { "type": "string", "optional": true, "name": "io.debezium.data.Json", "version": 1, "field": "updatedFields" },
+                { "type": "array", "optional": true, "field": "truncatedArrays", "items": { "type": "struct", "optional": false,
+                    "name": "io.debezium.connector.mongodb.changestream.truncatedarray", "version": 1,
+                    "fields": [s("field", "string", false), s("size", "int32", false)] } },
+            ],
+        }));
+    }
+    fields.extend([
+        source,
+        transaction,
+        s("op", "string", false),
+        s("ts_ms", "int64", true),
+        s("ts_us", "int64", true),
+        s("ts_ns", "int64", true),
+    ]);
     json!({
         "type": "struct",
-        "fields": [row("before"), row("after"), source, transaction, s("op", "string", false),
-                   s("ts_ms", "int64", true), s("ts_us", "int64", true), s("ts_ns", "int64", true)],
+        "fields": fields,
         "optional": false,
         "name": format!("{}.Envelope", table.stream),
         "version": 2,
@@ -178,6 +256,16 @@ fn source_schema(table: &TableSchema, s: &dyn Fn(&str, &str, bool) -> Json) -> J
                 s("query", "string", true),
             ],
             format!("io.debezium.connector.{connector}.Source"),
+        ),
+        "mongodb" => (
+            vec![
+                s("collection", "string", false),
+                s("ord", "int32", false),
+                s("lsid", "string", true),
+                s("txnNumber", "int64", true),
+                s("wallTime", "int64", true),
+            ],
+            "io.debezium.connector.mongo.Source".to_string(),
         ),
         _ => (
             vec![

@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub use seq::Seq;
 
 /// The logical type of a column, independent of the source database.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ColumnType {
     Bool,
     Int16,
@@ -124,6 +124,10 @@ pub struct SourceInfo {
     pub connector: &'static str,
     /// The database name (Postgres: the database connected to).
     pub db: String,
+    /// Rows carry a whole document in their `_doc` column (a MongoDB collection's raw stream):
+    /// the envelope's `before`/`after` are that document's extended JSON, as Debezium's MongoDB
+    /// connector writes them.
+    pub documents: bool,
 }
 
 /// One value of one column. Interpretation depends on the column type.
@@ -193,6 +197,13 @@ pub enum SourcePos {
         server_id: u32,
         gtid: Option<Arc<str>>,
     },
+    /// MongoDB: the change's cluster time (seconds << 32 | increment), its transaction number,
+    /// and the document's `_id` as relaxed extended JSON (Debezium's key `{"id": …}`).
+    Mongo {
+        time: u64,
+        txn_number: Option<i64>,
+        id: Arc<str>,
+    },
 }
 
 impl SourcePos {
@@ -209,6 +220,7 @@ impl SourcePos {
         let _ = match self {
             SourcePos::PgLsn { lsn, .. } => write!(out, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
             SourcePos::Binlog { file, pos, .. } => write!(out, "{file}:{pos}"),
+            SourcePos::Mongo { time, .. } => write!(out, "{}:{}", time >> 32, time & 0xffff_ffff),
         };
     }
 }
@@ -327,6 +339,7 @@ mod tests {
             SourceInfo {
                 connector: "mysql",
                 db: "d".into(),
+                documents: false,
             },
         );
         ChangeEvent {

@@ -5,6 +5,8 @@
 //! acknowledged to the database ([`Acks`]). A restart resumes from the committed position and the
 //! sink cuts what it already has by sequence, so nothing is lost or written twice.
 
+pub mod history;
+pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub mod snapshot;
@@ -34,6 +36,9 @@ pub enum SourcePosition {
     },
     /// MySQL / MariaDB: binlog file and offset, GTID state, and the schema history there.
     Mysql(mysql::BinlogPosition),
+    /// MongoDB: the change stream's resume token (or the cluster time to start at), the
+    /// inferred schemas there, and an unfinished snapshot.
+    Mongo(mongodb::MongoPosition),
 }
 
 /// A group of events from one source, in log order.
@@ -81,6 +86,8 @@ pub enum SourceError {
     Postgres(#[from] postgres::PgError),
     #[error(transparent)]
     Mysql(#[from] mysql::MyError),
+    #[error(transparent)]
+    Mongo(#[from] mongodb::MongoError),
 }
 
 impl Classify for SourceError {
@@ -88,6 +95,7 @@ impl Classify for SourceError {
         match self {
             SourceError::Postgres(e) => e.is_transient(),
             SourceError::Mysql(e) => e.is_transient(),
+            SourceError::Mongo(e) => e.is_transient(),
         }
     }
 }
@@ -99,6 +107,7 @@ impl SourceError {
             self,
             SourceError::Postgres(postgres::PgError::SlotLost { .. })
                 | SourceError::Mysql(mysql::MyError::PositionLost { .. })
+                | SourceError::Mongo(mongodb::MongoError::PositionLost { .. })
         )
     }
 }

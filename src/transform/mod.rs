@@ -265,6 +265,7 @@ pub fn dead_letter_schema(stream: &str) -> Arc<TableSchema> {
         source_info: SourceInfo {
             connector: "sluice",
             db: String::new(),
+            documents: false,
         },
     })
 }

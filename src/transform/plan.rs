@@ -146,7 +146,11 @@ pub fn compile(def: &TransformDef, raw: &Arc<TableSchema>) -> Result<Compiled, P
         stream: def.name.clone(),
         columns,
         version: raw.version,
-        source_info: raw.source_info.clone(),
+        // A cleansed stream's rows are typed columns, whatever the raw stream carried.
+        source_info: crate::event::SourceInfo {
+            documents: false,
+            ..raw.source_info.clone()
+        },
     });
     Ok(Compiled {
         raw: raw.clone(),

@@ -30,6 +30,7 @@ fn raw_table() -> Arc<TableSchema> {
         SourceInfo {
             connector: "postgresql",
             db: "shop".into(),
+            documents: false,
         },
     ))
 }

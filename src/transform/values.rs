@@ -169,6 +169,7 @@ mod tests {
             SourceInfo {
                 connector: "postgresql",
                 db: "d".into(),
+                documents: false,
             },
         )
     }

@@ -2,6 +2,7 @@
 //! `scripts/services.sh up` starts, the real `sluice` binary, and readers of the lake.
 #![allow(dead_code)]
 
+pub mod mongo;
 pub mod mysql;
 
 use std::collections::BTreeMap;
@@ -711,6 +712,23 @@ pub async fn remote_lake_run(
         daemon: d,
         local,
     }
+}
+
+/// The newest commit record of a local lake.
+pub fn latest_commit(lake: &Path) -> Option<serde_json::Value> {
+    let dir = lake.join("_sluice/commits");
+    let newest = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+                .map(|n| (n, e.path()))
+        })
+        .max()?;
+    serde_json::from_slice(&std::fs::read(newest.1).ok()?).ok()
 }
 
 /// xorshift: reproducible random choices from a seed the test prints.

@@ -197,6 +197,7 @@ impl Decoder {
             SourceInfo {
                 connector,
                 db: text("db"),
+                documents: false,
             },
         ));
         self.last = Some((codecs, schema.clone()));

@@ -44,6 +44,7 @@ fn bench_schema() -> Arc<TableSchema> {
         SourceInfo {
             connector: "postgresql",
             db: "cdctest".into(),
+            documents: false,
         },
     ))
 }
@@ -223,6 +224,7 @@ fn mariadb_bench_schema() -> Arc<TableSchema> {
         SourceInfo {
             connector: "mariadb",
             db: "cdctest".into(),
+            documents: false,
         },
     ))
 }

@@ -45,11 +45,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SnapshotMode, SourceConfig};
 use crate::metrics as m;
+use crate::source::history::HistoryStore;
 use crate::source::snapshot::SnapshotState;
 use crate::source::{Batcher, SourceBatch, SourceContext, SourcePosition};
 use catalog::ServerInfo;
 pub use error::MyError;
-use schema::{History, SchemaStore};
+use schema::History;
 
 /// A MySQL/MariaDB source position, stored in the lake's commit records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +130,7 @@ pub struct MysqlSource {
     /// The captured tables found at setup.
     tables: Vec<String>,
     history: History,
-    schemas: SchemaStore,
+    schemas: HistoryStore,
     /// Id of the saved history of the current definitions; None after they changed.
     history_id: Option<String>,
     batch: Batcher,
@@ -164,7 +165,7 @@ impl MysqlSource {
             )));
         }
         let schemas =
-            SchemaStore::open(&ctx.lake_path, &ctx.config.name).map_err(MyError::History)?;
+            HistoryStore::open(&ctx.lake_path, &ctx.config.name).map_err(MyError::History)?;
         let name: Arc<str> = Arc::from(ctx.config.name.as_str());
         tracing::info!(source = %name, server = %server.version, tables = tables.len(), "connected");
         Ok(MysqlSource {

@@ -1,24 +1,21 @@
-//! The schema history: every captured table's definition at a binlog position, and where it is
-//! kept durably.
+//! The schema history: every captured table's definition at a binlog position.
 //!
 //! The history moves with the binlog: the snapshot (or the catalog, when streaming starts
 //! without one) gives the first definitions, DDL in the stream changes them (ddl.rs). A source
 //! position names the history valid at it by a content hash; the definitions themselves are
-//! written once to the lake, `_sluice/schemas/<source>/<hash>.json`, before any position naming
-//! them is handed to the sink. So a restart at an old position decodes its rows with the
-//! definitions of that time, and a commit record stays small however many tables there are.
+//! written once to the lake by the shared [`crate::source::history::HistoryStore`] before any
+//! position naming them is handed to the sink. So a restart at an old position decodes its rows
+//! with the definitions of that time, and a commit record stays small however many tables there
+//! are.
 
-use std::collections::{HashMap, HashSet};
-use std::io;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::ddl::Tables;
 use super::types::{Kind, MyColumn};
 use crate::event::{SourceInfo, TableId, TableSchema};
-use crate::sink::store::Store;
 
 /// A captured table's definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +113,7 @@ impl History {
         let info = SourceInfo {
             connector: self.connector,
             db: db.to_string(),
+            documents: false,
         };
         let schema = TableSchema::new(id, columns, self.next_version, info);
         self.next_version += 1;
@@ -129,69 +127,6 @@ impl History {
         self.tables.remove(name);
         self.derived.remove(name);
     }
-}
-
-/// Content-addressed history snapshots in the lake: `_sluice/schemas/<source>/<id>.json`.
-pub struct SchemaStore {
-    store: Store,
-    dir: String,
-    /// Ids known to be durable (written or read in this run): never written again.
-    saved: HashSet<String>,
-}
-
-impl SchemaStore {
-    pub fn open(lake_path: &str, source: &str) -> io::Result<SchemaStore> {
-        let store = Store::open(lake_path)?;
-        let dir = format!("_sluice/schemas/{source}");
-        store.mkdirs(&dir)?;
-        Ok(SchemaStore {
-            store,
-            dir,
-            saved: HashSet::new(),
-        })
-    }
-
-    /// Make `tables` durable; returns its id. Written to a temporary name and renamed, so a
-    /// file under its final name is always whole.
-    pub fn save(&mut self, tables: &Tables) -> io::Result<String> {
-        let bytes = serde_json::to_vec(tables).map_err(io::Error::other)?;
-        let id = history_id(&bytes);
-        if self.saved.contains(&id) {
-            return Ok(id);
-        }
-        let path = format!("{}/{id}.json", self.dir);
-        if !self.store.exists(&path)? {
-            let tmp = format!("{}/{id}.json.tmp-{}", self.dir, std::process::id());
-            self.store.put(&tmp, &bytes)?;
-            self.store.rename(&tmp, &path)?;
-            self.store.sync_dir(&self.dir)?;
-        }
-        self.saved.insert(id.clone());
-        Ok(id)
-    }
-
-    pub fn load(&mut self, id: &str) -> io::Result<Tables> {
-        let path = format!("{}/{id}.json", self.dir);
-        let bytes = self.store.get(&path)?;
-        if history_id(&bytes) != id {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{path}: its content does not match its name"),
-            ));
-        }
-        let tables = serde_json::from_slice(&bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))?;
-        self.saved.insert(id.to_string());
-        Ok(tables)
-    }
-}
-
-/// First 16 bytes of the SHA-256 of the serialized history, in hex.
-fn history_id(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]
@@ -231,21 +166,5 @@ mod tests {
         assert_eq!(tracked.kinds.len(), 2);
         h.edit(|t| t.remove("d.t"));
         assert!(h.get("d.t").is_none());
-    }
-
-    #[test]
-    fn snapshots_are_saved_once_and_verified_on_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = dir.path().to_str().unwrap();
-        let mut store = SchemaStore::open(lake, "my").unwrap();
-        let tables: Tables = [("d.t".to_string(), def(&[("id", "int")]))].into();
-        let id = store.save(&tables).unwrap();
-        assert_eq!(store.save(&tables).unwrap(), id);
-        let mut other = SchemaStore::open(lake, "my").unwrap();
-        assert_eq!(other.load(&id).unwrap(), tables);
-        let path = dir.path().join(format!("_sluice/schemas/my/{id}.json"));
-        std::fs::write(&path, b"{}").unwrap();
-        let mut third = SchemaStore::open(lake, "my").unwrap();
-        assert!(third.load(&id).is_err(), "a changed file is refused");
     }
 }

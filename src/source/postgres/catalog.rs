@@ -166,6 +166,7 @@ pub async fn table_schema<C: GenericClient>(
     let info = SourceInfo {
         connector: "postgresql",
         db: db.to_string(),
+        documents: false,
     };
     Ok((TableSchema::new(id, columns, version, info), oids))
 }

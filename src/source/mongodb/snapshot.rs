@@ -1,0 +1,424 @@
+//! The initial snapshot: each collection read in `_id` order, a chunk at a time, every chunk a
+//! snapshot read whose cluster time the server reports, committed chunk by chunk and resumable
+//! after a crash.
+//!
+//! Streaming starts at T0, the cluster time taken before the first chunk (change streams'
+//! `startAtOperationTime` is inclusive). A chunk read at cluster time R already reflects every
+//! change at or before R to the `_id`s it covers, so such changes are dropped for those `_id`s
+//! ([`SnapshotFilter`]); every later change applies on top. Snapshot rows have sequences
+//! `(T0 - 1, ordinal)`, so they sort before every streamed change: "last row per key by `_seq`"
+//! is the current state, with no gap and no duplicate.
+//!
+//! Chunks are read with `min` on the `_id` index rather than `$gt`, because `$gt` only matches
+//! `_id`s of the bound's own type: `min` walks the index in BSON order across types, as the
+//! index holds them.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use mongodb::bson::{Bson, Document, doc};
+use serde::{Deserialize, Serialize};
+
+use super::documents::{self, ID};
+use super::{MongoError, MongoSource, StreamFrom, cluster_time};
+use crate::event::{ChangeEvent, Op, Seq, SourcePos};
+use crate::metrics as m;
+use crate::source::SourcePosition;
+
+/// Where a snapshot stands; part of the committed source position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MongoSnapshot {
+    /// Every collection has been read.
+    pub complete: bool,
+    /// Ordinal of the next snapshot row (the minor part of its sequence).
+    pub next_ordinal: u64,
+    /// Where reading goes on; `None` before the first collection (or when complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cursor>,
+    /// The chunks read, in order: each covers its collection's `_id`s after `after` up to the
+    /// next chunk's `after`.
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
+    /// The server's estimate of all captured collections' documents, for progress.
+    #[serde(default)]
+    pub estimated_rows: u64,
+}
+
+/// Reading continues in `table` (`db.collection`) after the `_id` `after` (canonical extended
+/// JSON, so its BSON type survives), from its start if `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// The cluster time the chunk was read at.
+    pub read_at: u64,
+}
+
+impl MongoSnapshot {
+    /// The cluster time up to which streamed changes may still be dropped for some `_id`s.
+    pub fn filter_until(&self) -> u64 {
+        self.chunks.iter().map(|c| c.read_at).max().unwrap_or(0)
+    }
+}
+
+/// `_id` as canonical extended JSON text (the cursor's form).
+pub fn id_key(id: &Bson) -> String {
+    id.clone().into_canonical_extjson().to_string()
+}
+
+/// The `_id` a cursor's text names.
+pub fn parse_id(text: &str) -> Result<Bson, MongoError> {
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| MongoError::Setup(format!("a snapshot cursor that is not JSON: {e}")))?;
+    Bson::try_from(json)
+        .map_err(|e| MongoError::Setup(format!("a snapshot cursor that is not extended JSON: {e}")))
+}
+
+/// The snapshot's chunks, parsed, for the streamed changes that follow.
+#[derive(Debug, Default)]
+pub struct SnapshotFilter {
+    until: u64,
+    /// Per collection, each chunk's lower bound (exclusive; `None`: the start) and cluster time.
+    chunks: HashMap<String, Vec<(Option<Bson>, u64)>>,
+}
+
+impl SnapshotFilter {
+    pub fn new(state: &MongoSnapshot) -> Result<SnapshotFilter, MongoError> {
+        let mut chunks: HashMap<String, Vec<(Option<Bson>, u64)>> = HashMap::new();
+        for c in &state.chunks {
+            let after = c.after.as_deref().map(parse_id).transpose()?;
+            chunks
+                .entry(c.table.clone())
+                .or_default()
+                .push((after, c.read_at));
+        }
+        Ok(SnapshotFilter {
+            until: state.filter_until(),
+            chunks,
+        })
+    }
+
+    pub fn until(&self) -> u64 {
+        self.until
+    }
+
+    /// Whether a change of `_id` `id` in `table` at cluster time `at` is already in the
+    /// snapshot: the chunk that covers the `_id` was read at or after it.
+    pub fn already_read(&self, table: &str, id: &Bson, at: u64) -> bool {
+        let Some(chunks) = self.chunks.get(table) else {
+            return false;
+        };
+        // Chunks ascend by bound: the covering one is the last whose bound is below the id.
+        let n = chunks.partition_point(|(after, _)| {
+            after
+                .as_ref()
+                .is_none_or(|a| documents::compare(a, id) == Ordering::Less)
+        });
+        n.checked_sub(1).is_some_and(|i| at <= chunks[i].1)
+    }
+}
+
+/// Documents per `getMore`: bounds the reply held in memory.
+const BATCH_DOCS: i32 = 1000;
+
+impl MongoSource {
+    /// Read the collections from `state.cursor` on; streaming starts at `t0`. Hands rows
+    /// downstream with a position to resume from after every chunk.
+    pub(super) async fn read_snapshot(
+        &mut self,
+        t0: u64,
+        mut state: MongoSnapshot,
+    ) -> Result<MongoSnapshot, MongoError> {
+        let running =
+            metrics::gauge!(m::SOURCE_SNAPSHOT_RUNNING, "source" => self.name.to_string());
+        running.set(1.0);
+        self.ctx
+            .status
+            .source(&self.name, |s| s.state = "snapshotting".into());
+        let mut collections = self.collections.clone();
+        if let Some(cursor) = &state.cursor {
+            collections.retain(|c| *c >= cursor.table);
+            tracing::info!(source = %self.name, collection = %cursor.table, "resuming the snapshot");
+        }
+        if state.estimated_rows == 0 {
+            for c in &collections {
+                state.estimated_rows += self.estimated_rows(c).await;
+            }
+        }
+        for (i, name) in collections.iter().enumerate() {
+            let estimate = self.estimated_rows(name).await;
+            metrics::gauge!(m::SOURCE_SNAPSHOT_ROWS_ESTIMATED, "source" => self.name.to_string(), "table" => self.stream_name(name))
+                .set(estimate as f64);
+            if state.cursor.as_ref().is_none_or(|c| c.table != *name) {
+                state.cursor = Some(Cursor {
+                    table: name.clone(),
+                    after: None,
+                });
+            }
+            while self.read_chunk(t0, name, &mut state).await? {}
+            state.cursor = collections.get(i + 1).map(|next| Cursor {
+                table: next.clone(),
+                after: None,
+            });
+            state.complete = state.cursor.is_none();
+            tracing::info!(source = %self.name, collection = %name, "snapshot of collection done");
+            self.send_snapshot_position(t0, &state).await?;
+        }
+        running.set(0.0);
+        if !state.complete {
+            // Nothing left to read (a resumed snapshot whose last collection was done).
+            state.complete = true;
+            state.cursor = None;
+            self.send_snapshot_position(t0, &state).await?;
+        }
+        Ok(state)
+    }
+
+    async fn estimated_rows(&self, name: &str) -> u64 {
+        let (db, coll) = name.split_once('.').unwrap_or(("", name));
+        self.client
+            .database(db)
+            .collection::<Document>(coll)
+            .estimated_document_count()
+            .await
+            .unwrap_or(0)
+    }
+
+    /// One chunk of `name` after the cursor, as one snapshot read. Returns whether the
+    /// collection has more.
+    async fn read_chunk(
+        &mut self,
+        t0: u64,
+        name: &str,
+        state: &mut MongoSnapshot,
+    ) -> Result<bool, MongoError> {
+        let (db_name, coll) = name.split_once('.').unwrap_or(("", name));
+        let db = self.client.database(db_name);
+        let chunk = self
+            .ctx
+            .config
+            .snapshot_chunk_rows
+            .clamp(1, i64::MAX as u64 - 1) as i64;
+        let after = state
+            .cursor
+            .as_ref()
+            .and_then(|c| c.after.as_deref())
+            .map(parse_id)
+            .transpose()?;
+        let mut find = doc! {
+            "find": coll,
+            "filter": {},
+            "sort": { ID: 1 },
+            "hint": { ID: 1 },
+            "batchSize": BATCH_DOCS,
+            "readConcern": { "level": "snapshot" },
+        };
+        match &after {
+            // `min` is inclusive: one more, and the bound itself skipped.
+            Some(a) => {
+                find.insert("min", doc! { ID: a.clone() });
+                find.insert("limit", chunk + 1);
+            }
+            None => {
+                find.insert("limit", chunk);
+            }
+        }
+        let reply = db
+            .run_command(find)
+            .await
+            .map_err(MongoError::driver("reading a collection for the snapshot"))?;
+        let cursor = reply
+            .get_document("cursor")
+            .map_err(|_| MongoError::Setup("a find reply without a cursor".into()))?;
+        let read_at = match cursor.get("atClusterTime").or(reply.get("operationTime")) {
+            Some(Bson::Timestamp(t)) => cluster_time(*t),
+            _ => {
+                return Err(MongoError::Setup(
+                    "the server did not say at which cluster time the snapshot read was: \
+                     snapshot reads need MongoDB 5.0 or later"
+                        .into(),
+                ));
+            }
+        };
+        state.chunks.push(Chunk {
+            table: name.to_string(),
+            after: state.cursor.as_ref().and_then(|c| c.after.clone()),
+            read_at,
+        });
+        let mut cursor_id = cursor.get_i64("id").unwrap_or(0);
+        let mut docs = take_batch(cursor, "firstBatch");
+        let mut read = 0i64;
+        loop {
+            for d in docs {
+                let Some(id) = d.get(ID) else { continue };
+                if after
+                    .as_ref()
+                    .is_some_and(|a| documents::compare(id, a) != Ordering::Greater)
+                {
+                    continue; // the bound itself, read by the chunk before
+                }
+                let key = id_key(id);
+                self.push_snapshot_doc(name, &d, t0, read_at, state);
+                if let Some(c) = state.cursor.as_mut() {
+                    c.after = Some(key);
+                }
+                read += 1;
+                if self.batch.is_full() {
+                    // Not a place to resume: the chunk's rows commit with its end.
+                    self.send(None).await?;
+                }
+            }
+            if cursor_id == 0 {
+                break;
+            }
+            let more = db
+                .run_command(
+                    doc! { "getMore": cursor_id, "collection": coll, "batchSize": BATCH_DOCS },
+                )
+                .await
+                .map_err(MongoError::driver("reading snapshot documents"))?;
+            let cursor = more
+                .get_document("cursor")
+                .map_err(|_| MongoError::Setup("a getMore reply without a cursor".into()))?;
+            cursor_id = cursor.get_i64("id").unwrap_or(0);
+            docs = take_batch(cursor, "nextBatch");
+        }
+        self.ctx
+            .status
+            .source(&self.name, |s| s.snapshot_rows += read as u64);
+        metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => self.stream_name(name))
+            .increment(read as u64);
+        let more = read >= chunk;
+        if more {
+            self.send_snapshot_position(t0, state).await?;
+        }
+        Ok(more)
+    }
+
+    fn push_snapshot_doc(
+        &mut self,
+        name: &str,
+        d: &Document,
+        t0: u64,
+        read_at: u64,
+        state: &mut MongoSnapshot,
+    ) {
+        let table = self.table(name, Some(d));
+        let id = d.get(ID).map(documents::extjson).unwrap_or_default();
+        let commit_ts_us = *self
+            .snapshot_taken_at
+            .get_or_insert_with(crate::source::postgres::now_us);
+        self.batch.push(ChangeEvent {
+            table,
+            op: Op::Read,
+            before: None,
+            after: Some(self.row(name, d)),
+            partial_before: false,
+            seq: Seq::new(t0.saturating_sub(1), state.next_ordinal),
+            commit_ts_us,
+            pos: SourcePos::Mongo {
+                time: read_at,
+                txn_number: None,
+                id: id.into(),
+            },
+            tx_id: None,
+            snapshot: true,
+        });
+        state.next_ordinal += 1;
+    }
+
+    async fn send_snapshot_position(
+        &mut self,
+        t0: u64,
+        state: &MongoSnapshot,
+    ) -> Result<(), MongoError> {
+        let mut position = self.position(&StreamFrom::Time(t0), t0)?;
+        if let SourcePosition::Mongo(p) = &mut position {
+            p.snapshot = Some(state.clone());
+        }
+        self.send(Some(position)).await
+    }
+}
+
+/// The documents of a cursor reply's batch.
+fn take_batch(cursor: &Document, field: &str) -> Vec<Document> {
+    cursor
+        .get_array(field)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|b| b.as_document().cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> MongoSnapshot {
+        let chunk = |table: &str, after: Option<Bson>, read_at| Chunk {
+            table: table.into(),
+            after: after.as_ref().map(id_key),
+            read_at,
+        };
+        MongoSnapshot {
+            complete: true,
+            chunks: vec![
+                chunk("shop.a", None, 100),
+                chunk("shop.a", Some(Bson::Int32(10)), 200),
+                chunk("shop.a", Some(Bson::String("m".into())), 300),
+                chunk("shop.b", None, 400),
+            ],
+            ..MongoSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn the_chunk_that_read_an_id_decides() {
+        let f = SnapshotFilter::new(&state()).unwrap();
+        assert_eq!(f.until(), 400);
+        // (start, 10] at 100; (10, "m"] at 200; ("m", end) at 300.
+        assert!(f.already_read("shop.a", &Bson::Int32(10), 100));
+        assert!(!f.already_read("shop.a", &Bson::Int32(10), 101));
+        assert!(f.already_read("shop.a", &Bson::Int64(11), 200));
+        assert!(
+            f.already_read("shop.a", &Bson::String("a".into()), 200),
+            "strings sort after numbers"
+        );
+        assert!(!f.already_read("shop.a", &Bson::String("a".into()), 201));
+        assert!(f.already_read("shop.a", &Bson::String("z".into()), 300));
+        let oid = Bson::ObjectId(mongodb::bson::oid::ObjectId::new());
+        assert!(
+            f.already_read("shop.a", &oid, 250),
+            "ObjectIds sort after strings"
+        );
+        assert!(
+            !f.already_read("shop.c", &oid, 1),
+            "a collection the snapshot did not read"
+        );
+    }
+
+    #[test]
+    fn cursors_keep_the_bson_type() {
+        for id in [
+            Bson::Int32(7),
+            Bson::Int64(7),
+            Bson::Double(7.5),
+            Bson::String("7".into()),
+            Bson::ObjectId(mongodb::bson::oid::ObjectId::new()),
+        ] {
+            assert_eq!(parse_id(&id_key(&id)).unwrap(), id);
+        }
+        assert!(parse_id("{not json").is_err());
+    }
+}
