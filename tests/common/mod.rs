@@ -791,6 +791,9 @@ pub fn assert_version_chains(
             match e.op.as_str() {
                 "u" => {
                     let v = version_of(e).unwrap();
+                    if v != last_version + 1 {
+                        eprintln!("{events:#?}");
+                    }
                     assert_eq!(
                         v,
                         last_version + 1,

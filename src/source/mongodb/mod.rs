@@ -9,10 +9,10 @@
 //! * **Setup** connects, checks the server is a replica set or sharded cluster (change
 //!   streams need one) and resolves the configured `db.collection` names.
 //! * **Snapshot** takes the cluster time T0, then reads each collection in `_id` order, a chunk
-//!   at a time, each chunk a snapshot read whose exact cluster time the server reports
-//!   (snapshot.rs). Streaming then starts at T0; a change to a document a later chunk read
-//!   already reflects (its cluster time is at or before that chunk's) is dropped for that
-//!   document, so the hand-over has no gap and no duplicate.
+//!   at a time, each chunk made exactly the state at a cluster time L with the changes read
+//!   while it was read (snapshot.rs, window.rs). Streaming then starts at T0; a change to a
+//!   document at or before its chunk's L is dropped for that document, so the hand-over has no
+//!   gap and no duplicate.
 //! * **Streaming** watches the deployment's change stream (stream.rs), resumes after the last
 //!   committed resume token, and turns events into changes of typed rows (documents.rs).
 //!
@@ -24,6 +24,7 @@ pub mod documents;
 pub mod error;
 pub mod snapshot;
 pub mod stream;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +71,11 @@ pub enum StreamFrom {
 
 pub fn cluster_time(t: Timestamp) -> u64 {
     ((t.time as u64) << 32) | t.increment as u64
+}
+
+/// A cluster time as MongoDB shows it, `seconds:increment`.
+pub fn render_time(ct: u64) -> String {
+    format!("{}:{}", ct >> 32, ct as u32)
 }
 
 pub fn timestamp(ct: u64) -> Timestamp {
@@ -146,12 +152,15 @@ impl MongoSource {
         };
         let from = match committed {
             None => {
-                let t0 = self.cluster_time_now().await?;
+                let mut t0 = self.cluster_time_now().await?;
                 if self.ctx.config.snapshot == SnapshotMode::Never {
                     let position = self.position(&StreamFrom::Time(t0), t0)?;
                     self.send(Some(position)).await?;
                 } else {
                     tracing::info!(source = %self.name, "taking the initial snapshot");
+                    // Streaming starts a margin early: a write that took its cluster time just
+                    // before may still be committing, invisible to the snapshot's reads.
+                    t0 = t0.saturating_sub(snapshot::WINDOW_MARGIN);
                     let state = MongoSnapshot::default();
                     let state = self.read_snapshot(t0, state).await?;
                     self.set_snapshot_filter(Some(state))?;

@@ -1,11 +1,13 @@
-//! The initial snapshot: each collection read in `_id` order, a chunk at a time, every chunk a
-//! snapshot read whose cluster time the server reports, committed chunk by chunk and resumable
-//! after a crash.
+//! The initial snapshot: each collection read in `_id` order, a chunk at a time, committed
+//! chunk by chunk and resumable after a crash.
 //!
 //! Streaming starts at T0, the cluster time taken before the first chunk (change streams'
-//! `startAtOperationTime` is inclusive). A chunk read at cluster time R already reflects every
-//! change at or before R to the `_id`s it covers, so such changes are dropped for those `_id`s
-//! ([`SnapshotFilter`]); every later change applies on top. Snapshot rows have sequences
+//! `startAtOperationTime` is inclusive). Each chunk is a snapshot read that started after
+//! cluster time L and saw everything up to the time H the server reports. The changes in
+//! `(L, H]` to the chunk's `_id`s are read from the change stream (window.rs), and the chunk
+//! emits each such document as it was at L (the pre-image of its first change then), so the
+//! chunk is exactly the state at L; streamed changes at or before L are dropped for those
+//! `_id`s ([`SnapshotFilter`]), every later change applies on top. Snapshot rows have sequences
 //! `(T0 - 1, ordinal)`, so they sort before every streamed change: "last row per key by `_seq`"
 //! is the current state, with no gap and no duplicate.
 //!
@@ -20,6 +22,7 @@ use mongodb::bson::{Bson, Document, doc};
 use serde::{Deserialize, Serialize};
 
 use super::documents::{self, ID};
+use super::window::{FirstChange, Range, WindowWatch};
 use super::{MongoError, MongoSource, StreamFrom, cluster_time};
 use crate::event::{ChangeEvent, Op, Seq, SourcePos};
 use crate::metrics as m;
@@ -58,7 +61,7 @@ pub struct Chunk {
     pub table: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
-    /// The cluster time the chunk was read at.
+    /// The cluster time the chunk holds the state at (L).
     pub read_at: u64,
 }
 
@@ -110,6 +113,13 @@ impl SnapshotFilter {
         self.until
     }
 
+    /// The cluster time the first chunk of `table` holds, if the snapshot read it.
+    pub fn first_read_at(&self, table: &str) -> Option<u64> {
+        self.chunks
+            .get(table)
+            .and_then(|c| c.iter().map(|(_, at)| *at).min())
+    }
+
     /// Whether a change of `_id` `id` in `table` at cluster time `at` is already in the
     /// snapshot: the chunk that covers the `_id` was read at or after it.
     pub fn already_read(&self, table: &str, id: &Bson, at: u64) -> bool {
@@ -128,6 +138,9 @@ impl SnapshotFilter {
 
 /// Documents per `getMore`: bounds the reply held in memory.
 const BATCH_DOCS: i32 = 1000;
+
+/// How far below the time before a chunk read its window starts: one second of cluster time.
+pub(super) const WINDOW_MARGIN: u64 = 1 << 32;
 
 impl MongoSource {
     /// Read the collections from `state.cursor` on; streaming starts at `t0`. Hands rows
@@ -153,6 +166,7 @@ impl MongoSource {
                 state.estimated_rows += self.estimated_rows(c).await;
             }
         }
+        let mut watch = self.watch_windows(t0).await?;
         for (i, name) in collections.iter().enumerate() {
             let estimate = self.estimated_rows(name).await;
             metrics::gauge!(m::SOURCE_SNAPSHOT_ROWS_ESTIMATED, "source" => self.name.to_string(), "table" => self.stream_name(name))
@@ -163,7 +177,7 @@ impl MongoSource {
                     after: None,
                 });
             }
-            while self.read_chunk(t0, name, &mut state).await? {}
+            while self.read_chunk(t0, name, &mut state, &mut watch).await? {}
             state.cursor = collections.get(i + 1).map(|next| Cursor {
                 table: next.clone(),
                 after: None,
@@ -192,16 +206,15 @@ impl MongoSource {
             .unwrap_or(0)
     }
 
-    /// One chunk of `name` after the cursor, as one snapshot read. Returns whether the
-    /// collection has more.
+    /// One chunk of `name` after the cursor, as one snapshot read, with the changes made while
+    /// it was read resolved (window.rs). Returns whether the collection has more.
     async fn read_chunk(
         &mut self,
         t0: u64,
         name: &str,
         state: &mut MongoSnapshot,
+        watch: &mut WindowWatch,
     ) -> Result<bool, MongoError> {
-        let (db_name, coll) = name.split_once('.').unwrap_or(("", name));
-        let db = self.client.database(db_name);
         let chunk = self
             .ctx
             .config
@@ -213,6 +226,85 @@ impl MongoSource {
             .and_then(|c| c.after.as_deref())
             .map(parse_id)
             .transpose()?;
+        // A margin below the time before the read: a write whose cluster time was handed out
+        // just before may still be committing while the read starts.
+        let low = self
+            .cluster_time_now()
+            .await?
+            .saturating_sub(WINDOW_MARGIN)
+            .max(t0.saturating_sub(1));
+        let (docs, high) = self.read_chunk_docs(name, after.as_ref(), chunk).await?;
+        let more = docs.len() as i64 >= chunk;
+        let last_id = docs.last().and_then(|d| d.get(ID)).cloned();
+        let range = Range {
+            after: after.as_ref(),
+            upto: if more { last_id.as_ref() } else { None },
+        };
+        let mut window = watch.changes(name, &range, low, high).await?;
+        tracing::debug!(source = %self.name, collection = name, rows = docs.len(), low = %super::render_time(low), high = %super::render_time(high), changed = window.len(), "snapshot chunk read");
+        state.chunks.push(Chunk {
+            table: name.to_string(),
+            after: state.cursor.as_ref().and_then(|c| c.after.clone()),
+            read_at: low,
+        });
+        if let (Some(c), Some(id)) = (state.cursor.as_mut(), &last_id) {
+            c.after = Some(id_key(id));
+        }
+        let mut emitted = 0u64;
+        let gone_before_read: Vec<Document> = {
+            let read: std::collections::HashSet<String> =
+                docs.iter().filter_map(|d| d.get(ID).map(id_key)).collect();
+            let keys: Vec<String> = window
+                .keys()
+                .filter(|k| !read.contains(*k))
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|k| match window.remove(k) {
+                    Some(FirstChange::Changed(Some(before))) => Some(before),
+                    _ => None,
+                })
+                .collect()
+        };
+        for d in docs.into_iter().chain(gone_before_read) {
+            let key = d.get(ID).map(id_key).unwrap_or_default();
+            // The state at `low`: what the document was before its first change in the
+            // window; not there if it was inserted since; unknown without pre-images, when the
+            // stream's first change for it carries the whole document instead.
+            let at_low = match window.remove(&key) {
+                None => Some(d),
+                Some(FirstChange::Changed(before)) => before,
+                Some(FirstChange::Inserted) => None,
+            };
+            let Some(d) = at_low else { continue };
+            self.push_snapshot_doc(name, &d, t0, low, state);
+            emitted += 1;
+            if self.batch.is_full() {
+                // Not a place to resume: the chunk's rows commit with its end.
+                self.send(None).await?;
+            }
+        }
+        self.ctx
+            .status
+            .source(&self.name, |s| s.snapshot_rows += emitted);
+        metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => self.stream_name(name))
+            .increment(emitted);
+        if more {
+            self.send_snapshot_position(t0, state).await?;
+        }
+        Ok(more)
+    }
+
+    /// Up to `chunk` documents of `name` after `after` in `_id` order, and the cluster time the
+    /// server says the read was at.
+    async fn read_chunk_docs(
+        &self,
+        name: &str,
+        after: Option<&Bson>,
+        chunk: i64,
+    ) -> Result<(Vec<Document>, u64), MongoError> {
+        let (db_name, coll) = name.split_once('.').unwrap_or(("", name));
+        let db = self.client.database(db_name);
         let mut find = doc! {
             "find": coll,
             "filter": {},
@@ -221,7 +313,7 @@ impl MongoSource {
             "batchSize": BATCH_DOCS,
             "readConcern": { "level": "snapshot" },
         };
-        match &after {
+        match after {
             // `min` is inclusive: one more, and the bound itself skipped.
             Some(a) => {
                 find.insert("min", doc! { ID: a.clone() });
@@ -248,34 +340,16 @@ impl MongoSource {
                 ));
             }
         };
-        state.chunks.push(Chunk {
-            table: name.to_string(),
-            after: state.cursor.as_ref().and_then(|c| c.after.clone()),
-            read_at,
-        });
         let mut cursor_id = cursor.get_i64("id").unwrap_or(0);
-        let mut docs = take_batch(cursor, "firstBatch");
-        let mut read = 0i64;
+        let mut batch = take_batch(cursor, "firstBatch");
+        let mut docs = Vec::new();
         loop {
-            for d in docs {
-                let Some(id) = d.get(ID) else { continue };
-                if after
-                    .as_ref()
-                    .is_some_and(|a| documents::compare(id, a) != Ordering::Greater)
-                {
-                    continue; // the bound itself, read by the chunk before
-                }
-                let key = id_key(id);
-                self.push_snapshot_doc(name, &d, t0, read_at, state);
-                if let Some(c) = state.cursor.as_mut() {
-                    c.after = Some(key);
-                }
-                read += 1;
-                if self.batch.is_full() {
-                    // Not a place to resume: the chunk's rows commit with its end.
-                    self.send(None).await?;
-                }
-            }
+            docs.extend(batch.into_iter().filter(|d| {
+                d.get(ID).is_some_and(|id| {
+                    // the bound itself, read by the chunk before
+                    after.is_none_or(|a| documents::compare(id, a) == Ordering::Greater)
+                })
+            }));
             if cursor_id == 0 {
                 break;
             }
@@ -289,18 +363,9 @@ impl MongoSource {
                 .get_document("cursor")
                 .map_err(|_| MongoError::Setup("a getMore reply without a cursor".into()))?;
             cursor_id = cursor.get_i64("id").unwrap_or(0);
-            docs = take_batch(cursor, "nextBatch");
+            batch = take_batch(cursor, "nextBatch");
         }
-        self.ctx
-            .status
-            .source(&self.name, |s| s.snapshot_rows += read as u64);
-        metrics::counter!(m::SOURCE_SNAPSHOT_ROWS, "source" => self.name.to_string(), "table" => self.stream_name(name))
-            .increment(read as u64);
-        let more = read >= chunk;
-        if more {
-            self.send_snapshot_position(t0, state).await?;
-        }
-        Ok(more)
+        Ok((docs, read_at))
     }
 
     fn push_snapshot_doc(

@@ -321,7 +321,8 @@ impl MongoSource {
                 self.on_document(&name, ev, &ctx, cur)?;
             }
             OperationType::Drop => {
-                if let Some(name) = name.filter(|n| self.captured(n)) {
+                if let Some(name) = name.filter(|n| self.captured(n) && !self.in_snapshot(n, time))
+                {
                     tracing::info!(source = %self.name, collection = %name, "collection dropped");
                     self.push_truncate(&name, &ctx);
                 }
@@ -331,11 +332,12 @@ impl MongoSource {
                     .to
                     .as_ref()
                     .map(|ns| format!("{}.{}", ns.db, ns.coll.as_deref().unwrap_or("")));
-                if let Some(name) = name.filter(|n| self.captured(n)) {
+                if let Some(name) = name.filter(|n| self.captured(n) && !self.in_snapshot(n, time))
+                {
                     tracing::info!(source = %self.name, collection = %name, "collection renamed away");
                     self.push_truncate(&name, &ctx);
                 }
-                if let Some(to) = to.filter(|n| self.captured(n)) {
+                if let Some(to) = to.filter(|n| self.captured(n) && !self.in_snapshot(n, time)) {
                     self.read_renamed(&to, &ctx, cur).await?;
                 }
             }
@@ -346,6 +348,15 @@ impl MongoSource {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// Whether the snapshot read collection `name` after cluster time `time`, so that a drop or
+    /// rename then is already in it (streaming starts a margin before the snapshot).
+    fn in_snapshot(&self, name: &str, time: u64) -> bool {
+        self.snapshot_filter
+            .as_ref()
+            .and_then(|(_, f)| f.first_read_at(name))
+            .is_some_and(|read_at| time <= read_at)
     }
 
     /// Insert, update, replace or delete of one document.
@@ -527,7 +538,7 @@ impl MongoSource {
 }
 
 /// The server rejects `fullDocumentBeforeChange` (MongoDB < 6.0: unknown field).
-const PRE_IMAGES_UNKNOWN: i32 = 40415;
+pub(super) const PRE_IMAGES_UNKNOWN: i32 = 40415;
 
 /// What every event of one change stream event shares.
 struct EventContext {
