@@ -321,57 +321,6 @@ fn parquet_schema(path: &std::path::Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Documents `{_id, v, pad}` where every update bumps `v`: inserts, updates and deletes at
-/// random until `stop`.
-async fn versioned_workload(
-    coll: mongodb::Collection<Document>,
-    first: i64,
-    initial: i64,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    seed: u64,
-) {
-    let mut rng = Rng(seed);
-    let mut live: Vec<i64> = (first..first + initial).collect();
-    let mut next = first + initial;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let roll = rng.below(100);
-        if roll < 30 || live.len() < 10 {
-            coll.insert_one(doc! { "_id": next, "v": 0i64, "pad": "new" })
-                .await
-                .unwrap();
-            live.push(next);
-            next += 1;
-        } else {
-            let i = rng.below(live.len() as u64) as usize;
-            let id = live[i];
-            if roll < 90 {
-                coll.update_one(doc! { "_id": id }, doc! { "$inc": { "v": 1i64 } })
-                    .await
-                    .unwrap();
-            } else {
-                coll.delete_one(doc! { "_id": id }).await.unwrap();
-                live.swap_remove(i);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-async fn seed_versioned(coll: &mongodb::Collection<Document>, n: i64) {
-    let pad = "p".repeat(100);
-    for start in (1..=n).step_by(1000) {
-        let docs: Vec<Document> = (start..(start + 1000).min(n + 1))
-            .map(|i| doc! { "_id": i, "v": 0i64, "pad": &pad })
-            .collect();
-        coll.insert_many(docs).await.unwrap();
-    }
-}
-
-/// The collection's `{_id: [_id, v]}`, for the version chains.
-async fn versions(coll: &mongodb::Collection<Document>) -> BTreeMap<String, Vec<Option<String>>> {
-    field_state(&docs_by_id(coll).await, &["v"])
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_hands_over_to_streaming_under_concurrent_writes() {
     let client = mongo_client().await;
@@ -381,7 +330,14 @@ async fn snapshot_hands_over_to_streaming_under_concurrent_writes() {
     let mut d = configure("mghand", &["sluice_it_mg_handoff.docs"]);
     d.append_source("snapshot_chunk_rows: 500\n");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn(versioned_workload(coll.clone(), 1, 8000, stop.clone(), 7));
+    let load = tokio::spawn(versioned_workload(
+        coll.clone(),
+        1,
+        8000,
+        stop.clone(),
+        7,
+        None,
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     d.start();
     let stream = "mghand.sluice_it_mg_handoff.docs";
@@ -438,6 +394,7 @@ async fn restart_resumes_after_the_committed_token() {
             0,
             stop.clone(),
             11 + round as u64,
+            None,
         ));
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert!(d.terminate().success(), "{}", d.log());

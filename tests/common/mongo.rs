@@ -5,6 +5,9 @@
 //! docker-compose.yaml.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
@@ -92,4 +95,65 @@ pub fn field_state(
             (id.clone(), row)
         })
         .collect()
+}
+
+/// Documents `{_id, v, pad}` where every update bumps `v`: inserts, updates and deletes at
+/// random until `stop`, counting them in `done`. From the 300th change on, inserted documents
+/// carry a new field `tag` (the inferred schema widens).
+pub async fn versioned_workload(
+    coll: Collection<Document>,
+    first: i64,
+    initial: i64,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    done: Option<Arc<AtomicU64>>,
+) {
+    let mut rng = super::Rng(seed);
+    let mut live: Vec<i64> = (first..first + initial).collect();
+    let mut next = first + initial;
+    let mut changes = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let roll = rng.below(100);
+        if roll < 30 || live.len() < 10 {
+            let mut d = doc! { "_id": next, "v": 0i64, "pad": "new" };
+            if changes >= 300 {
+                d.insert("tag", "tagged");
+            }
+            coll.insert_one(d).await.unwrap();
+            live.push(next);
+            next += 1;
+        } else {
+            let i = rng.below(live.len() as u64) as usize;
+            let id = live[i];
+            if roll < 90 {
+                coll.update_one(doc! { "_id": id }, doc! { "$inc": { "v": 1i64 } })
+                    .await
+                    .unwrap();
+            } else {
+                coll.delete_one(doc! { "_id": id }).await.unwrap();
+                live.swap_remove(i);
+            }
+        }
+        changes += 1;
+        if let Some(done) = &done {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// `n` documents `{_id: 1..=n, v: 0, pad}`.
+pub async fn seed_versioned(coll: &Collection<Document>, n: i64) {
+    let pad = "p".repeat(100);
+    for start in (1..=n).step_by(1000) {
+        let docs: Vec<Document> = (start..(start + 1000).min(n + 1))
+            .map(|i| doc! { "_id": i, "v": 0i64, "pad": &pad })
+            .collect();
+        coll.insert_many(docs).await.unwrap();
+    }
+}
+
+/// The collection's `{_id: [_id, v]}`, for the version chains.
+pub async fn versions(coll: &Collection<Document>) -> BTreeMap<String, Vec<Option<String>>> {
+    field_state(&docs_by_id(coll).await, &["v"])
 }
