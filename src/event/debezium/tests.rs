@@ -297,3 +297,91 @@ fn mariadb_update_matches_debezium() {
         sample["c"]["key"]["schema"]
     );
 }
+
+fn mongo_schema() -> Arc<TableSchema> {
+    let col = |name: &str, ty: ColumnType, key: bool| Column {
+        name: name.into(),
+        ty,
+        nullable: !key,
+        key,
+        source_type: String::new(),
+    };
+    Arc::new(TableSchema::new(
+        TableId {
+            source: "mg".into(),
+            namespace: "shop".into(),
+            table: "orders".into(),
+        },
+        vec![
+            col("_id", ColumnType::Text, true),
+            col("qty", ColumnType::Int64, false),
+            col("_doc", ColumnType::Text, false),
+        ],
+        1,
+        SourceInfo {
+            connector: "mongodb",
+            db: "shop".into(),
+            documents: true,
+        },
+    ))
+}
+
+/// Debezium's MongoDB connector (capture.mode `change_streams_update_full_with_pre_image`):
+/// `before`/`after` are the documents as extended JSON strings, the key is `{"id": <_id as
+/// extended JSON>}`, and the source block names the collection, `ord` and `wallTime`.
+#[test]
+fn mongo_update_matches_debezium_mongodb_envelope() {
+    let doc = |qty: i64| {
+        format!("{{\"_id\":{{\"$oid\":\"6650a1b2c3d4e5f601234567\"}},\"qty\":{qty}}}")
+    };
+    let row = |qty: i64| {
+        vec![
+            Value::Text("6650a1b2c3d4e5f601234567".into()),
+            Value::Int(qty),
+            Value::Text(doc(qty)),
+        ]
+    };
+    let time = (1_716_000_000u64 << 32) | 3;
+    let event = ChangeEvent {
+        table: mongo_schema(),
+        op: Op::Update,
+        before: Some(row(1)),
+        after: Some(row(2)),
+        partial_before: false,
+        seq: Seq::new(time, 0),
+        commit_ts_us: 1_716_000_000_123_000,
+        pos: SourcePos::Mongo {
+            time,
+            txn_number: Some(7),
+            id: "{\"$oid\":\"6650a1b2c3d4e5f601234567\"}".into(),
+        },
+        tx_id: None,
+        snapshot: false,
+    };
+    let envelope = envelope_json(&event, 1_716_000_000_500_000);
+    assert_eq!(envelope["before"], json!(doc(1)));
+    assert_eq!(envelope["after"], json!(doc(2)));
+    assert_eq!(envelope["op"], "u");
+    assert_eq!(envelope["updateDescription"], Json::Null);
+    let source = &envelope["source"];
+    assert_eq!(source["connector"], "mongodb");
+    assert_eq!(source["name"], "mg");
+    assert_eq!(source["db"], "shop");
+    assert_eq!(source["collection"], "orders");
+    assert_eq!(source["ord"], 3);
+    assert_eq!(source["txnNumber"], 7);
+    assert_eq!(source["ts_ms"], 1_716_000_000_123i64);
+    assert_eq!(source["snapshot"], "false");
+    assert_eq!(
+        key_json(&event),
+        json!({ "id": "{\"$oid\":\"6650a1b2c3d4e5f601234567\"}" })
+    );
+    // The embedded schemas are the MongoDB connector's: strings for the documents, its Source.
+    let with_schema = envelope_json_with_schema(&event, 1_716_000_000_500_000);
+    let fields = with_schema["schema"]["fields"].as_array().unwrap();
+    let field = |name: &str| fields.iter().find(|f| f["field"] == name).unwrap();
+    assert_eq!(field("after")["type"], "string");
+    assert_eq!(field("after")["name"], "io.debezium.data.Json");
+    assert_eq!(field("source")["name"], "io.debezium.connector.mongo.Source");
+    assert_eq!(key_json_with_schema(&event)["schema"]["fields"][0]["field"], "id");
+}
