@@ -2,7 +2,7 @@
 # The benchmark harness (see bench/README.md): starts the databases, builds sluice in release
 # mode and runs the workloads.
 #
-#   bench/run.sh [--source pg|mariadb|all] [ARGS...]
+#   bench/run.sh [--source pg|mariadb|mongodb|all] [ARGS...]
 #
 # ARGS go to the workload scripts (e.g. --runs 5, --workload catchup).
 set -euo pipefail
@@ -13,11 +13,13 @@ if [ "${1:-}" = "--source" ]; then source=$2; shift 2; fi
 case $source in
   pg) scripts/services.sh up python postgres ;;
   mariadb) scripts/services.sh up python mariadb ;;
-  all) scripts/services.sh up python postgres mariadb ;;
-  *) echo "usage: $0 [--source pg|mariadb|all] [ARGS...]" >&2; exit 2 ;;
+  mongodb) scripts/services.sh up python mongodb ;;
+  all) scripts/services.sh up python postgres mariadb mongodb ;;
+  *) echo "usage: $0 [--source pg|mariadb|mongodb|all] [ARGS...]" >&2; exit 2 ;;
 esac
 eval "$(scripts/services.sh env)"
 cargo build --release --locked
 SLUICE=$CARGO_TARGET_DIR/release/sluice
-if [ "$source" != mariadb ]; then "$SLUICE_PYTHON" bench/catchup.py "$SLUICE" "$@"; fi
-if [ "$source" != pg ]; then "$SLUICE_PYTHON" bench/mariadb.py "$SLUICE" "$@"; fi
+case $source in pg|all) "$SLUICE_PYTHON" bench/catchup.py "$SLUICE" "$@" ;; esac
+case $source in mariadb|all) "$SLUICE_PYTHON" bench/mariadb.py "$SLUICE" "$@" ;; esac
+case $source in mongodb|all) "$SLUICE_PYTHON" bench/mongodb.py "$SLUICE" "$@" ;; esac

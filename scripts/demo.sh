@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: a local Postgres with a small shop database and a local MariaDB with an inventory
-# database, sluice on the embedded default (sluice.yaml + sources/shop.yaml + sources/store.yaml
-# + transforms/), a few changes (and a schema change) in both, and what landed in the lake.
+# The demo: a local Postgres with a small shop database, a local MariaDB with an inventory
+# database and a local MongoDB-wire server (SecantusDB, the stand-in of test-services.md) with a
+# catalog database, sluice on the embedded default (sluice.yaml + sources/*.yaml + transforms/),
+# a few changes (and a schema change) in each, and what landed in the lake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
@@ -13,8 +14,8 @@ export PGPASSWORD=sluice
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "starting Postgres (logical replication), MariaDB (ROW binlog) and the Python readers"
-scripts/services.sh up python postgres mariadb
+say "starting Postgres (logical replication), MariaDB (ROW binlog), MongoDB (replica set) and the Python readers"
+scripts/services.sh up python postgres mariadb mongodb
 eval "$(scripts/services.sh env)"
 
 say "building sluice (release)"
@@ -39,6 +40,17 @@ inventory() { mariadb -h 127.0.0.1 -u sluice -psluice inventory -e "$*"; }
 # The same sample database as the compose stack's MySQL (its GRANT is the compose root's job).
 grep -v '^GRANT' examples/compose/mysql-init.sql | mariadb -h 127.0.0.1 -u sluice -psluice inventory
 
+say "creating database catalog in MongoDB with collection reviews"
+mongo() { "$SLUICE_PYTHON" -c "import sys, datetime, pymongo; db = pymongo.MongoClient('$SLUICE_MONGO_URL').catalog; exec(sys.argv[1])" "$*"; }
+# The same documents as the compose stack's examples/compose/mongo-init.js.
+mongo "
+db.client.drop_database('catalog')
+db.command({'create': 'reviews', 'changeStreamPreAndPostImages': {'enabled': True}})
+db.reviews.insert_many([{'_id': i, 'product_id': i % 20 + 1, 'rating': i % 5 + 1, 'text': f'review {i}',
+    'author': {'name': f'user{i}', 'country': ['FR', 'DE', 'JP'][(i - 1) % 3]}, 'tags': ['verified'] if i % 2 else [],
+    'created_at': datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(hours=i)}
+    for i in range(1, 51)])"
+
 say "checking the configuration and the databases"
 $SLUICE check --config sluice.yaml
 
@@ -62,6 +74,13 @@ inventory "UPDATE products SET stock = stock - 1 WHERE id <= 20;
            INSERT INTO products (id, sku, supplier, name, price, stock, attrs) VALUES
              (501, 'SKU-501', 'ACME', 'crème brûlée torch', 19.99, 5, '{\"color\": \"red\", \"weight_g\": \"350\"}'),
              (502, 'SKU-502', 'ACME', 'anvil', 99.00, 1, '{\"color\": \"black\", \"weight_g\": \"heavy\"}');"
+mongo "
+db.reviews.update_many({'rating': 1}, {'\$set': {'rating': 0}})
+db.reviews.update_one({'_id': 7}, {'\$set': {'author.country': 'IT'}, '\$push': {'tags': 'edited'}})
+db.reviews.delete_many({'_id': {'\$gt': 45}})
+db.reviews.insert_one({'_id': 101, 'product_id': 3, 'rating': 5, 'text': 'new', 'author': {'name': 'ana', 'country': 'ES'},
+    'created_at': datetime.datetime.now(datetime.timezone.utc), 'helpful': 12})
+db.reviews.insert_one({'_id': 102, 'product_id': 4, 'rating': 'great', 'text': 'not a number', 'author': {'name': 'bo', 'country': 'SE'}})"
 sleep 4
 $SLUICE status --addr "$SLUICE_METRICS" || true
 echo
@@ -78,7 +97,7 @@ find "$SLUICE_LAKE" -name '*.parquet' | sed "s|$SLUICE_LAKE/||" | sort
 import sys, duckdb
 lake = sys.argv[1]
 con = duckdb.connect()
-for stream in ["shop.public.orders", "shop.public.customers", "store.inventory.products"]:
+for stream in ["shop.public.orders", "shop.public.customers", "store.inventory.products", "catalog.catalog.reviews"]:
     glob = f"{lake}/raw/{stream}/*/*.parquet"
     print(f"\n{stream}: change events by op")
     print(con.sql(f"SELECT _op, count(*) AS events FROM read_parquet('{glob}', hive_partitioning=true) GROUP BY 1 ORDER BY 1"))
@@ -98,16 +117,22 @@ print(con.sql(f"""SELECT count(*) AS products, sum(stock) AS stock, sum(disconti
 print("store.inventory.products after the ALTER TABLE: the new column in the rows that have it")
 print(con.sql(f"""SELECT id, sku, supplier, name, stock, _op FROM read_parquet('{lake}/raw/store.inventory.products/*/*.parquet',
     hive_partitioning=true, union_by_name=true) WHERE id > 500 ORDER BY _seq"""))
+print("catalog.catalog.reviews (MongoDB) from the ODS zone:")
+print(con.sql(f"SELECT count(*) AS reviews FROM read_parquet('{lake}/ods/catalog.catalog.reviews/*.parquet', union_by_name=true)"))
+print("three of them: inferred columns, and _doc, the whole document")
+print(con.sql(f"""SELECT _id, product_id, rating, author, helpful, _doc FROM read_parquet('{lake}/ods/catalog.catalog.reviews/*.parquet',
+    union_by_name=true) WHERE _id IN ('7', '101', '102') ORDER BY _id"""))
 print("cleansed streams (transforms/*.sql): current state from the ODS zone")
-for stream in ["clean.orders", "clean.customers", "clean.purchases", "clean.page_views", "clean.products"]:
+for stream in ["clean.orders", "clean.customers", "clean.purchases", "clean.page_views", "clean.products", "clean.reviews"]:
     print(stream)
     print(con.sql(f"SELECT * FROM read_parquet('{lake}/ods/{stream}/*.parquet') ORDER BY 1 LIMIT 3"))
-print("dead letters (the purchase whose price and the product whose weight are not numbers):")
+print("dead letters (the purchase whose price, the product whose weight and the review whose rating are not numbers):")
 print(con.sql(f"SELECT transform, error, raw_stream, raw_position FROM read_parquet('{lake}/dlq/*/*/*.parquet')"))
 PY
 echo "tables in Postgres and MariaDB for comparison:"
 shop "SELECT count(*) AS live_orders, sum(amount) AS total_amount, count(*) FILTER (WHERE status = 'paid') AS paid FROM orders;"
 inventory "SELECT count(*) AS products, sum(stock) AS stock, sum(discontinued) AS discontinued FROM products;"
+mongo "print('reviews in MongoDB:', db.reviews.count_documents({}))"
 echo
 echo "Table definitions for Spark/Hive/Presto and DuckDB (sluice ddl --config sluice.yaml), e.g.:"
 $SLUICE ddl --config sluice.yaml --dialect duckdb 2>/dev/null | head -4

@@ -185,6 +185,13 @@ fn sluice_prometheus_and_grafana_point_at_each_other() {
             .any(|s| s.url.contains("@mysql:3306/inventory")),
         "the MySQL source points at the mysql service"
     );
+    assert!(
+        config
+            .sources
+            .iter()
+            .any(|s| s.url.starts_with("mongodb://mongo:27017/")),
+        "the MongoDB source points at the mongo service"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

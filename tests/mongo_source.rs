@@ -509,3 +509,118 @@ async fn check_reports_the_replica_set_pre_images_and_collections() {
     let (ok, out) = d.check();
     assert!(!ok && out.contains("no collection matches"), "{out}");
 }
+
+/// The example transform on MongoDB documents (transforms/clean.reviews.sql): the cleansed
+/// stream's state equals the same view evaluated on the collection, and the document whose
+/// rating is not a number is a dead letter while the others land.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_transform_on_documents_equals_the_view() {
+    let client = mongo_client().await;
+    let db = fresh_db(&client, "sluice_it_mg_tr").await;
+    let reviews = create_with_pre_images(&db, "reviews").await;
+    let countries = ["FR", "DE", "JP"];
+    let review = |i: i64| {
+        doc! {
+            "_id": i, "product_id": i % 20 + 1, "rating": (i % 5 + 1) as i32, "text": format!("review {i}"),
+            "author": { "name": format!("user{i}"), "country": countries[(i as usize - 1) % 3] },
+            "created_at": bson::DateTime::from_millis(1_704_067_200_000 + i * 3_600_000),
+        }
+    };
+    reviews.insert_many((1..=50).map(review)).await.unwrap();
+    let mut d = Daemon::configure_kind(
+        "mongodb",
+        "mgtr",
+        &mongo_url(),
+        &["sluice_it_mg_tr.reviews"],
+        "{ rows: 1000, interval: 200ms }",
+        None,
+    );
+    d.log_env = true;
+    let sql = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("transforms/clean.reviews.sql"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.dir.path().join("transforms")).unwrap();
+    std::fs::write(
+        d.dir.path().join("transforms/clean.reviews.sql"),
+        sql.replace("catalog.catalog.reviews", "mgtr.sluice_it_mg_tr.reviews"),
+    )
+    .unwrap();
+    d.add_sink_settings(&["zones: [raw, cleansed, ods]", "ods_interval: 300ms"]);
+    let (passed, text) = d.check();
+    assert!(passed, "sluice check: {text}");
+    d.start();
+    wait_for("the snapshot", WAIT, || async {
+        zone_row_count(&d.lake, "raw", "mgtr.sluice_it_mg_tr.reviews") == 50
+    })
+    .await;
+    reviews
+        .update_many(doc! { "rating": 1 }, doc! { "$set": { "rating": 0 } })
+        .await
+        .unwrap();
+    reviews
+        .update_one(
+            doc! { "_id": 7 },
+            doc! { "$set": { "author.country": "IT" } },
+        )
+        .await
+        .unwrap();
+    reviews
+        .delete_many(doc! { "_id": { "$gt": 45 } })
+        .await
+        .unwrap();
+    reviews
+        .insert_one(doc! { "_id": 102, "product_id": 4, "rating": "great", "author": { "name": "bo", "country": "SE" }, "created_at": bson::DateTime::now() })
+        .await
+        .unwrap();
+    reviews.insert_one(review(103)).await.unwrap();
+
+    // The view, evaluated on the collection.
+    let docs = docs_by_id(&reviews).await;
+    let want: BTreeMap<String, Vec<Option<String>>> = docs
+        .values()
+        .filter_map(|d| {
+            let rating = d.get("rating").and_then(Bson::as_i32).filter(|r| *r > 0)?;
+            let author = d.get_document("author").unwrap();
+            let id = id_text(d.get("_id").unwrap());
+            Some((
+                id.clone(),
+                vec![
+                    Some(id),
+                    Some(d.get("product_id").unwrap().as_i64().unwrap().to_string()),
+                    Some(rating.to_string()),
+                    Some(author.get_str("name").unwrap().to_string()),
+                    Some(author.get_str("country").unwrap().to_string()),
+                ],
+            ))
+        })
+        .collect();
+    let cols = ["review_id", "product_id", "rating", "author", "country"];
+    let caught_up = wait_until(WAIT, || async {
+        state_from_log(
+            &zone_rows(&d.lake, "cleansed", "clean.reviews"),
+            "review_id",
+            &cols,
+        ) == want
+    })
+    .await;
+    assert!(
+        caught_up,
+        "{:?}\nwant {want:?}\n{}",
+        state_from_log(
+            &zone_rows(&d.lake, "cleansed", "clean.reviews"),
+            "review_id",
+            &cols
+        ),
+        d.log()
+    );
+    let dead = zone_rows(&d.lake, "dlq", "dlq.reviews");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].values["error"]
+            .as_deref()
+            .is_some_and(|e| e.contains("great") || e.to_lowercase().contains("cast")),
+        "{dead:?}"
+    );
+    assert!(d.terminate().success());
+}

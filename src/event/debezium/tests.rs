@@ -331,9 +331,8 @@ fn mongo_schema() -> Arc<TableSchema> {
 /// extended JSON>}`, and the source block names the collection, `ord` and `wallTime`.
 #[test]
 fn mongo_update_matches_debezium_mongodb_envelope() {
-    let doc = |qty: i64| {
-        format!("{{\"_id\":{{\"$oid\":\"6650a1b2c3d4e5f601234567\"}},\"qty\":{qty}}}")
-    };
+    let doc =
+        |qty: i64| format!("{{\"_id\":{{\"$oid\":\"6650a1b2c3d4e5f601234567\"}},\"qty\":{qty}}}");
     let row = |qty: i64| {
         vec![
             Value::Text("6650a1b2c3d4e5f601234567".into()),
@@ -382,6 +381,12 @@ fn mongo_update_matches_debezium_mongodb_envelope() {
     let field = |name: &str| fields.iter().find(|f| f["field"] == name).unwrap();
     assert_eq!(field("after")["type"], "string");
     assert_eq!(field("after")["name"], "io.debezium.data.Json");
-    assert_eq!(field("source")["name"], "io.debezium.connector.mongo.Source");
-    assert_eq!(key_json_with_schema(&event)["schema"]["fields"][0]["field"], "id");
+    assert_eq!(
+        field("source")["name"],
+        "io.debezium.connector.mongo.Source"
+    );
+    assert_eq!(
+        key_json_with_schema(&event)["schema"]["fields"][0]["field"],
+        "id"
+    );
 }
