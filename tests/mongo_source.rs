@@ -99,6 +99,7 @@ fn dec_bytes(n: i32) -> [u8; 16] {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bson_type_and_event_kind_lands_typed_and_whole() {
+    let _turn = one_at_a_time().await;
     let client = mongo_client().await;
     let db = fresh_db(&client, "sluice_it_mg_types").await;
     let doomed_db = fresh_db(&client, "sluice_it_mg_doomed").await;
@@ -323,6 +324,7 @@ fn parquet_schema(path: &std::path::Path) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_hands_over_to_streaming_under_concurrent_writes() {
+    let _turn = one_at_a_time().await;
     let client = mongo_client().await;
     let db = fresh_db(&client, "sluice_it_mg_handoff").await;
     let coll = create_with_pre_images(&db, "docs").await;
@@ -379,6 +381,7 @@ async fn snapshot_hands_over_to_streaming_under_concurrent_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_resumes_after_the_committed_token() {
+    let _turn = one_at_a_time().await;
     let client = mongo_client().await;
     let db = fresh_db(&client, "sluice_it_mg_resume").await;
     let coll = create_with_pre_images(&db, "docs").await;
@@ -430,6 +433,7 @@ async fn restart_resumes_after_the_committed_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_resume_token_stops_the_source_with_the_recovery() {
+    let _turn = one_at_a_time().await;
     let client = mongo_client().await;
     let db = fresh_db(&client, "sluice_it_mg_lost").await;
     let coll = db.collection::<Document>("docs");
@@ -437,10 +441,11 @@ async fn a_lost_resume_token_stops_the_source_with_the_recovery() {
     let mut d = configure("mglost", &["sluice_it_mg_lost.docs"]);
     let stream = "mglost.sluice_it_mg_lost.docs";
     d.start();
-    wait_for("the snapshot", WAIT, || async {
+    let snapshot = wait_until(WAIT, || async {
         zone_row_count(&d.lake, "raw", stream) == 1
     })
     .await;
+    assert!(snapshot, "no snapshot:\n{}", d.log());
     coll.insert_one(doc! { "_id": 2, "v": 0 }).await.unwrap();
     wait_for("a token in the lake", WAIT, || async {
         latest_commit(&d.lake).is_some_and(|c| c["positions"]["mglost"]["token"].is_string())
@@ -489,6 +494,7 @@ async fn a_lost_resume_token_stops_the_source_with_the_recovery() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_the_replica_set_pre_images_and_collections() {
+    let _turn = one_at_a_time().await;
     let client = mongo_client().await;
     let db = fresh_db(&client, "sluice_it_mg_check").await;
     create_with_pre_images(&db, "with_images").await;
@@ -515,6 +521,7 @@ async fn check_reports_the_replica_set_pre_images_and_collections() {
 /// rating is not a number is a dead letter while the others land.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_transform_on_documents_equals_the_view() {
+    let _turn = one_at_a_time().await;
     let client = mongo_client().await;
     let db = fresh_db(&client, "sluice_it_mg_tr").await;
     let reviews = create_with_pre_images(&db, "reviews").await;

@@ -767,10 +767,10 @@ pub fn assert_version_chains(
     );
     let mut per_key: BTreeMap<i64, Vec<&LakeRow>> = BTreeMap::new();
     for r in rows {
-        per_key
-            .entry(r.values[key].as_ref().unwrap().parse().unwrap())
-            .or_default()
-            .push(r);
+        let k = r.values[key]
+            .as_ref()
+            .unwrap_or_else(|| panic!("a row without its key: {r:?}"));
+        per_key.entry(k.parse().unwrap()).or_default().push(r);
     }
     let mut by_op: BTreeMap<String, usize> = BTreeMap::new();
     for (k, events) in &per_key {

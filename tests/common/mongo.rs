@@ -18,6 +18,13 @@ pub fn mongo_url() -> String {
         .unwrap_or_else(|_| "mongodb://127.0.0.1:27017/?directConnection=true".into())
 }
 
+/// The stand-in server is one Python process: the tests of a binary take turns on it rather than
+/// time out together. Hold the guard for the whole test.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 pub async fn mongo_client() -> Client {
     let client = Client::with_uri_str(mongo_url()).await.unwrap();
     client

@@ -63,6 +63,9 @@ pub struct Chunk {
     pub after: Option<String>,
     /// The cluster time the chunk holds the state at (L).
     pub read_at: u64,
+    /// The cluster time before the read began (L plus the margin, unless T0 bounds L).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
 }
 
 impl MongoSnapshot {
@@ -91,12 +94,18 @@ pub struct SnapshotFilter {
     until: u64,
     /// Per collection, each chunk's lower bound (exclusive; `None`: the start) and cluster time.
     chunks: HashMap<String, Vec<(Option<Bson>, u64)>>,
+    /// Per collection, the cluster time before its first chunk was read.
+    started: HashMap<String, u64>,
 }
 
 impl SnapshotFilter {
     pub fn new(state: &MongoSnapshot) -> Result<SnapshotFilter, MongoError> {
         let mut chunks: HashMap<String, Vec<(Option<Bson>, u64)>> = HashMap::new();
+        let mut started: HashMap<String, u64> = HashMap::new();
         for c in &state.chunks {
+            started
+                .entry(c.table.clone())
+                .or_insert(c.started.unwrap_or(c.read_at));
             let after = c.after.as_deref().map(parse_id).transpose()?;
             chunks
                 .entry(c.table.clone())
@@ -106,6 +115,7 @@ impl SnapshotFilter {
         Ok(SnapshotFilter {
             until: state.filter_until(),
             chunks,
+            started,
         })
     }
 
@@ -113,11 +123,11 @@ impl SnapshotFilter {
         self.until
     }
 
-    /// The cluster time the first chunk of `table` holds, if the snapshot read it.
-    pub fn first_read_at(&self, table: &str) -> Option<u64> {
-        self.chunks
-            .get(table)
-            .and_then(|c| c.iter().map(|(_, at)| *at).min())
+    /// The cluster time before the snapshot began reading `table`, if it read it: a drop or
+    /// rename of `table` at or before it is in the snapshot already (the read found what came
+    /// after it).
+    pub fn collection_read_from(&self, table: &str) -> Option<u64> {
+        self.started.get(table).copied()
     }
 
     /// Whether a change of `_id` `id` in `table` at cluster time `at` is already in the
@@ -166,7 +176,9 @@ impl MongoSource {
                 state.estimated_rows += self.estimated_rows(c).await;
             }
         }
-        let mut watch = self.watch_windows(t0).await?;
+        // Opened at the first chunk's window: a resumed snapshot need not read the changes
+        // since T0 again.
+        let mut watch = None;
         for (i, name) in collections.iter().enumerate() {
             let estimate = self.estimated_rows(name).await;
             metrics::gauge!(m::SOURCE_SNAPSHOT_ROWS_ESTIMATED, "source" => self.name.to_string(), "table" => self.stream_name(name))
@@ -213,7 +225,7 @@ impl MongoSource {
         t0: u64,
         name: &str,
         state: &mut MongoSnapshot,
-        watch: &mut WindowWatch,
+        watch: &mut Option<WindowWatch>,
     ) -> Result<bool, MongoError> {
         let chunk = self
             .ctx
@@ -228,11 +240,14 @@ impl MongoSource {
             .transpose()?;
         // A margin below the time before the read: a write whose cluster time was handed out
         // just before may still be committing while the read starts.
-        let low = self
-            .cluster_time_now()
-            .await?
+        let started = self.cluster_time_now().await?;
+        let low = started
             .saturating_sub(WINDOW_MARGIN)
             .max(t0.saturating_sub(1));
+        let watch = match watch {
+            Some(w) => w,
+            None => watch.insert(self.watch_windows(low + 1).await?),
+        };
         let (docs, high) = self.read_chunk_docs(name, after.as_ref(), chunk).await?;
         let more = docs.len() as i64 >= chunk;
         let last_id = docs.last().and_then(|d| d.get(ID)).cloned();
@@ -246,6 +261,7 @@ impl MongoSource {
             table: name.to_string(),
             after: state.cursor.as_ref().and_then(|c| c.after.clone()),
             read_at: low,
+            started: Some(started),
         });
         if let (Some(c), Some(id)) = (state.cursor.as_mut(), &last_id) {
             c.after = Some(id_key(id));
@@ -435,6 +451,7 @@ mod tests {
             table: table.into(),
             after: after.as_ref().map(id_key),
             read_at,
+            started: None,
         };
         MongoSnapshot {
             complete: true,

@@ -350,13 +350,13 @@ impl MongoSource {
         Ok(None)
     }
 
-    /// Whether the snapshot read collection `name` after cluster time `time`, so that a drop or
-    /// rename then is already in it (streaming starts a margin before the snapshot).
+    /// Whether the snapshot began reading collection `name` after cluster time `time`, so that
+    /// a drop or rename then is already in it (streaming starts a margin before the snapshot).
     fn in_snapshot(&self, name: &str, time: u64) -> bool {
         self.snapshot_filter
             .as_ref()
-            .and_then(|(_, f)| f.first_read_at(name))
-            .is_some_and(|read_at| time <= read_at)
+            .and_then(|(_, f)| f.collection_read_from(name))
+            .is_some_and(|started| time <= started)
     }
 
     /// Insert, update, replace or delete of one document.

@@ -53,7 +53,7 @@ impl Range<'_> {
     }
 }
 
-/// The change stream watched while the snapshot is read, from T0 on (one stream for the whole
+/// The change stream watched while the snapshot is read, from the first window on (one stream for the whole
 /// snapshot, as opening one can be slow). Windows overlap (each reaches a margin below its
 /// read), so the changes read stay until no later window can start before them.
 pub struct WindowWatch {
@@ -74,13 +74,13 @@ struct Seen {
 }
 
 impl MongoSource {
-    /// Watch the deployment's changes from cluster time `t0` on.
-    pub(super) async fn watch_windows(&self, t0: u64) -> Result<WindowWatch, MongoError> {
+    /// Watch the deployment's changes from cluster time `from` on.
+    pub(super) async fn watch_windows(&self, from: u64) -> Result<WindowWatch, MongoError> {
         let open = |pre_images: bool| {
             let mut watch = self
                 .client
                 .watch()
-                .start_at_operation_time(timestamp(t0))
+                .start_at_operation_time(timestamp(from))
                 .max_await_time(Duration::from_millis(200))
                 .batch_size(1000);
             if pre_images {
