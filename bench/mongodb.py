@@ -9,7 +9,8 @@ server; no mongod can be had on these machines): its change stream rate bounds w
 show, which is why the reference is measured on the same run.
 
 Workload: 100,000 inserts (100 insert_many of 1,000), 50,000 updates of 5 fields (ids 1..50000,
-50 bulk writes of 1,000), 10,000 deletes (10 delete_many): 160,000 events.
+50 bulk writes of 1,000), 10,000 deletes (10 delete_many): 160,000 events. BENCH_MONGO_SCALE
+scales it (0.1: 16,000 events, the same mix), as the stand-in serves change streams slowly.
 
 Run through bench/run.sh (--source mongodb). usage: mongodb.py SLUICE_BINARY [--runs N]
 [--workload catchup|snapshot|all]
@@ -31,7 +32,9 @@ from harness import ADDR, metric, run_until_committed
 
 URL = os.environ.get("SLUICE_MONGO_URL", "mongodb://127.0.0.1:27017/?directConnection=true")
 DB = "sluice_bench"
-EVENTS = 160_000
+SCALE = float(os.environ.get("BENCH_MONGO_SCALE", "1"))
+BATCHES = max(1, round(10 * SCALE))  # of 10,000 inserts, 5,000 updates and 1,000 deletes
+EVENTS = 16_000 * BATCHES
 SNAPSHOT_DOCS = int(os.environ.get("BENCH_MONGO_SNAPSHOT_DOCS", "200000"))
 ROTATE_INTERVAL = os.environ.get("BENCH_ROTATE_INTERVAL", "100ms")
 EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
@@ -56,16 +59,16 @@ def fresh_collection(client):
 
 
 def write_backlog(coll):
-    for t in range(100):
+    for t in range(10 * BATCHES):
         coll.insert_many([document(i) for i in range(t * 1000 + 1, (t + 1) * 1000 + 1)], ordered=True)
     when = datetime.datetime(2024, 6, 1, 12, 0, 0, 123000, tzinfo=datetime.timezone.utc)
-    for t in range(50):
+    for t in range(5 * BATCHES):
         coll.bulk_write([pymongo.UpdateOne({"_id": i}, {
             "$inc": {"i32": 1}, "$set": {"descr": f"updated {i}", "updated_at": when, "flag": True,
                                          "price": bson.Decimal128(f"{i / 100 + 1.5:.2f}")}})
             for i in range(t * 1000 + 1, (t + 1) * 1000 + 1)], ordered=True)
-    for t in range(10):
-        lo = 90_001 + t * 1000
+    for t in range(BATCHES):
+        lo = 9_000 * BATCHES + t * 1000 + 1
         coll.delete_many({"_id": {"$gte": lo, "$lte": lo + 999}})
 
 
@@ -153,7 +156,7 @@ def main():
         ratio = med["sluice_events_per_s"] / med["raw_stream_events_per_s"]
         print()
         print(f"{'workload':<32} {'sluice ev/s':>12} {'pymongo ev/s':>13} {'ratio':>6} {'peak RSS MB':>12} {'CPU s/M ev':>11}")
-        print(f"{'mongodb catch-up 160k, raw zone':<32} {med['sluice_events_per_s']:>12,.0f} "
+        print(f"{f'mongodb catch-up {EVENTS // 1000}k, raw zone':<32} {med['sluice_events_per_s']:>12,.0f} "
               f"{med['raw_stream_events_per_s']:>13,.0f} {ratio:>6.2f} {med['peak_rss_mb']:>12.1f} "
               f"{med['cpu_s_per_million']:>11.2f}")
         print(f"(median of {args.runs} run(s); the server took the writes at "
