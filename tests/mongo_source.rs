@@ -441,8 +441,12 @@ async fn a_lost_resume_token_stops_the_source_with_the_recovery() {
     let mut d = configure("mglost", &["sluice_it_mg_lost.docs"]);
     let stream = "mglost.sluice_it_mg_lost.docs";
     d.start();
+    // The document lands as a snapshot row, or as a create when it was written while its
+    // chunk was read (the test's own drop of the database may come before it as a truncate).
     let snapshot = wait_until(WAIT, || async {
-        zone_row_count(&d.lake, "raw", stream) == 1
+        lake_rows(&d.lake, stream)
+            .iter()
+            .any(|r| r.values["_id"].as_deref() == Some("1"))
     })
     .await;
     assert!(snapshot, "no snapshot:\n{}", d.log());
@@ -558,7 +562,7 @@ async fn the_example_transform_on_documents_equals_the_view() {
     assert!(passed, "sluice check: {text}");
     d.start();
     wait_for("the snapshot", WAIT, || async {
-        zone_row_count(&d.lake, "raw", "mgtr.sluice_it_mg_tr.reviews") == 50
+        zone_row_count(&d.lake, "ods", "mgtr.sluice_it_mg_tr.reviews") == 50
     })
     .await;
     reviews
