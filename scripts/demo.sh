@@ -58,7 +58,12 @@ say "running sluice (metrics on http://$SLUICE_METRICS/metrics)"
 $SLUICE run --config sluice.yaml 2>/tmp/sluice-demo.log &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
-sleep 3
+# Every source past its snapshot (the MongoDB-wire stand-in takes a few seconds to open a stream).
+for _ in $(seq 1 120); do
+  $SLUICE status --addr "$SLUICE_METRICS" 2>/dev/null | grep -qE '^(shop|store|catalog) +streaming' &&
+    [ "$($SLUICE status --addr "$SLUICE_METRICS" 2>/dev/null | grep -cE '^(shop|store|catalog) +streaming')" = 3 ] && break
+  sleep 1
+done
 
 say "changing data while sluice streams"
 shop "INSERT INTO orders SELECT g, 1 + g % 100, g * 0.5, 'new' FROM generate_series(1001, 1100) g;
@@ -81,7 +86,13 @@ db.reviews.delete_many({'_id': {'\$gt': 45}})
 db.reviews.insert_one({'_id': 101, 'product_id': 3, 'rating': 5, 'text': 'new', 'author': {'name': 'ana', 'country': 'ES'},
     'created_at': datetime.datetime.now(datetime.timezone.utc), 'helpful': 12})
 db.reviews.insert_one({'_id': 102, 'product_id': 4, 'rating': 'great', 'text': 'not a number', 'author': {'name': 'bo', 'country': 'SE'}})"
-sleep 4
+# Caught up: every source's lag back to 0, then a rotation and an ODS merge later.
+sleep 2
+for _ in $(seq 1 120); do
+  curl -s "http://$SLUICE_METRICS/metrics" | grep -E '^sluice_source_lag_seconds\{source="catalog"' | grep -q ' 0$' && break
+  sleep 1
+done
+sleep 5
 $SLUICE status --addr "$SLUICE_METRICS" || true
 echo
 curl -s "http://$SLUICE_METRICS/metrics" | grep -E '^sluice_(source_events_total|sink_rows_total|sink_commits_total|transform_dead_letters_total)' || true
