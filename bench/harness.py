@@ -1,5 +1,5 @@
 """What every benchmark workload shares: reading sluice's metrics, the process's peak RSS and CPU
-time, and timing a run until a number of rows is committed to the lake."""
+time, timing a run until a number of rows is committed to the lake, and a steady load."""
 import os
 import subprocess
 import sys
@@ -54,3 +54,19 @@ def run_until_committed(sluice, config, log, rows_wanted, workdir):
     return secs, rss_kb, cpu
 
 
+
+
+def steady_inserts(url, rate, seconds, per_tx=100):
+    """Insert `rate` rows/s for `seconds` into `bench (id, v, note)` at `url` (Postgres), in
+    transactions of `per_tx` rows on a fixed schedule; returns the rate achieved."""
+    import psycopg
+    total = rate * seconds
+    with psycopg.connect(url) as conn:
+        start = time.monotonic()
+        for i in range(0, total, per_tx):
+            conn.execute(f"INSERT INTO bench SELECT g, 1, 'x' FROM generate_series({i}, {i + per_tx - 1}) g")
+            conn.commit()
+            ahead = start + (i + per_tx) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        return total / (time.monotonic() - start)

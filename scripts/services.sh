@@ -6,35 +6,44 @@
 #   scripts/services.sh status [SERVICE...]
 #   scripts/services.sh env                  print the variables tests read (eval "$(… env)")
 #
-# SERVICE: postgres mariadb kafka mongodb hdfs python (default: all). See ../shared/test-services.md
+# SERVICE: python postgres mariadb kafka registry mongodb hdfs s3 prometheus (default: all). See ../shared/test-services.md
 # for why each one is what it is (no Kafka or mongod can be had here: stand-ins are named there).
 #
 # State lives in $SLUICE_SERVICES_DIR (default ~/.cache/sluice-services): the Python venv, data
 # folders, pid files, and a marker for every server this script started, so `down` stops only those.
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${SLUICE_SERVICES_DIR:-$HOME/.cache/sluice-services}
 VENV=$STATE/venv
 APT_CACHE=$STATE/apt-cache
 mkdir -p "$STATE" "$APT_CACHE/partial"
-ALL_SERVICES=(python postgres mariadb kafka mongodb hdfs s3 prometheus)
+ALL_SERVICES=(python postgres mariadb kafka registry mongodb hdfs s3 prometheus)
 
 PG_VERSION=15
 PG_PORT=5432
 PG_PLAIN_PORT=5433      # a second cluster left at wal_level=replica, for `sluice check` tests
 MARIADB_PORT=3306
 KAFKA_PORT=9092
+REGISTRY_PORT=8081
 MONGO_PORT=27017
 HDFS_PORT=9000
 HDFS_HTTP_PORT=9870
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
+apt_update() { apt-get update -qq >/dev/null && touch "$STATE/.apt-updated"; }
+
+# Installs Debian packages. The package lists may be missing or stale on a machine whose state
+# folder (and its .apt-updated marker) outlived them, so a failed install refreshes them and retries.
 apt_install() {
-  if [ ! -f "$STATE/.apt-updated" ]; then
-    apt-get update -qq >/dev/null && touch "$STATE/.apt-updated"
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dir::Cache::Archives="$APT_CACHE" "$@" >/dev/null
+  [ -f "$STATE/.apt-updated" ] || apt_update
+  local install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+    -o Dir::Cache::Archives="$APT_CACHE" "$@")
+  "${install[@]}" >/dev/null 2>&1 && return 0
+  log "apt-get install $* failed; refreshing the package lists and retrying"
+  apt_update
+  "${install[@]}" >/dev/null
 }
 
 wait_port() { # host port seconds
@@ -63,16 +72,17 @@ python_up() {
     log "creating venv $VENV"
     python3 -m venv "$VENV"
   fi
-  if [ ! -f "$VENV/.sluice-reqs-4" ]; then
+  if [ ! -f "$VENV/.sluice-reqs-5" ]; then
     log "installing Python packages (readers, drivers, Kafka and MongoDB stand-ins)"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
       pyarrow duckdb 'psycopg[binary]' pymysql pymongo confluent-kafka \
+      'confluent-kafka[avro,schemaregistry]==2.16.1' \
       noida-db==0.2.3 SecantusDB==0.7.0b3 hdfs-native 'moto[server]' pyspark==3.5.3
-    touch "$VENV/.sluice-reqs-4"
+    touch "$VENV/.sluice-reqs-5"
   fi
 }
 python_down() { :; }
-python_status() { [ -f "$VENV/.sluice-reqs-4" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
+python_status() { [ -f "$VENV/.sluice-reqs-5" ] && echo "python: venv ready at $VENV" || echo "python: not installed"; }
 
 # ---------------------------------------------------------------- postgres
 pg_conf_dir() { echo "/etc/postgresql/$PG_VERSION/$1/conf.d"; }
@@ -227,7 +237,13 @@ mariadb_status() { pgrep -a mariadbd || echo "mariadb: down"; }
 # ---------------------------------------------------------------- kafka (noida-db stand-in)
 kafka_up() {
   python_up
+  # kcat: the tests read topics with it as users do (and with confluent-kafka).
+  command -v kcat >/dev/null || { log "installing kcat"; apt_install kcat; }
   if ! (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null; then
+    # A fresh data folder on every start: noida-db keeps all its topics in one JSON file that it
+    # loads whole at start, and after some runs of the suite and the benchmark (8 GB seen) it no
+    # longer starts at all. The topics are test data; nothing needs them across broker restarts.
+    rm -rf "$STATE/kafka"
     mkdir -p "$STATE/kafka"
     "$VENV/bin/noida-db" up --data-dir "$STATE/kafka" --host 127.0.0.1 --only kafka \
       --kafka-port $KAFKA_PORT >"$STATE/kafka.log" 2>&1
@@ -243,6 +259,22 @@ kafka_down() {
   fi
 }
 kafka_status() { (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null && echo "kafka: up" || echo "kafka: down"; }
+
+# ---------------------------------------------------------------- schema registry (stand-in)
+# No Confluent-compatible registry can be installed here: tests/py/schema_registry.py serves
+# the REST subset sluice and confluent-kafka's Avro serde use (docker-compose runs the real one).
+registry_up() {
+  python_up
+  if ! (exec 3<>/dev/tcp/127.0.0.1/$REGISTRY_PORT) 2>/dev/null; then
+    nohup "$VENV/bin/python" "$ROOT/tests/py/schema_registry.py" --port $REGISTRY_PORT \
+      >"$STATE/registry.log" 2>&1 &
+    echo $! >"$STATE/registry.pid"
+  fi
+  wait_port 127.0.0.1 $REGISTRY_PORT 30
+  log "schema registry (stand-in) up: http://127.0.0.1:$REGISTRY_PORT"
+}
+registry_down() { stop_pidfile "$STATE/registry.pid"; }
+registry_status() { (exec 3<>/dev/tcp/127.0.0.1/$REGISTRY_PORT) 2>/dev/null && echo "registry: up" || echo "registry: down"; }
 
 # ---------------------------------------------------------------- mongodb (SecantusDB stand-in)
 mongodb_up() {
@@ -387,6 +419,7 @@ export SLUICE_PG_PLAIN_URL=postgres://sluice:sluice@127.0.0.1:$PG_PLAIN_PORT/slu
 export SLUICE_MYSQL_URL=mysql://sluice:sluice@127.0.0.1:$MARIADB_PORT/sluice
 export SLUICE_MYSQL_TLS_DIR=$MARIADB_TLS
 export SLUICE_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export SLUICE_SCHEMA_REGISTRY=http://127.0.0.1:$REGISTRY_PORT
 export SLUICE_MONGO_URL=mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true
 export SLUICE_HDFS_URL=hdfs://127.0.0.1:$HDFS_PORT
 export SLUICE_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
@@ -398,7 +431,11 @@ shift || true
 services=("$@")
 [ ${#services[@]} -gt 0 ] || services=("${ALL_SERVICES[@]}")
 case $cmd in
-  up) for s in "${services[@]}"; do "${s}_up"; done ;;
+  up)
+    # Say which service and command failed: without this, set -e ends the script silently.
+    set -E
+    trap 'log "starting ${s:-?} failed: \"$BASH_COMMAND\" (line $LINENO) exited $?; logs in $STATE"' ERR
+    for s in "${services[@]}"; do "${s}_up"; done ;;
   down) for ((i = ${#services[@]} - 1; i >= 0; i--)); do "${services[$i]}_down"; done ;;
   status) for s in "${services[@]}"; do "${s}_status"; done ;;
   env) print_env ;;

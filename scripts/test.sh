@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq build-essential; }
+scripts/build-deps.sh
 scripts/services.sh up
 eval "$(scripts/services.sh env)"
 cargo build --all-targets --locked

@@ -81,6 +81,14 @@ pub async fn run(config_path: &Path) -> Vec<Finding> {
         schemas.extend(tables);
     }
     findings.extend(check_transforms(&config, &schemas, &reached));
+    if config.daemon.log.kind == crate::config::LogKind::Kafka {
+        let settings = crate::log::kafka::KafkaSettings::new(
+            config.daemon.log.kafka_config(),
+            &config.daemon.pipeline,
+            None,
+        );
+        findings.extend(crate::log::kafka::check::check(&settings, &config).await);
+    }
     if let Err(e) = tokio::task::block_in_place(|| {
         LakeRoot::open(&config.daemon.sink.path).and_then(|lake| lake.check_writable())
     }) {

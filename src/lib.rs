@@ -6,6 +6,7 @@
 //! - [`source`]: database sources (Postgres logical replication, MySQL/MariaDB binlog).
 //! - [`transform`]: cleansing transforms (SQL on DataFusion) and the dead-letter queue.
 //! - [`sink`]: the Parquet lake and its commit protocol.
+//! - [`log`]: Kafka mode, where topics join the stages (embedded mode joins them in-process).
 //! - [`runtime`]: the topology joining them, supervision and shutdown.
 //! - [`metrics`]: metric names and the admin HTTP endpoint.
 //! - [`check`]: `sluice check`.
@@ -14,6 +15,7 @@
 pub mod check;
 pub mod config;
 pub mod event;
+pub mod log;
 pub mod metrics;
 pub mod runtime;
 pub mod sink;

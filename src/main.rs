@@ -33,6 +33,10 @@ enum Command {
         /// Run one stage only (needs `log.kind: kafka`).
         #[arg(long, value_enum)]
         only: Option<Stage>,
+        /// Kafka mode: this process's name among the processes of its stage (its transactional
+        /// id and lake writer). Stable across restarts, unique among running processes.
+        #[arg(long, env = "SLUICE_INSTANCE")]
+        instance: Option<String>,
     },
     /// Validate every file, reach every source and sink, check prerequisites; print each problem
     /// with its fix and exit non-zero if there is any.
@@ -96,7 +100,27 @@ enum Stage {
     Sinks,
 }
 
+/// glibc's malloc gives threads that allocate at once arenas of their own (up to eight per core)
+/// and keeps what is freed in each, and it raises its mmap threshold after every large free, so
+/// batch-sized buffers end up in those arenas too. Measured on the catch-ups: the live heap peaks
+/// near 23 MB while the process held 45 MB of anonymous memory. Two arenas and a fixed threshold
+/// (large buffers mapped and unmapped) keep the rate and take 10-15 MB off the peak. Operators
+/// can still tune it with glibc's own `MALLOC_ARENA_MAX` and friends, which then win.
+fn bound_malloc_caches() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+        // exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    bound_malloc_caches();
     let cli = Cli::parse();
     // Several rustls crypto providers are compiled in (through dependencies); TLS code that asks
     // for "the default" needs one chosen up front.
@@ -113,7 +137,11 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Run { config, only } => run(config, only).await,
+            Command::Run {
+                config,
+                only,
+                instance,
+            } => run(config, only, instance).await,
             Command::Check { config } => check(config).await,
             Command::Ddl { config, dialect } => {
                 tokio::task::block_in_place(|| ddl(config, dialect))
@@ -185,7 +213,11 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCode> {
+async fn run(
+    config_path: PathBuf,
+    only: Option<Stage>,
+    instance: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(errors) => {
@@ -200,9 +232,14 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
             config_path.display()
         );
     }
-    if config.daemon.log.kind == LogKind::Kafka {
-        anyhow::bail!("log.kind: kafka is not supported by this build yet; use `embedded`");
-    }
+    let options = runtime::RunOptions {
+        only: only.map(|stage| match stage {
+            Stage::Sources => runtime::Role::Sources,
+            Stage::Transforms => runtime::Role::Transforms,
+            Stage::Sinks => runtime::Role::Sinks,
+        }),
+        instance,
+    };
     let handle = sluice::metrics::install()?;
     let healthy = Arc::new(AtomicBool::new(false));
     let status = SharedStatus::default();
@@ -230,7 +267,7 @@ async fn run(config_path: PathBuf, only: Option<Stage>) -> anyhow::Result<ExitCo
         std::process::exit(130);
     });
     tracing::info!(pipeline = %config.daemon.pipeline, sources = config.sources.len(), metrics = %addr, "sluice starting");
-    match runtime::run(&config, shutdown_rx, healthy, status).await {
+    match runtime::run(&config, &options, shutdown_rx, healthy, status).await {
         Ok(()) => {
             tracing::info!("stopped cleanly");
             Ok(ExitCode::SUCCESS)

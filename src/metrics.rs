@@ -57,6 +57,15 @@ pub const QUEUE_DEPTH: &str = "sluice_queue_depth_batches";
 pub const RESIDENT_MEMORY: &str = "sluice_process_resident_memory_bytes";
 pub const PIPELINE_RESTARTS: &str = "sluice_pipeline_restarts_total";
 
+// Kafka mode.
+pub const KAFKA_PRODUCED: &str = "sluice_kafka_produced_records_total";
+pub const KAFKA_TRANSACTIONS: &str = "sluice_kafka_transactions_total";
+pub const KAFKA_COMMIT_SECONDS: &str = "sluice_kafka_transaction_commit_duration_seconds";
+pub const KAFKA_TRANSACTION_SECONDS: &str = "sluice_kafka_transaction_duration_seconds";
+pub const KAFKA_CONSUMER_LAG: &str = "sluice_kafka_consumer_lag_records";
+pub const KAFKA_UNDECODABLE: &str = "sluice_kafka_undecodable_records_total";
+pub const KAFKA_IN_FLIGHT: &str = "sluice_kafka_producer_in_flight_records";
+
 /// Install the global recorder. Safe to call once per process.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
@@ -238,6 +247,41 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
         PIPELINE_RESTARTS,
         Kind::Counter,
         "Pipeline restarts after transient errors.",
+    ),
+    (
+        KAFKA_PRODUCED,
+        Kind::Counter,
+        "Records a Kafka-mode stage produced, by stage.",
+    ),
+    (
+        KAFKA_TRANSACTIONS,
+        Kind::Counter,
+        "Kafka transactions, by stage and outcome (committed, failed: aborted).",
+    ),
+    (
+        KAFKA_COMMIT_SECONDS,
+        Kind::Histogram,
+        "Time to commit a Kafka transaction (produce latency to committed), by stage.",
+    ),
+    (
+        KAFKA_TRANSACTION_SECONDS,
+        Kind::Histogram,
+        "Time from a sources transaction's first record to its commit.",
+    ),
+    (
+        KAFKA_CONSUMER_LAG,
+        Kind::Gauge,
+        "Records behind the end of a topic partition, by stage, topic and partition.",
+    ),
+    (
+        KAFKA_UNDECODABLE,
+        Kind::Counter,
+        "Topic records a sink could not decode (dead-lettered), by topic.",
+    ),
+    (
+        KAFKA_IN_FLIGHT,
+        Kind::Gauge,
+        "Records in the producer's queue not yet acknowledged by the brokers, by stage.",
     ),
 ];
 

@@ -1,5 +1,6 @@
-//! The embedded topology and its supervision.
+//! The topologies and their supervision.
 //!
+//! Embedded mode:
 //! ```text
 //!   source task ─┐  bounded mpsc (channel_batches)
 //!   source task ─┼──────────────────────────────▶ sink task ──▶ lake commit
@@ -8,6 +9,9 @@
 //!
 //! Backpressure: the channel is small, so a slow sink makes sources wait in `send`, which stops
 //! them reading the replication stream, which leaves the changes in the database's log.
+//!
+//! Kafka mode (see [`crate::log::kafka`]): the same source tasks feed a transactional producer
+//! instead of the sink; transform and sink workers run beside them, or alone with `--only`.
 //!
 //! Supervision: a transient error (network, restarting server) restarts the whole pipeline from
 //! the lake's last commit after a backoff. That is the same path as a crash recovery, so a
@@ -21,7 +25,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, LogKind, SourceKind};
+use crate::log::kafka::{self, KafkaError, KafkaSettings};
 use crate::metrics as m;
 use crate::sink::{ParquetSink, SinkError};
 use crate::source::mongodb::MongoSource;
@@ -40,6 +45,8 @@ pub enum PipelineError {
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
     #[error("{0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
     Setup(String),
 }
 
@@ -48,14 +55,33 @@ impl Classify for PipelineError {
         match self {
             PipelineError::Source { error, .. } => error.is_transient(),
             PipelineError::Sink(SinkError::Io { .. }) => true,
+            PipelineError::Kafka(e) => e.is_transient(),
             PipelineError::Sink(_) | PipelineError::Setup(_) => false,
         }
     }
 }
 
+/// A stage of Kafka mode, run alone with `sluice run --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Sources,
+    Transforms,
+    Sinks,
+}
+
+/// How this process runs the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Kafka mode: run one stage only (None: all of them).
+    pub only: Option<Role>,
+    /// Kafka mode: this process among its role's processes (transactional id, lake writer).
+    pub instance: Option<String>,
+}
+
 /// Run the pipeline until `shutdown` turns true (drain, commit, Ok) or a definite error.
 pub async fn run(
     config: &Config,
+    options: &RunOptions,
     shutdown: watch::Receiver<bool>,
     healthy: Arc<AtomicBool>,
     status: SharedStatus,
@@ -64,7 +90,21 @@ pub async fn run(
     loop {
         status.update(|s| s.state = "running".into());
         let started = std::time::Instant::now();
-        let result = run_once(config, shutdown.clone(), healthy.clone(), status.clone()).await;
+        let result = match config.daemon.log.kind {
+            LogKind::Embedded => {
+                run_embedded(config, shutdown.clone(), healthy.clone(), status.clone()).await
+            }
+            LogKind::Kafka => {
+                run_kafka(
+                    config,
+                    options,
+                    shutdown.clone(),
+                    healthy.clone(),
+                    status.clone(),
+                )
+                .await
+            }
+        };
         if started.elapsed() > Duration::from_secs(60) {
             delay = Duration::from_millis(500); // it ran well for a while: a fresh failure
         }
@@ -116,42 +156,90 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn run_once(
+async fn run_embedded(
     config: &Config,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     healthy: Arc<AtomicBool>,
     status: SharedStatus,
 ) -> Result<(), PipelineError> {
     let sink_cfg = &config.daemon.sink;
-    let ods_every = sink_cfg
-        .zones
-        .contains(&crate::config::Zone::Ods)
-        .then_some(sink_cfg.ods_interval.0);
-    let settings = crate::sink::SinkSettings {
-        rotate: sink_cfg.rotate.clone(),
-        zones: sink_cfg.zones.clone(),
-        ods_every,
-        compaction: sink_cfg.compaction.clone(),
-    };
+    let settings = crate::sink::SinkSettings::from_config(sink_cfg);
     let transforms = crate::transform::TransformSet::new(config.transforms.clone());
     let (sink, acks) = ParquetSink::open(&sink_cfg.path, settings, transforms, status.clone())?;
     let committed = sink.committed_positions();
-    status.update(|s| s.committed = committed.clone());
     let (tx, rx) = mpsc::channel(config.daemon.channel_batches);
-    let mut sink_task = tokio::spawn(sink.run(rx));
-
-    // Sources stop on the daemon's shutdown or when a sibling fails.
+    let mut stages = JoinSet::new();
+    stages.spawn(async move { sink.run(rx).await.map_err(PipelineError::from) });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let sources = spawn_sources(config, tx, acks, &committed, stop_rx, &status);
+    supervise(sources, stages, stop_tx, shutdown, healthy).await
+}
+
+/// Kafka mode: the roles this process runs, each a stage of its own.
+async fn run_kafka(
+    config: &Config,
+    options: &RunOptions,
+    shutdown: watch::Receiver<bool>,
+    healthy: Arc<AtomicBool>,
+    status: SharedStatus,
+) -> Result<(), PipelineError> {
+    let settings = KafkaSettings::new(
+        config.daemon.log.kafka_config(),
+        &config.daemon.pipeline,
+        options.instance.clone(),
+    );
+    let runs = |role| options.only.is_none_or(|only| only == role);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stages = JoinSet::new();
+    if runs(Role::Sinks) {
+        let (settings, config, status, stop) = (
+            settings.clone(),
+            config.clone(),
+            status.clone(),
+            stop_rx.clone(),
+        );
+        stages.spawn_blocking(move || {
+            kafka::sinks::run(settings, &config, status, stop).map_err(PipelineError::from)
+        });
+    }
+    if runs(Role::Transforms) {
+        let (settings, defs, stop) = (settings.clone(), config.transforms.clone(), stop_rx.clone());
+        stages.spawn_blocking(move || {
+            kafka::transforms::run(settings, defs, stop).map_err(PipelineError::from)
+        });
+    }
+    let mut sources = JoinSet::new();
+    if runs(Role::Sources) {
+        let (writer, acks) = kafka::sources::RawTopicWriter::open(settings.clone()).await?;
+        let committed = writer.committed_positions();
+        let (tx, rx) = mpsc::channel(config.daemon.channel_batches);
+        stages.spawn(async move { writer.run(rx).await.map_err(PipelineError::from) });
+        sources = spawn_sources(config, tx, acks, &committed, stop_rx, &status);
+    }
+    supervise(sources, stages, stop_tx, shutdown, healthy).await
+}
+
+/// Start every source, sending into `out` and acknowledging what `acks` reports committed.
+/// Sources stop when `stop` turns true.
+fn spawn_sources(
+    config: &Config,
+    out: mpsc::Sender<crate::source::SourceBatch>,
+    acks: crate::source::Acks,
+    committed: &std::collections::BTreeMap<String, crate::source::SourcePosition>,
+    stop: watch::Receiver<bool>,
+    status: &SharedStatus,
+) -> JoinSet<Result<(), PipelineError>> {
+    status.update(|s| s.committed = committed.clone());
     let mut sources = JoinSet::new();
     for source in &config.sources {
         let ctx = SourceContext {
             status: status.clone(),
             config: source.clone(),
-            out: tx.clone(),
+            out: out.clone(),
             acks: acks.clone(),
-            shutdown: stop_rx.clone(),
+            shutdown: stop.clone(),
             committed: committed.get(&source.name).cloned(),
-            lake_path: sink_cfg.path.clone(),
+            lake_path: config.daemon.sink.path.clone(),
         };
         let name = source.name.clone();
         let status = status.clone();
@@ -200,63 +288,69 @@ async fn run_once(
             })
         });
     }
-    drop(tx);
-    healthy.store(true, Ordering::Relaxed);
-
     // Mirror commits into /status.
-    let mut acks_watch = acks.clone();
+    let mut acks_watch = acks;
     let status_for_acks = status.clone();
-    let mirror = tokio::spawn(async move {
-        while acks_watch.changed().await.is_ok() {
-            let committed = (**acks_watch.borrow_and_update()).clone();
-            status_for_acks.update(|s| s.committed = committed);
+    let mut stop_mirror = stop;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = acks_watch.changed() => {
+                    if changed.is_err() { break; }
+                    let committed = (**acks_watch.borrow_and_update()).clone();
+                    status_for_acks.update(|s| s.committed = committed);
+                }
+                _ = stop_mirror.wait_for(|s| *s) => break,
+            }
         }
     });
+    sources
+}
 
-    let mut first_error: Option<PipelineError> = None;
-    let mut sink_result = None;
-    loop {
+/// Wait for the sources and the stages downstream of them (sink, producer, workers) to end:
+/// on the daemon's shutdown every source stops, then the stages drain; any error stops all.
+/// A stage's error is reported before a source's (a source that failed because its stage went
+/// away reports that).
+async fn supervise(
+    mut sources: JoinSet<Result<(), PipelineError>>,
+    mut stages: JoinSet<Result<(), PipelineError>>,
+    stop_tx: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    healthy: Arc<AtomicBool>,
+) -> Result<(), PipelineError> {
+    healthy.store(true, Ordering::Relaxed);
+    let joined = |j: Option<Result<Result<(), PipelineError>, tokio::task::JoinError>>,
+                  what: &str| match j {
+        Some(Ok(Ok(()))) | None => None,
+        Some(Ok(Err(e))) => Some(e),
+        Some(Err(join)) => Some(PipelineError::Setup(format!(
+            "a {what} task failed: {join}"
+        ))),
+    };
+    let mut source_error: Option<PipelineError> = None;
+    let mut stage_error: Option<PipelineError> = None;
+    while !sources.is_empty() || !stages.is_empty() {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s), if !*stop_tx.borrow() => {
                 tracing::info!("shutting down: draining and committing");
                 stop_tx.send_replace(true);
             }
-            joined = sources.join_next(), if !sources.is_empty() => {
-                match joined {
-                    Some(Ok(Ok(()))) => {}
-                    Some(Ok(Err(e))) => {
-                        first_error.get_or_insert(e);
-                        stop_tx.send_replace(true);
-                    }
-                    Some(Err(join)) => {
-                        first_error.get_or_insert(PipelineError::Setup(format!("a source task failed: {join}")));
-                        stop_tx.send_replace(true);
-                    }
-                    None => {}
+            j = sources.join_next(), if !sources.is_empty() => {
+                if let Some(e) = joined(j, "source") {
+                    source_error.get_or_insert(e);
+                    stop_tx.send_replace(true);
                 }
             }
-            result = &mut sink_task, if sink_result.is_none() => {
-                let result = result.unwrap_or_else(|join| Err(SinkError::Io {
-                    path: String::new(),
-                    source: std::io::Error::other(format!("sink task failed: {join}")),
-                }));
-                if let Err(e) = &result {
-                    tracing::error!(error = %error_chain(e), "sink failed");
+            j = stages.join_next(), if !stages.is_empty() => {
+                if let Some(e) = joined(j, "stage") {
+                    tracing::error!(error = %error_chain(&e), "stage failed");
+                    stage_error.get_or_insert(e);
+                    stop_tx.send_replace(true);
                 }
-                sink_result = Some(result);
-                stop_tx.send_replace(true);
             }
         }
-        if sources.is_empty() && sink_result.is_some() {
-            break;
-        }
     }
-    mirror.abort();
-    if let Some(Err(e)) = sink_result {
-        return Err(e.into());
-    }
-    match first_error {
-        // A source that failed only because the sink went away reports the sink's error above.
+    match stage_error.or(source_error) {
         Some(e) => Err(e),
         None => Ok(()),
     }

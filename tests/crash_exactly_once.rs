@@ -18,60 +18,6 @@ use common::*;
 /// Rows before the first start: enough for a snapshot of many chunks that kills land inside.
 const INITIAL_ROWS: i64 = 60_000;
 
-/// Random transactions of inserts, updates and deletes until `stop`. Returns the count of
-/// committed statements.
-async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>, seed: u64) {
-    let mut client = connect(&url).await;
-    let mut rng = Rng(seed);
-    let mut live: Vec<i64> = (1..=INITIAL_ROWS).collect();
-    let mut next_id = INITIAL_ROWS + 1;
-    let mut transactions = 0u64;
-    let mut insert = "INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')";
-    while !stop.load(Ordering::Relaxed) {
-        transactions += 1;
-        if transactions == 400 {
-            // A schema change in the middle of the kills: later files carry the new column.
-            client
-                .batch_execute("ALTER TABLE accounts ADD COLUMN tag text")
-                .await
-                .unwrap();
-            insert = "INSERT INTO accounts (id, version, balance, note, tag) VALUES ($1, 0, 0, 'new', 'tagged')";
-        }
-        let tx = client.transaction().await.unwrap();
-        let mut inserted = Vec::new();
-        let mut deleted = Vec::new();
-        let n = 1 + rng.below(4);
-        for _ in 0..n {
-            let roll = rng.below(100);
-            if roll < 35 || live.len() < 10 {
-                tx.execute(insert, &[&next_id]).await.unwrap();
-                inserted.push(next_id);
-                next_id += 1;
-            } else {
-                let id = live[rng.below(live.len() as u64) as usize];
-                if deleted.contains(&id) {
-                    continue;
-                }
-                if roll < 88 {
-                    tx.execute("UPDATE accounts SET version = version + 1, balance = balance + 1.25 WHERE id = $1", &[&id])
-                        .await
-                        .unwrap();
-                } else {
-                    tx.execute("DELETE FROM accounts WHERE id = $1", &[&id])
-                        .await
-                        .unwrap();
-                    deleted.push(id);
-                }
-            }
-        }
-        tx.commit().await.unwrap();
-        committed.fetch_add(n, Ordering::Relaxed);
-        live.extend(inserted);
-        live.retain(|id| !deleted.contains(id));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let db = TestDb::create("sluice_it_crash").await;
@@ -98,19 +44,14 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash test seed {seed}");
-    let mut rng = Rng(seed);
+    let (seed, mut rng) = seeded_rng("crash test");
     d.start();
-    let load = tokio::spawn(workload(
+    let load = tokio::spawn(accounts_workload(
         db.url.clone(),
         stop.clone(),
         committed.clone(),
         seed,
+        INITIAL_ROWS,
     ));
 
     // The first kill lands inside the snapshot, after some of it is committed: the next start

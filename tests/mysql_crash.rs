@@ -90,13 +90,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash test seed {seed}");
-    let mut rng = Rng(seed);
+    let (seed, mut rng) = seeded_rng("crash test");
     d.start();
     let load = tokio::spawn(workload(
         db.url.clone(),

@@ -110,3 +110,58 @@ fn duplicate_source_names_and_bad_table_names() {
     assert!(err.contains("must be `schema.table`"), "{err}");
     assert!(err.contains("used by another file"), "{err}");
 }
+
+#[test]
+fn kafka_settings_load_with_defaults_and_refuse_typos_and_what_is_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "sluice.yaml",
+        "sink: { path: /tmp/lake }\nlog:\n  kind: kafka\n  kafka: { brokers: \"k1:9092,k2:9092\", security: { protocol: sasl_ssl, sasl_mechanism: SCRAM-SHA-512 } }\n",
+    );
+    write(dir.path(), "sources/shop.yaml", GOOD_SOURCE);
+    let cfg = Config::load(&main).unwrap();
+    let kafka = cfg.daemon.log.kafka_config();
+    assert_eq!(kafka.brokers, "k1:9092,k2:9092");
+    assert!(kafka.schemas, "JsonConverter embeds schemas by default");
+    assert_eq!(kafka.partitions, 3);
+    assert_eq!(kafka.transaction_interval.0, Duration::from_millis(100));
+    assert_eq!(
+        kafka.security.sasl_mechanism.as_deref(),
+        Some("SCRAM-SHA-512")
+    );
+
+    std::fs::write(
+        &main,
+        "sink: { path: /tmp/lake }\nlog:\n  kind: kafka\n  kafka: { broker: x }\n",
+    )
+    .unwrap();
+    let text = Config::load(&main).unwrap_err().to_string();
+    assert!(
+        text.contains("sluice.yaml:4:") && text.contains("unknown field `broker`"),
+        "{text}"
+    );
+
+    std::fs::write(
+        &main,
+        "sink: { path: /tmp/lake }\nlog:\n  kind: kafka\n  kafka: { format: avro }\n",
+    )
+    .unwrap();
+    let text = Config::load(&main).unwrap_err().to_string();
+    assert!(
+        text.contains("`avro` needs log.kafka.schema_registry"),
+        "{text}"
+    );
+
+    std::fs::write(&main, "sink: { path: /tmp/lake }\nlog: { kind: kafka }\n").unwrap();
+    write(
+        dir.path(),
+        "sources/docs.yaml",
+        "name: docs\nkind: mongodb\nurl: mongodb://127.0.0.1/\ntables: [db.c]\n",
+    );
+    let text = Config::load(&main).unwrap_err().to_string();
+    assert!(
+        text.contains("docs.yaml") && text.contains("do not run in Kafka mode yet"),
+        "{text}"
+    );
+}

@@ -6,149 +6,26 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
-use super::{ChangeEvent, ColumnType, Op, Row, SourcePos, TableSchema, Value};
+use super::{ChangeEvent, ColumnType, Op, TableSchema, Value};
 
 /// The version string in `source.version`: sluice's own, so consumers can tell who wrote it.
 pub const CONNECTOR_VERSION: &str = concat!("sluice-", env!("CARGO_PKG_VERSION"));
 
 /// The message key: the primary-key columns.
 pub fn key_json(event: &ChangeEvent) -> Json {
-    let schema = &event.table;
-    if let (true, SourcePos::Mongo { id, .. }) = (schema.source_info.documents, &event.pos) {
-        // Debezium's MongoDB key: the `_id` as extended JSON text.
-        return json!({ "id": id.as_ref() });
-    }
-    let row = event.row_image();
-    let mut key = Map::new();
-    for (i, col) in schema.key_columns() {
-        let v = row
-            .map(|r| value_json(&col.ty, &r[i]))
-            .unwrap_or(Json::Null);
-        key.insert(col.name.clone(), v);
-    }
-    Json::Object(key)
+    serde_json::to_value(serialize::Key(event)).unwrap_or(Json::Null)
 }
 
-/// The message value: `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}`.
+/// The message value: `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}`
+/// (MongoDB's adds `updateDescription`; its images are the documents' extended JSON).
 pub fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
-    let schema = &event.table;
-    if schema.source_info.documents {
-        return document_envelope_json(event, processed_at_us);
-    }
-    let image = |r: &Option<Row>| {
-        r.as_ref()
-            .map(|r| row_json(schema, r))
-            .unwrap_or(Json::Null)
-    };
-    json!({
-        "before": image(&event.before),
-        "after": image(&event.after),
-        "source": source_json(event),
-        "transaction": Json::Null,
-        "op": event.op.code(),
-        "ts_ms": processed_at_us.div_euclid(1000),
-        "ts_us": processed_at_us,
-        "ts_ns": processed_at_us as i128 * 1000,
+    serde_json::to_value(serialize::Envelope {
+        event,
+        processed_at_us,
     })
-}
-
-/// Debezium's MongoDB envelope: `before`/`after` are the documents' extended JSON text (`_doc`),
-/// so a key-only delete has `before: null`. sluice sends whole documents after every change, as
-/// the connector's `change_streams_update_full` modes do, and no `updateDescription`.
-fn document_envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
-    let doc = event.table.columns.iter().rposition(|c| c.name == "_doc");
-    let image = |r: &Option<Row>| match (r, doc) {
-        (Some(r), Some(i)) => match r.get(i) {
-            Some(Value::Text(t)) => json!(t),
-            _ => Json::Null,
-        },
-        _ => Json::Null,
-    };
-    json!({
-        "before": image(&event.before),
-        "after": image(&event.after),
-        "updateDescription": Json::Null,
-        "source": source_json(event),
-        "transaction": Json::Null,
-        "op": event.op.code(),
-        "ts_ms": processed_at_us.div_euclid(1000),
-        "ts_us": processed_at_us,
-        "ts_ns": processed_at_us as i128 * 1000,
-    })
-}
-
-fn source_json(event: &ChangeEvent) -> Json {
-    let schema = &event.table;
-    let ts_us = event.commit_ts_us;
-    let snapshot = if event.snapshot { "true" } else { "false" };
-    let mut src = Map::new();
-    src.insert("version".into(), json!(CONNECTOR_VERSION));
-    src.insert("connector".into(), json!(schema.source_info.connector));
-    src.insert("name".into(), json!(schema.id.source));
-    src.insert("ts_ms".into(), json!(ts_us.div_euclid(1000)));
-    src.insert("snapshot".into(), json!(snapshot));
-    src.insert("db".into(), json!(schema.source_info.db));
-    match &event.pos {
-        SourcePos::PgLsn { lsn, commit_lsn } => {
-            // Debezium: ["<last commit lsn>", "<lsn>"] as a JSON string.
-            src.insert(
-                "sequence".into(),
-                json!(format!("[\"{commit_lsn}\",\"{lsn}\"]")),
-            );
-            src.insert("ts_us".into(), json!(ts_us));
-            src.insert("ts_ns".into(), json!(ts_us as i128 * 1000));
-            src.insert("schema".into(), json!(schema.id.namespace));
-            src.insert("table".into(), json!(schema.id.table));
-            src.insert("txId".into(), json!(event.tx_id));
-            src.insert("lsn".into(), json!(lsn));
-            src.insert("xmin".into(), Json::Null);
-            src.insert("origin".into(), Json::Null);
-            src.insert("origin_lsn".into(), Json::Null);
-        }
-        SourcePos::Binlog {
-            file,
-            pos,
-            row,
-            server_id,
-            gtid,
-        } => {
-            src.insert("sequence".into(), Json::Null);
-            src.insert("ts_us".into(), json!(ts_us));
-            src.insert("ts_ns".into(), json!(ts_us as i128 * 1000));
-            src.insert("table".into(), json!(schema.id.table));
-            src.insert("server_id".into(), json!(server_id));
-            src.insert("gtid".into(), json!(gtid.as_deref()));
-            src.insert("file".into(), json!(file.as_ref()));
-            src.insert("pos".into(), json!(pos));
-            src.insert("row".into(), json!(row));
-            src.insert("thread".into(), Json::Null);
-            src.insert("query".into(), Json::Null);
-        }
-        SourcePos::Mongo {
-            time, txn_number, ..
-        } => {
-            src.insert("sequence".into(), Json::Null);
-            src.insert("ts_us".into(), json!(ts_us));
-            src.insert("ts_ns".into(), json!(ts_us as i128 * 1000));
-            src.insert("collection".into(), json!(schema.id.table));
-            // Debezium's `ord`: the cluster time's increment.
-            src.insert("ord".into(), json!(time & 0xffff_ffff));
-            src.insert("lsid".into(), Json::Null);
-            src.insert("txnNumber".into(), json!(txn_number));
-            src.insert("wallTime".into(), json!(ts_us.div_euclid(1000)));
-        }
-    }
-    Json::Object(src)
-}
-
-fn row_json(schema: &TableSchema, row: &Row) -> Json {
-    let mut obj = Map::with_capacity(schema.columns.len());
-    for (col, v) in schema.columns.iter().zip(row) {
-        obj.insert(col.name.clone(), value_json(&col.ty, v));
-    }
-    Json::Object(obj)
+    .unwrap_or(Json::Null)
 }
 
 /// The key with Kafka Connect's embedded schema (JsonConverter `schemas.enable=true`).
@@ -333,31 +210,10 @@ fn type_schema(ty: &ColumnType) -> Json {
 
 /// One value in Debezium's JSON encoding for its column type.
 pub fn value_json(ty: &ColumnType, v: &Value) -> Json {
-    match (ty, v) {
-        (_, Value::Null) => Json::Null,
-        (_, Value::Bool(b)) => json!(b),
-        (_, Value::Int(i)) => json!(i),
-        (_, Value::Float(f)) if f.is_finite() => json!(f),
-        (_, Value::Float(f)) => json!(non_finite_name(*f)),
-        (_, Value::Decimal(u)) => json!(BASE64.encode(decimal_bytes(*u))),
-        (ColumnType::Numeric, Value::Text(s)) => variable_scale_decimal(s),
-        (_, Value::Text(s)) => json!(s),
-        (ColumnType::List(elem), Value::List(items)) => {
-            Json::Array(items.iter().map(|v| value_json(elem, v)).collect())
-        }
-        (_, Value::List(items)) => Json::Array(
-            items
-                .iter()
-                .map(|v| value_json(&ColumnType::Text, v))
-                .collect(),
-        ),
-        (_, Value::Bytes(b)) => json!(BASE64.encode(b)),
-        (ColumnType::TimestampTz, Value::Temporal(us)) => json!(zoned_timestamp(*us)),
-        (_, Value::Temporal(t)) => json!(t),
-    }
+    serde_json::to_value(serialize::Typed(ty, v)).unwrap_or(Json::Null)
 }
 
-fn non_finite_name(f: f64) -> &'static str {
+pub(crate) fn non_finite_name(f: f64) -> &'static str {
     if f.is_nan() {
         "NaN"
     } else if f > 0.0 {
@@ -386,7 +242,7 @@ pub fn decimal_bytes(unscaled: i128) -> Vec<u8> {
 /// Debezium's VariableScaleDecimal for numerics without a fixed scale: `{"scale", "value"}` with
 /// the unscaled value as big-endian two's-complement bytes. NaN and infinities have no such form:
 /// null, as Debezium's precise mode does.
-fn variable_scale_decimal(text: &str) -> Json {
+pub(crate) fn variable_scale_decimal(text: &str) -> Json {
     let (neg, body) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -461,6 +317,7 @@ impl Op {
 }
 
 pub mod decode;
+pub mod serialize;
 
 #[cfg(test)]
 mod tests;

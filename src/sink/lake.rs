@@ -11,6 +11,11 @@
 //! rename is the commit point; (3) data files renamed into place. Recovery takes the newest
 //! commit record, redoes step (3) for any file still in `tmp/` (roll forward), and deletes
 //! everything else in `tmp/` (data from after the last commit, which the source replays).
+//!
+//! Several sink processes (Kafka mode, one consumer group) share one lake: each is a *writer*
+//! with its own `tmp/` and commit log under `_sluice/writers/<writer>/`, and commits only the
+//! partitions it owns. A partition's committed offset is the highest any writer recorded
+//! ([`LakeRoot::latest_commits_of_all_writers`]), because offsets only grow.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -58,20 +63,72 @@ pub struct LakeRoot {
     /// Where data files are written before they are published to `_sluice/tmp/`: inside the lake
     /// for a local lake (publishing is free), a local staging folder for HDFS.
     staging: PathBuf,
+    /// This writer's `tmp/` and commit log (relative to the root).
+    tmp: String,
+    commits: String,
 }
 
+/// The embedded pipeline's (the only writer's) folders.
 const TMP: &str = "_sluice/tmp";
 const COMMITS: &str = "_sluice/commits";
+/// Where the writers of a shared lake keep theirs.
+const WRITERS: &str = "_sluice/writers";
 
 impl LakeRoot {
     /// `file:///abs/path`, a plain path, or `hdfs://namenode:port/path`.
     pub fn open(path: &str) -> io::Result<LakeRoot> {
+        Self::open_writer(path, None)
+    }
+
+    /// The lake as one of several writers (`Some(name)`), or as its only writer.
+    pub fn open_writer(path: &str, writer: Option<&str>) -> io::Result<LakeRoot> {
         let store = Store::open(path)?;
+        let (tmp, commits) = match writer {
+            Some(w) => (
+                format!("{WRITERS}/{w}/tmp"),
+                format!("{WRITERS}/{w}/commits"),
+            ),
+            None => (TMP.to_string(), COMMITS.to_string()),
+        };
         let staging = match store.local_root() {
-            Some(root) => root.join(TMP),
+            Some(root) => root.join(&tmp),
             None => std::env::temp_dir().join(format!("sluice-staging-{}", std::process::id())),
         };
-        Ok(LakeRoot { store, staging })
+        Ok(LakeRoot {
+            store,
+            staging,
+            tmp,
+            commits,
+        })
+    }
+
+    /// This writer's `tmp/` folder (relative to the root), which recovery empties.
+    pub fn tmp_dir(&self) -> &str {
+        &self.tmp
+    }
+
+    /// The newest commit of every writer of the lake (the embedded log's included).
+    pub fn latest_commits_of_all_writers(&self) -> io::Result<Vec<Commit>> {
+        let mut logs = vec![COMMITS.to_string()];
+        for f in self.store.list_files(WRITERS).unwrap_or_default() {
+            // `_sluice/writers/<w>/commits/<id>.json`
+            if let Some(rest) = f.strip_prefix(&format!("{WRITERS}/"))
+                && let Some((w, tail)) = rest.split_once('/')
+                && tail.starts_with("commits/")
+            {
+                let log = format!("{WRITERS}/{w}/commits");
+                if !logs.contains(&log) {
+                    logs.push(log);
+                }
+            }
+        }
+        let mut commits = Vec::new();
+        for log in logs {
+            if let Some(c) = latest_commit_in(&self.store, &log)? {
+                commits.push(c);
+            }
+        }
+        Ok(commits)
     }
 
     pub fn store(&self) -> &Store {
@@ -79,8 +136,8 @@ impl LakeRoot {
     }
 
     pub fn check_writable(&self) -> io::Result<()> {
-        self.store.mkdirs(TMP)?;
-        let probe = format!("{TMP}/.write-probe");
+        self.store.mkdirs(&self.tmp)?;
+        let probe = format!("{}/.write-probe", self.tmp);
         self.store.put(&probe, b"ok")?;
         self.store.delete(&probe)
     }
@@ -103,7 +160,8 @@ impl LakeRoot {
             .ok_or_else(|| io::Error::other("staged file without a name"))?
             .to_string();
         if self.store.local_root().is_none() {
-            self.store.put_file(&format!("{TMP}/{name}"), staged)?;
+            self.store
+                .put_file(&format!("{}/{name}", self.tmp), staged)?;
             fs::remove_file(staged)?;
         }
         Ok(name)
@@ -112,16 +170,16 @@ impl LakeRoot {
     /// Publish a staged file straight to `path` (relative to the root), replacing what is there.
     pub fn replace(&self, staged: &Path, path: &str) -> io::Result<()> {
         let name = self.publish(staged)?;
-        self.store.rename(&format!("{TMP}/{name}"), path)
+        self.store.rename(&format!("{}/{name}", self.tmp), path)
     }
 
     /// Bring the lake to the state of its last commit and return that commit.
     pub fn recover(&self) -> io::Result<Commit> {
-        self.store.mkdirs(TMP)?;
-        self.store.mkdirs(COMMITS)?;
-        let last = self.latest_commit()?.unwrap_or_default();
+        self.store.mkdirs(&self.tmp)?;
+        self.store.mkdirs(&self.commits)?;
+        let last = latest_commit_in(&self.store, &self.commits)?.unwrap_or_default();
         self.move_into_place(&last)?;
-        let leftovers = self.store.list_files(TMP)?;
+        let leftovers = self.store.list_files(&self.tmp)?;
         for file in &leftovers {
             self.store.delete(file)?;
         }
@@ -137,47 +195,26 @@ impl LakeRoot {
         Ok(last)
     }
 
-    fn latest_commit(&self) -> io::Result<Option<Commit>> {
-        let best = self
-            .store
-            .list_files(COMMITS)?
-            .iter()
-            .filter_map(|f| {
-                f.rsplit('/')
-                    .next()?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max();
-        let Some(id) = best else { return Ok(None) };
-        let text = self.store.get(&commit_path(id))?;
-        serde_json::from_slice(&text).map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("commit record {id} is unreadable: {e}"),
-            )
-        })
-    }
-
     /// Make `commit` durable (the commit point), then move its files into place.
     pub fn commit(&self, commit: &Commit) -> io::Result<()> {
-        let tmp = format!("{TMP}/commit-{}.json", commit.id);
+        let tmp = format!("{}/commit-{}.json", self.tmp, commit.id);
         self.store.put(
             &tmp,
             &serde_json::to_vec_pretty(commit).map_err(io::Error::other)?,
         )?;
-        self.store.rename(&tmp, &commit_path(commit.id))?;
+        self.store.rename(&tmp, &self.commit_path(commit.id))?;
         self.move_into_place(commit)?;
         if commit.id > KEEP_COMMITS {
-            let _ = self.store.delete(&commit_path(commit.id - KEEP_COMMITS));
+            let _ = self
+                .store
+                .delete(&self.commit_path(commit.id - KEEP_COMMITS));
         }
         Ok(())
     }
 
     fn move_into_place(&self, commit: &Commit) -> io::Result<()> {
         for f in &commit.files {
-            let from = format!("{TMP}/{}", f.tmp);
+            let from = format!("{}/{}", self.tmp, f.tmp);
             if !self.store.exists(&from)? {
                 continue; // moved already (before a crash, or in the commit itself)
             }
@@ -187,12 +224,35 @@ impl LakeRoot {
         for path in &commit.removed {
             self.store.delete(path)?;
         }
-        self.store.sync_dir(TMP)
+        self.store.sync_dir(&self.tmp)
+    }
+
+    fn commit_path(&self, id: u64) -> String {
+        format!("{}/{id:020}.json", self.commits)
     }
 }
 
-fn commit_path(id: u64) -> String {
-    format!("{COMMITS}/{id:020}.json")
+/// The newest commit record in the commit log folder `log`.
+fn latest_commit_in(store: &Store, log: &str) -> io::Result<Option<Commit>> {
+    let best = store
+        .list_files(log)?
+        .iter()
+        .filter_map(|f| {
+            f.rsplit('/')
+                .next()?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    let Some(id) = best else { return Ok(None) };
+    let text = store.get(&format!("{log}/{id:020}.json"))?;
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("commit record {id} in {log} is unreadable: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -237,7 +297,7 @@ mod tests {
         let c1 = commit_with_file(&lake, 1, "b.parquet");
         // Simulate a crash right after the commit record's rename: files still in tmp/.
         fs::write(
-            dir.path().join(commit_path(1)),
+            dir.path().join(lake.commit_path(1)),
             serde_json::to_vec(&c1).unwrap(),
         )
         .unwrap();

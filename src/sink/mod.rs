@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{RotateConfig, Zone};
 use crate::event::{ChangeEvent, Seq};
 use crate::metrics as m;
-use crate::source::{CommittedPositions, SourceBatch, SourcePosition};
+use crate::source::{CommittedPositions, SeqCut, SourceBatch, SourcePosition};
 use crate::status::SharedStatus;
 use crate::transform::TransformSet;
 use lake::{Commit, CommittedFile, LakeRoot};
@@ -65,6 +65,21 @@ pub struct SinkSettings {
     pub compaction: crate::config::CompactConfig,
 }
 
+impl SinkSettings {
+    /// The settings `sink:` in sluice.yaml gives.
+    pub fn from_config(sink: &crate::config::SinkConfig) -> Self {
+        SinkSettings {
+            rotate: sink.rotate.clone(),
+            zones: sink.zones.clone(),
+            ods_every: sink
+                .zones
+                .contains(&Zone::Ods)
+                .then_some(sink.ods_interval.0),
+            compaction: sink.compaction.clone(),
+        }
+    }
+}
+
 pub struct ParquetSink {
     lake: LakeRoot,
     rotate: RotateConfig,
@@ -79,7 +94,10 @@ pub struct ParquetSink {
     /// Sources that handed over events with no resume position since their last one.
     awaiting_position: BTreeSet<String>,
     /// Highest sequence accepted per raw stream, committed or not.
-    high_seq: HashMap<String, Seq>,
+    high_seq: SeqCut,
+    /// Kafka mode with several sink processes: the change logs whose ODS and compaction this
+    /// process keeps (the owner of the topic's partition 0). `None`: all of them.
+    owned_logs: Option<BTreeSet<String>>,
     last: Commit,
     last_commit_at: Instant,
     acks: watch::Sender<CommittedPositions>,
@@ -104,7 +122,18 @@ impl ParquetSink {
         transforms: TransformSet,
         status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
-        let lake = LakeRoot::open(path).map_err(|source| SinkError::Io {
+        Self::open_writer(path, None, settings, transforms, status)
+    }
+
+    /// `open` as one of several writers of the lake (see lake.rs).
+    pub fn open_writer(
+        path: &str,
+        writer: Option<&str>,
+        settings: SinkSettings,
+        transforms: TransformSet,
+        status: SharedStatus,
+    ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
+        let lake = LakeRoot::open_writer(path, writer).map_err(|source| SinkError::Io {
             path: path.into(),
             source,
         })?;
@@ -112,11 +141,14 @@ impl ParquetSink {
             path: path.into(),
             source,
         })?;
-        let high_seq = last
-            .high_seq
-            .iter()
-            .filter_map(|(k, v)| Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?)))
-            .collect();
+        let high_seq = SeqCut::new(
+            last.high_seq
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((k.split_once('/')?.1.to_string(), Seq::from_fixed_hex(v)?))
+                })
+                .collect(),
+        );
         let ods_pending: BTreeSet<String> = ods::streams(&lake).into_iter().collect();
         let SinkSettings {
             rotate,
@@ -136,6 +168,7 @@ impl ParquetSink {
                 positions: last.positions.clone(),
                 awaiting_position: BTreeSet::new(),
                 high_seq,
+                owned_logs: None,
                 last,
                 last_commit_at: Instant::now(),
                 compact_streams: ods_pending.clone(),
@@ -199,23 +232,36 @@ impl ParquetSink {
     }
 
     /// Take a batch in; returns whether a file reached its rotation size (and was sealed).
-    fn accept(&mut self, batch: SourceBatch) -> Result<bool, SinkError> {
-        let mut rotate = false;
-        let mut skipped = 0u64;
+    pub(crate) fn accept(&mut self, batch: SourceBatch) -> Result<bool, SinkError> {
         if !batch.events.is_empty() && batch.resume.is_none() {
             self.awaiting_position.insert(batch.source.to_string());
         }
-        let mut accepted = Vec::with_capacity(batch.events.len());
-        for event in batch.events {
-            match self.high_seq.get_mut(&event.table.stream) {
-                Some(high) if event.seq <= *high => {
-                    skipped += 1;
-                    continue;
+        let rotate = match batch.zone {
+            Some(zone) => {
+                let mut rotate = false;
+                for event in batch.events {
+                    rotate |= self.write(zone, event)?;
                 }
-                Some(high) => *high = event.seq,
-                None => {
-                    self.high_seq.insert(event.table.stream.clone(), event.seq);
-                }
+                rotate
+            }
+            None => self.accept_raw(&batch.source, batch.events)?,
+        };
+        if let Some(pos) = batch.resume {
+            self.awaiting_position.remove(&*batch.source);
+            self.positions.insert(batch.source.to_string(), pos);
+        }
+        Ok(rotate)
+    }
+
+    /// Raw events from a source: cut by sequence, transformed, written to the raw zone.
+    fn accept_raw(&mut self, source: &str, events: Vec<ChangeEvent>) -> Result<bool, SinkError> {
+        let mut rotate = false;
+        let mut skipped = 0u64;
+        let mut accepted = Vec::with_capacity(events.len());
+        for event in events {
+            if !self.high_seq.admit(&event) {
+                skipped += 1;
+                continue;
             }
             accepted.push(event);
         }
@@ -234,12 +280,8 @@ impl ParquetSink {
             }
         }
         if skipped > 0 {
-            metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => batch.source.to_string())
+            metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => source.to_string())
                 .increment(skipped);
-        }
-        if let Some(pos) = batch.resume {
-            self.awaiting_position.remove(&*batch.source);
-            self.positions.insert(batch.source.to_string(), pos);
         }
         Ok(rotate)
     }
@@ -296,12 +338,36 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn has_news(&self) -> bool {
+    /// Kafka mode: keep the ODS and compaction of these change logs only (see `owned_logs`).
+    pub(crate) fn set_owned_logs(&mut self, logs: BTreeSet<String>) {
+        self.owned_logs = Some(logs);
+    }
+
+    fn owns(&self, log: &str) -> bool {
+        self.owned_logs
+            .as_ref()
+            .is_none_or(|owned| owned.contains(log))
+    }
+
+    /// The lake this sink writes (as one of its writers, in Kafka mode).
+    pub(crate) fn lake(&self) -> &LakeRoot {
+        &self.lake
+    }
+
+    pub(crate) fn last_commit_age(&self) -> Duration {
+        self.last_commit_at.elapsed()
+    }
+
+    pub(crate) fn rotate_interval(&self) -> Duration {
+        self.rotate.interval.0
+    }
+
+    pub(crate) fn has_news(&self) -> bool {
         !self.open.is_empty() || !self.sealed.is_empty() || self.positions != self.last.positions
     }
 
     /// Seal every open file and, if every source's data is covered by a position, commit.
-    fn seal_and_commit(&mut self) -> Result<(), SinkError> {
+    pub(crate) fn seal_and_commit(&mut self) -> Result<(), SinkError> {
         let open: Vec<ParquetFile> = self
             .open
             .drain()
@@ -337,7 +403,7 @@ impl ParquetSink {
             })
             .collect();
         let mut high_seq = self.last.high_seq.clone();
-        for (stream, seq) in &self.high_seq {
+        for (stream, seq) in self.high_seq.iter() {
             high_seq.insert(format!("raw/{stream}"), seq.to_fixed_hex());
         }
         let commit = Commit {
@@ -403,7 +469,12 @@ impl ParquetSink {
     fn compact(&mut self) -> Result<(), SinkError> {
         self.last_compaction_at = Instant::now();
         let (min_files, small) = (self.compaction.min_files, self.compaction.small_bytes.0);
-        for log in std::mem::take(&mut self.compact_streams) {
+        let (mine, others): (BTreeSet<String>, BTreeSet<String>) =
+            std::mem::take(&mut self.compact_streams)
+                .into_iter()
+                .partition(|log| self.owns(log));
+        self.compact_streams = others;
+        for log in mine {
             for plan in compact::plan(&self.lake, &log, min_files, small)? {
                 let Some((file, removed)) = compact::rewrite(&self.lake, &plan)? else {
                     continue;
@@ -431,7 +502,7 @@ impl ParquetSink {
     }
 
     /// Whether committed change-log files wait for the ODS and its interval has passed.
-    fn ods_due(&self) -> bool {
+    pub(crate) fn ods_due(&self) -> bool {
         !self.ods_pending.is_empty()
             && self
                 .ods_every
@@ -439,11 +510,16 @@ impl ParquetSink {
     }
 
     /// Merge the ODS zone of every stream with new change-log files.
-    fn merge_ods(&mut self) -> Result<(), SinkError> {
+    pub(crate) fn merge_ods(&mut self) -> Result<(), SinkError> {
         if self.ods_every.is_none() {
             return Ok(());
         }
-        for log in std::mem::take(&mut self.ods_pending) {
+        let (mine, others): (BTreeSet<String>, BTreeSet<String>) =
+            std::mem::take(&mut self.ods_pending)
+                .into_iter()
+                .partition(|log| self.owns(log));
+        self.ods_pending = others;
+        for log in mine {
             let started = Instant::now();
             let report = ods::merge_stream(&self.lake, &log)?;
             let (_, stream) = ods::split_log(&log);

@@ -157,7 +157,7 @@ pub fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteErro
 
     state.merged.extend(new_files.iter().cloned());
     store.mkdirs("_sluice/ods").map_err(io("_sluice/ods"))?;
-    let state_tmp = format!("_sluice/tmp/ods-{stream}.json");
+    let state_tmp = format!("{}/ods-{stream}.json", lake.tmp_dir());
     store
         .put(&state_tmp, &serde_json::to_vec(&state).unwrap_or_default())
         .map_err(io(&state_tmp))?;

@@ -39,6 +39,12 @@ pub enum SourcePosition {
     /// MongoDB: the change stream's resume token (or the cluster time to start at), the
     /// inferred schemas there, and an unfinished snapshot.
     Mongo(mongodb::MongoPosition),
+    /// Kafka mode's sinks: the next offset to read of one topic partition.
+    Kafka {
+        topic: String,
+        partition: i32,
+        next_offset: i64,
+    },
 }
 
 /// A group of events from one source, in log order.
@@ -50,6 +56,54 @@ pub struct SourceBatch {
     /// nothing resumable exists yet (during the initial snapshot), so such data is committed only
     /// together with a later batch that has a position.
     pub resume: Option<SourcePosition>,
+    /// `None`: raw events from a source, cut by sequence, transformed, and written to the raw
+    /// zone. `Some(zone)`: events read back from a Kafka topic of that zone, written as they are
+    /// (their offsets, in `resume`, are the cut).
+    pub zone: Option<&'static str>,
+}
+
+impl SourceBatch {
+    /// A batch of raw events from a source.
+    pub fn raw(source: Arc<str>, events: Vec<ChangeEvent>, resume: Option<SourcePosition>) -> Self {
+        SourceBatch {
+            source,
+            events,
+            resume,
+            zone: None,
+        }
+    }
+}
+
+/// Replays are cut by sequence: per raw stream, the highest sequence already taken, so an
+/// event at or below it (a source re-reading from its last resumable position) is skipped.
+#[derive(Debug, Default, Clone)]
+pub struct SeqCut {
+    high: std::collections::HashMap<String, Seq>,
+}
+
+impl SeqCut {
+    pub fn new(high: std::collections::HashMap<String, Seq>) -> Self {
+        SeqCut { high }
+    }
+
+    /// Take the event (true) or skip it as a replay (false).
+    pub fn admit(&mut self, event: &ChangeEvent) -> bool {
+        match self.high.get_mut(&event.table.stream) {
+            Some(high) if event.seq <= *high => false,
+            Some(high) => {
+                *high = event.seq;
+                true
+            }
+            None => {
+                self.high.insert(event.table.stream.clone(), event.seq);
+                true
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Seq)> {
+        self.high.iter()
+    }
 }
 
 /// Positions the sink has committed, per source; sources acknowledge these to their database.

@@ -157,24 +157,79 @@ impl Running {
     fn dead_letter(&self, event: &ChangeEvent, error: &str) -> ChangeEvent {
         let record = envelope_json(event, event.commit_ts_us).to_string();
         ChangeEvent {
-            table: self.dlq_schema.clone(),
-            op: Op::Create,
-            before: None,
-            after: Some(vec![
-                Value::Text(self.def.name.clone()),
-                Value::Text(error.to_string()),
-                Value::Text(event.table.stream.clone()),
-                Value::Text(event.pos.render()),
-                Value::Text(record),
-            ]),
-            partial_before: false,
             seq: event.seq,
             commit_ts_us: event.commit_ts_us,
             pos: event.pos.clone(),
             tx_id: event.tx_id,
             snapshot: event.snapshot,
+            ..dead_letter_row(
+                &self.dlq_schema,
+                &self.def.name,
+                error,
+                &event.table.stream,
+                &event.pos.render(),
+                record,
+            )
         }
     }
+}
+
+/// A row of a dead-letter stream, stamped now.
+fn dead_letter_row(
+    schema: &Arc<TableSchema>,
+    transform: &str,
+    error: &str,
+    raw_stream: &str,
+    raw_position: &str,
+    record: String,
+) -> ChangeEvent {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now_us = chrono::Utc::now().timestamp_micros();
+    ChangeEvent {
+        table: schema.clone(),
+        op: Op::Create,
+        before: None,
+        after: Some(vec![
+            Value::Text(transform.to_string()),
+            Value::Text(error.to_string()),
+            Value::Text(raw_stream.to_string()),
+            Value::Text(raw_position.to_string()),
+            Value::Text(record),
+        ]),
+        partial_before: false,
+        seq: crate::event::Seq::new(
+            now_us.max(0) as u64,
+            COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ),
+        commit_ts_us: now_us,
+        pos: crate::event::SourcePos::PgLsn {
+            lsn: 0,
+            commit_lsn: 0,
+        },
+        tx_id: None,
+        snapshot: false,
+    }
+}
+
+/// A dead letter, for the dead-letter stream `dlq`, of a record that could not be decoded
+/// (Kafka mode: a topic's record) by `reader` (a transform, or the sink): why, where it was
+/// (`topic:partition:offset`), and the record as it was.
+pub fn undecodable_dead_letter(
+    dlq: &str,
+    reader: &str,
+    raw_stream: &str,
+    error: &str,
+    at: &str,
+    record: &str,
+) -> ChangeEvent {
+    dead_letter_row(
+        &dead_letter_schema(dlq),
+        reader,
+        error,
+        raw_stream,
+        at,
+        record.to_string(),
+    )
 }
 
 /// `sluice transform test`: run one transform on recorded Debezium records (one per line) and

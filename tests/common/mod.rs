@@ -561,6 +561,44 @@ where
     assert!(wait_until(timeout, f).await, "timed out waiting for {what}");
 }
 
+/// The first few keys where two states differ, for a failure message.
+pub fn differences(
+    got: &BTreeMap<String, Vec<Option<String>>>,
+    want: &BTreeMap<String, Vec<Option<String>>>,
+) -> String {
+    let mut out = format!("{} rows, want {}", got.len(), want.len());
+    let keys: std::collections::BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+    for k in keys
+        .into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .take(5)
+    {
+        out.push_str(&format!(
+            "\n  {k}: got {:?}, want {:?}",
+            got.get(k),
+            want.get(k)
+        ));
+    }
+    out
+}
+
+/// Poll `got` until it equals `want` or `timeout` passes; on a timeout, where they differ.
+pub async fn wait_for_state(
+    timeout: Duration,
+    want: &BTreeMap<String, Vec<Option<String>>>,
+    mut got: impl FnMut() -> BTreeMap<String, Vec<Option<String>>>,
+) -> Result<(), String> {
+    if wait_until(timeout, || {
+        let equal = got() == *want;
+        async move { equal }
+    })
+    .await
+    {
+        return Ok(());
+    }
+    Err(differences(&got(), want))
+}
+
 /// Poll `f` until it holds or `timeout` passes; whether it held.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
@@ -732,6 +770,18 @@ pub fn latest_commit(lake: &Path) -> Option<serde_json::Value> {
 }
 
 /// xorshift: reproducible random choices from a seed the test prints.
+/// A random generator seeded from the clock, its seed printed (as `<what> seed N`) so a failing
+/// run can be replayed with `Rng(N)`.
+pub fn seeded_rng(what: &str) -> (u64, Rng) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("{what} seed {seed}");
+    (seed, Rng(seed))
+}
+
 pub struct Rng(pub u64);
 
 impl Rng {
@@ -825,4 +875,67 @@ pub fn assert_version_chains(
         }
     }
     by_op
+}
+
+/// The crash tests' workload on `accounts (id, version, balance, note)` holding ids
+/// 1..=`initial_rows`: random transactions of inserts, updates (each bumps `version` by one) and
+/// deletes until `stop`, counting committed statements in `committed`. After 400 transactions it
+/// adds a column `tag`: a schema change in the middle.
+pub async fn accounts_workload(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    seed: u64,
+    initial_rows: i64,
+) {
+    use std::sync::atomic::Ordering;
+    let mut client = connect(&url).await;
+    let mut rng = Rng(seed);
+    let mut live: Vec<i64> = (1..=initial_rows).collect();
+    let mut next_id = initial_rows + 1;
+    let mut transactions = 0u64;
+    let mut insert = "INSERT INTO accounts (id, version, balance, note) VALUES ($1, 0, 0, 'new')";
+    while !stop.load(Ordering::Relaxed) {
+        transactions += 1;
+        if transactions == 400 {
+            // A schema change in the middle of the kills: later files carry the new column.
+            client
+                .batch_execute("ALTER TABLE accounts ADD COLUMN tag text")
+                .await
+                .unwrap();
+            insert = "INSERT INTO accounts (id, version, balance, note, tag) VALUES ($1, 0, 0, 'new', 'tagged')";
+        }
+        let tx = client.transaction().await.unwrap();
+        let mut inserted = Vec::new();
+        let mut deleted = Vec::new();
+        let n = 1 + rng.below(4);
+        for _ in 0..n {
+            let roll = rng.below(100);
+            if roll < 35 || live.len() < 10 {
+                tx.execute(insert, &[&next_id]).await.unwrap();
+                inserted.push(next_id);
+                next_id += 1;
+            } else {
+                let id = live[rng.below(live.len() as u64) as usize];
+                if deleted.contains(&id) {
+                    continue;
+                }
+                if roll < 88 {
+                    tx.execute("UPDATE accounts SET version = version + 1, balance = balance + 1.25 WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
+                } else {
+                    tx.execute("DELETE FROM accounts WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
+                    deleted.push(id);
+                }
+            }
+        }
+        tx.commit().await.unwrap();
+        committed.fetch_add(n, Ordering::Relaxed);
+        live.extend(inserted);
+        live.retain(|id| !deleted.contains(id));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -66,10 +66,29 @@ impl Decoder {
             Some(v) if record.get("op").is_none() => (record.get("key"), v),
             _ => (None, &record),
         };
+        self.decode_parts(key, value)
+    }
+
+    /// Decode a record given as its key (if any) and value, as a Kafka message holds them.
+    pub fn decode_parts(
+        &mut self,
+        key: Option<&Json>,
+        value: &Json,
+    ) -> Result<ChangeEvent, DecodeError> {
         let (schema, envelope) = match (value.get("schema"), value.get("payload")) {
             (Some(s), Some(p)) => (Some(s), p),
             _ => (None, value),
         };
+        self.decode_envelope(key, schema, envelope)
+    }
+
+    /// Decode the envelope itself, with its Connect schema if the record had one.
+    pub fn decode_envelope(
+        &mut self,
+        key: Option<&Json>,
+        schema: Option<&Json>,
+        envelope: &Json,
+    ) -> Result<ChangeEvent, DecodeError> {
         let envelope = envelope
             .as_object()
             .ok_or_else(|| DecodeError("the envelope is not a JSON object".into()))?;

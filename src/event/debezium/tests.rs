@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::event::{Column, Seq, SourceInfo, TableId};
+use crate::event::{Column, Seq, SourceInfo, SourcePos, TableId};
 
 fn bench_schema() -> Arc<TableSchema> {
     // Nullability as in the benchmark table (id, i32, name and created_at are NOT NULL).
@@ -94,6 +94,14 @@ fn update_matches_debezium_before_after_key_and_source() {
     let expected = &sample()["u"];
     let got = envelope_json(&event, 1795239338567684);
     assert_eq!(key_json(&event), expected["key"]);
+    // The text Kafka records are written as (straight from the serializer) says the same.
+    let text = serde_json::to_string(&serialize::Envelope {
+        event: &event,
+        processed_at_us: 1795239338567684,
+    })
+    .unwrap();
+    assert_eq!(serde_json::from_str::<Json>(&text).unwrap(), got);
+    assert!(text.starts_with("{\"before\":{\"id\":1,"), "{text}");
     for field in ["before", "after", "op", "transaction", "ts_ms", "ts_us"] {
         assert_eq!(got[field], expected["value"][field], "field {field}");
     }

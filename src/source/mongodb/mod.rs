@@ -303,11 +303,7 @@ impl MongoSource {
         crate::source::count_events(&self.name, &events);
         self.ctx
             .out
-            .send(SourceBatch {
-                source: self.name.clone(),
-                events,
-                resume,
-            })
+            .send(SourceBatch::raw(self.name.clone(), events, resume))
             .await
             .map_err(|_| MongoError::Downstream)
     }

@@ -302,11 +302,7 @@ impl MysqlSource {
     async fn send(&mut self, resume: Option<SourcePosition>) -> Result<(), MyError> {
         let events = self.batch.take();
         crate::source::count_events(&self.name, &events);
-        let batch = SourceBatch {
-            source: self.name.clone(),
-            events,
-            resume,
-        };
+        let batch = SourceBatch::raw(self.name.clone(), events, resume);
         self.ctx
             .out
             .send(batch)

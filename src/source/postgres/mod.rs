@@ -519,11 +519,7 @@ impl PostgresSource {
     async fn flush(&mut self, resume: Option<SourcePosition>) -> Result<(), PgError> {
         let events = self.batch.take();
         count_events(&self.name, &events);
-        let batch = SourceBatch {
-            source: self.name.clone(),
-            events,
-            resume,
-        };
+        let batch = SourceBatch::raw(self.name.clone(), events, resume);
         self.ctx
             .out
             .send(batch)

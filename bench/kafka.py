@@ -1,0 +1,177 @@
+"""Kafka-mode catch-up: the Postgres benchmark backlog (160,000 changes, see catchup.py) through
+Kafka, next to the embedded pipeline on the same backlog in the same run.
+
+Three rates per run, each from a fresh backlog:
+- embedded: sluice in one process, database to the Parquet raw zone (catchup.py's run);
+- producer alone: `sluice run --only sources`, database to the raw topic, timed until
+  sluice_kafka_produced_records_total reaches the backlog (every record committed in a
+  transaction with its source position);
+- end to end: every role in one process, database to raw topic to the Parquet raw zone.
+
+The broker is noida-db (the Kafka-protocol stand-in of ../shared/test-services.md) on the same
+two cores, so the figures are a floor for a real Kafka cluster on its own machines.
+
+Run through bench/run.sh --source kafka.
+usage: kafka.py SLUICE_BINARY [--runs N]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import catchup
+from catchup import ADMIN, DB, EVENTS, TABLE, URL, sql, write_backlog, write_config
+from harness import ADDR, cpu_seconds, metric, peak_rss_kb, steady_inserts
+
+BROKERS = os.environ.get("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092")
+
+
+def kafka_config(workdir, extra=""):
+    """catchup.py's configuration with `log.kind: kafka` and topics of this run's own; `extra`
+    adds log.kafka settings (", key: value")."""
+    config = write_config(workdir)
+    prefix = f"bench{int(time.time() * 1000)}."
+    with open(config) as f:
+        text = f.read()
+    text = text.replace("pipeline: bench\n", f"pipeline: bench{int(time.time())}\nlog:\n  kind: kafka\n"
+                        f"  kafka: {{ brokers: \"{BROKERS}\", topic_prefix: \"{prefix}\", partitions: 3{extra} }}\n")
+    with open(config, "w") as f:
+        f.write(text)
+    return config, prefix
+
+
+def _receive(topic, ready, stop, out):
+    """In a process of its own: read `topic` (read_committed) from its end and put, for every
+    record, its arrival time minus its database commit time (the envelope's source.ts_ms)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": BROKERS, "group.id": f"latency-{time.time()}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                  # Fetch again at once: a fetch the broker holds open would be counted as latency.
+                  "fetch.wait.max.ms": 5})
+    meta = c.list_topics(topic, timeout=10).topics[topic]
+    parts = []
+    for p in meta.partitions:
+        _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        parts.append(TopicPartition(topic, p, high))
+    c.assign(parts)
+    ready.set()
+    latencies = []
+    while not stop.is_set():
+        for msg in c.consume(1000, 0.1):
+            if msg.error() or msg.value() is None:
+                continue
+            now_ms = time.time() * 1000
+            latencies.append(now_ms - json.loads(msg.value())["source"]["ts_ms"])
+    c.close()
+    out.put(latencies)
+
+
+def latency_run(workdir, rate=10_000, seconds=15, interval="100ms"):
+    """Steady `rate` changes/s into `sluice run --only sources`: commit-to-raw-topic latency per
+    record, from the database commit to a read_committed consumer receiving it."""
+    import multiprocessing
+    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
+    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    sql(URL, "CREATE TABLE bench (id bigint PRIMARY KEY, v int, note text)")
+    config, prefix = kafka_config(workdir, f", schemas: false, transaction_interval: {interval}")
+    log = open(os.path.join(workdir, "sluice.log"), "a")
+    p = subprocess.Popen([sluice_binary, "run", "--config", config, "--instance", "bench", "--only", "sources"],
+                         stderr=log)
+    sql(URL, "INSERT INTO bench VALUES (-1, 0, 'warm-up')")
+    while (metric(ADDR, 'sluice_kafka_produced_records_total{stage="sources"') or 0) < 1:
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        time.sleep(0.1)
+    time.sleep(1)
+    ready, stop, out = multiprocessing.Event(), multiprocessing.Event(), multiprocessing.Queue()
+    receiver = multiprocessing.Process(target=_receive, args=(f"{prefix}bench.public.bench", ready, stop, out))
+    receiver.start()
+    ready.wait(30)
+    achieved = steady_inserts(URL, rate, seconds)
+    time.sleep(3)
+    stop.set()
+    latencies = sorted(out.get(timeout=60))
+    receiver.join()
+    rss_kb = peak_rss_kb(p.pid)
+    commit = lambda part: metric(ADDR, f'sluice_kafka_transaction_commit_duration_seconds_{part}{{stage="sources"') or 0
+    commits, commit_s = commit("count"), commit("sum")
+    p.terminate()
+    p.wait()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+    return {"rate": achieved, "records": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "transaction_interval": interval, "commits": commits,
+            "mean_commit_ms": commit_s / commits * 1000 if commits else None, "peak_rss_mb": rss_kb / 1024}
+
+
+def fresh_backlog(workdir, only):
+    """A new database and backlog, sluice's slot created first (as catchup.py does)."""
+    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
+    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    sql(URL, TABLE)
+    config, _ = kafka_config(workdir)
+    log = open(os.path.join(workdir, "sluice.log"), "a")
+    p = subprocess.Popen([sluice_binary, "run", "--config", config, "--instance", "bench"] + only, stderr=log)
+    while metric(ADDR, "sluice_kafka_transactions_total") in (None, 0.0):
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        time.sleep(0.1)
+    p.terminate()
+    p.wait()
+    write_backlog()
+    return config, log
+
+
+def timed(config, log, only, counter, workdir):
+    """Seconds until `counter` reaches the backlog, peak RSS (kB) and CPU seconds."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([sluice_binary, "run", "--config", config, "--instance", "bench"] + only, stderr=log)
+    done = 0.0
+    while done < EVENTS:
+        if p.poll() is not None:
+            sys.exit(f"sluice exited early; see {workdir}/sluice.log")
+        done = metric(ADDR, counter) or 0.0
+        time.sleep(0.02)
+    secs = time.monotonic() - t0
+    rss, cpu = peak_rss_kb(p.pid), cpu_seconds(p.pid)
+    p.terminate()
+    p.wait()
+    return {"events_per_s": EVENTS / secs, "seconds": secs, "peak_rss_mb": rss / 1024,
+            "cpu_s_per_million": cpu / EVENTS * 1e6}
+
+
+def main():
+    global sluice_binary
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sluice")
+    ap.add_argument("--runs", type=int, default=1)
+    args = ap.parse_args()
+    sluice_binary = args.sluice
+    workdir = tempfile.mkdtemp(prefix="sluice-bench-kafka-")
+    embedded, producer, end_to_end = [], [], []
+    for _ in range(args.runs):
+        embedded.append(catchup.one_run(args.sluice, workdir))
+        config, log = fresh_backlog(workdir, ["--only", "sources"])
+        producer.append(timed(config, log, ["--only", "sources"],
+                              'sluice_kafka_produced_records_total{stage="sources"', workdir))
+        config, log = fresh_backlog(workdir, [])
+        end_to_end.append(timed(config, log, [], 'sluice_sink_rows_total{zone="raw"', workdir))
+    med = lambda runs, k: statistics.median(r[k] for r in runs)
+    e = med(embedded, "sluice_events_per_s")
+    print()
+    print(f"{'workload (pg catch-up, 160k changes)':<44} {'ev/s':>10} {'vs embedded':>12} {'peak RSS MB':>12} {'CPU s/M':>8}")
+    print(f"{'embedded: database to Parquet':<44} {e:>10,.0f} {'1.00':>12} {med(embedded, 'peak_rss_mb'):>12.1f} "
+          f"{med(embedded, 'cpu_s_per_million'):>8.2f}")
+    for name, runs in [("Kafka, producer alone: database to raw topic", producer),
+                       ("Kafka, end to end: database to topic to Parquet", end_to_end)]:
+        r = med(runs, "events_per_s")
+        print(f"{name:<44} {r:>10,.0f} {r / e:>12.2f} {med(runs, 'peak_rss_mb'):>12.1f} {med(runs, 'cpu_s_per_million'):>8.2f}")
+    print(f"(pg_recvlogical in the same runs: {med(embedded, 'pg_recvlogical_events_per_s'):,.0f} ev/s)")
+    print(json.dumps({"embedded": embedded, "producer": producer, "end_to_end": end_to_end}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,489 @@
+//! Kafka mode: the pipeline's stages joined by Kafka topics, each stage exactly once.
+//!
+//! ```text
+//!  sources ──▶ RawTopicWriter ──txn──▶ <stream> topics + _sluice.<pipeline>.offsets
+//!                                         │ read_committed, group <pipeline>-transforms
+//!                                         ▼
+//!                              TransformWorker ──txn (+ consumer offsets)──▶ cleansed, DLQ topics
+//!                                                                              │ group <pipeline>-sinks
+//!                                                                              ▼
+//!                                                   SinkWorker ──▶ lake commit (+ topic offsets)
+//! ```
+//!
+//! - [`sources`]: a source's changes go to its raw topics in Kafka transactions that also write
+//!   the source position to a compacted offsets topic, so a restart resumes from the last
+//!   committed transaction and its replay is cut by sequence: each change is in the topic once.
+//! - [`transforms`]: consume-transform-produce, the consumed offsets committed in the same
+//!   transaction (`send_offsets_to_transaction`).
+//! - [`sinks`]: the topic offsets are recorded in the lake's commit, not in Kafka, so the lake has
+//!   each record once whatever crashes.
+//!
+//! Every stage reads with `isolation.level=read_committed`: an aborted transaction (a killed
+//! process) is never seen downstream.
+
+pub mod avro;
+pub mod check;
+pub mod codec;
+pub mod producer;
+pub mod registry;
+pub mod sinks;
+pub mod sources;
+pub mod transforms;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use crate::source::Classify;
+
+/// `log.kafka` in sluice.yaml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// How records are encoded: `json` (Debezium's JsonConverter) or `avro`.
+    #[serde(default)]
+    pub format: Format,
+    /// JSON only: embed the Connect schema in every key and value (JsonConverter's
+    /// `schemas.enable`, its default too). Downstream stages then know every column's exact
+    /// type; without it they infer types from the values.
+    #[serde(default = "default_true")]
+    pub schemas: bool,
+    /// The Confluent-compatible schema registry, for `format: avro`: its URL, or
+    /// `{url, username, password}` for HTTP basic authentication.
+    #[serde(default)]
+    pub schema_registry: Option<registry::RegistryConfig>,
+    /// Put before every topic name sluice reads or writes.
+    #[serde(default)]
+    pub topic_prefix: String,
+    /// For topics sluice creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    #[serde(default)]
+    pub security: Security,
+    /// librdkafka properties for producers and consumers, applied last.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// How long a source's transaction collects changes before it commits (the raw topics'
+    /// latency against the per-transaction cost).
+    #[serde(default = "default_transaction_interval")]
+    pub transaction_interval: crate::config::HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Avro,
+}
+
+/// TLS and SASL: librdkafka's `security.protocol`, `sasl.mechanism` and credentials.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM files: the CA to trust, and a client certificate and key for mutual TLS.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_transaction_interval() -> crate::config::HumanDuration {
+    crate::config::HumanDuration(Duration::from_millis(100))
+}
+
+/// Kafka mode's errors. Definite: the broker refuses what sluice does (fenced by a newer
+/// instance, not authorised, transactions unsupported). Transient: everything else.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka: {what}: {source}")]
+    Client {
+        what: String,
+        #[source]
+        source: RdError,
+    },
+    #[error("kafka: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// A change that does not fit the Avro schema derived for it: a bug, not bad input.
+    #[error("kafka: encoding a record: {0}")]
+    Encode(#[from] avro::AvroError),
+}
+
+impl KafkaError {
+    pub fn client(what: impl Into<String>) -> impl FnOnce(RdError) -> KafkaError {
+        let what = what.into();
+        move |source| KafkaError::Client { what, source }
+    }
+}
+
+impl Classify for KafkaError {
+    fn is_transient(&self) -> bool {
+        match self {
+            KafkaError::Client { source, .. } => !definite(source),
+            KafkaError::Setup(_) => false,
+            KafkaError::Sink(e) => matches!(e, crate::sink::SinkError::Io { .. }),
+            KafkaError::Registry(e) => e.is_transient(),
+            KafkaError::Encode(_) => false,
+        }
+    }
+}
+
+fn definite(e: &RdError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::Authentication
+                | C::UnsupportedVersion
+                | C::UnsupportedForMessageFormat
+                | C::InvalidConfig
+                | C::InvalidReplicationFactor
+                | C::InvalidPartitions
+                | C::PolicyViolation
+        )
+    )
+}
+
+/// A consumer error that polling again cannot get past: the broker refuses (definite), or
+/// librdkafka's client is in a fatal state. Any other consumer error is retried by polling on.
+pub(crate) fn consumer_cannot_go_on(e: &RdError) -> bool {
+    definite(e) || matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal))
+}
+
+/// Send, waiting while the producer's bounded queue is full (backpressure on the stage).
+pub(crate) fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, Vec<u8>, Vec<u8>>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, record)) => {
+                return Err(KafkaError::client(format!(
+                    "producing to `{}`",
+                    record.topic
+                ))(e));
+            }
+        }
+    }
+}
+
+/// Send an encoded event to `topic`, keyed (a keyless truncate goes to partition 0).
+pub(crate) fn produce(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    record: codec::EncodedRecord,
+) -> Result<(), KafkaError> {
+    let mut base = BaseRecord::to(topic)
+        .payload(&record.value)
+        .headers(record.headers);
+    base = match &record.key {
+        Some(key) => base.key(key),
+        None => base.partition(0),
+    };
+    send(producer, base)
+}
+
+/// The last committed value of every key of a one-partition compacted topic (the offsets
+/// topic), read to its end, and on until `wait_for` (a key and value written outside any
+/// transaction) has been read: a read_committed reader stops short of the oldest transaction
+/// still open, so reading a record means every transaction open before it has ended. Blocking.
+pub(crate) fn read_compacted(
+    settings: &KafkaSettings,
+    topic: &str,
+    wait_for: Option<(&str, &str)>,
+) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    let mut config = settings.consumer_config(&settings.group("offsets-reader"));
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(KafkaError::client("creating the offsets reader"))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, TIMEOUT)
+        .map_err(KafkaError::client(format!(
+            "reading the watermarks of `{topic}`"
+        )))?;
+    let mut records = BTreeMap::new();
+    if high <= low {
+        return Ok(records);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(KafkaError::client("assigning the offsets topic"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(KafkaError::client("assigning the offsets topic"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut at_end = false;
+    loop {
+        let waited = |records: &BTreeMap<String, Vec<u8>>| {
+            wait_for.is_none_or(|(key, value)| {
+                records.get(key).map(Vec::as_slice) == Some(value.as_bytes())
+            })
+        };
+        if at_end && waited(&records) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Setup(format!(
+                "reading `{topic}` to its end took over two minutes: a transaction in it stays open \
+                 (a process killed inside one, whose instance has not started again, until the \
+                 brokers' transaction timeout aborts it)"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(RdError::PartitionEOF(_))) => at_end = true,
+            Some(Err(e)) => return Err(KafkaError::client(format!("reading `{topic}`"))(e)),
+            Some(Ok(msg)) => {
+                if let (Some(key), Some(value)) = (msg.key(), msg.payload()) {
+                    records.insert(String::from_utf8_lossy(key).to_string(), value.to_vec());
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// What every stage shares: the config, the topic names, and client settings.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub config: KafkaConfig,
+    pub pipeline: String,
+    /// This process among the processes of its role: part of its transactional id and, for
+    /// sinks, its lake writer name. Stable across restarts, unique among running processes.
+    pub instance: String,
+    /// The schema registry client, shared by the stage's encoders and decoders.
+    pub registry: Option<std::sync::Arc<registry::SchemaRegistry>>,
+}
+
+impl KafkaSettings {
+    pub fn new(config: KafkaConfig, pipeline: &str, instance: Option<String>) -> Self {
+        let instance = instance
+            .or_else(|| std::env::var("SLUICE_INSTANCE").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "0".into());
+        let registry = config
+            .schema_registry
+            .as_ref()
+            .map(|r| std::sync::Arc::new(registry::SchemaRegistry::new(r)));
+        KafkaSettings {
+            config,
+            pipeline: pipeline.into(),
+            instance,
+            registry,
+        }
+    }
+
+    /// An encoder in the configured format.
+    pub fn encoder(&self) -> codec::RecordEncoder {
+        let encoding = match (&self.config.format, &self.registry) {
+            (Format::Avro, Some(registry)) => codec::Encoding::Avro(registry.clone()),
+            // Config validation refuses avro without a registry.
+            _ => codec::Encoding::Json {
+                schemas: self.config.schemas,
+            },
+        };
+        codec::RecordEncoder::new(encoding)
+    }
+
+    /// A decoder of either format (Avro needs the registry).
+    pub fn decoder(&self) -> codec::RecordDecoder {
+        codec::RecordDecoder::new(self.registry.clone())
+    }
+
+    /// The topic of a stream.
+    pub fn topic(&self, stream: &str) -> String {
+        format!("{}{stream}", self.config.topic_prefix)
+    }
+
+    /// The stream of a topic.
+    pub fn stream<'t>(&self, topic: &'t str) -> &'t str {
+        topic
+            .strip_prefix(&self.config.topic_prefix)
+            .unwrap_or(topic)
+    }
+
+    /// The compacted topic holding each source's committed position.
+    pub fn offsets_topic(&self) -> String {
+        format!(
+            "{}_sluice.{}.offsets",
+            self.config.topic_prefix, self.pipeline
+        )
+    }
+
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.pipeline)
+    }
+
+    pub fn transactional_id(&self, role: &str) -> String {
+        format!("{}-{role}-{}", self.pipeline, self.instance)
+    }
+
+    /// Connection and security settings every client gets.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.config.brokers);
+        c.set("client.id", format!("sluice-{}", self.pipeline));
+        let sec = &self.config.security;
+        let set = |c: &mut ClientConfig, key: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                c.set(key, v);
+            }
+        };
+        set(&mut c, "security.protocol", &sec.protocol);
+        set(&mut c, "sasl.mechanism", &sec.sasl_mechanism);
+        set(&mut c, "sasl.username", &sec.username);
+        set(&mut c, "sasl.password", &sec.password);
+        set(&mut c, "ssl.ca.location", &sec.ca_file);
+        set(&mut c, "ssl.certificate.location", &sec.cert_file);
+        set(&mut c, "ssl.key.location", &sec.key_file);
+        c
+    }
+
+    /// A transactional producer's settings. Its queue is bounded (so a slow or absent broker
+    /// pushes back on the sources instead of growing memory), keys are partitioned with
+    /// murmur2 like the Java client (so sluice and Debezium put a key in the same partition),
+    /// and batches are lz4-compressed: Debezium records with their schema compress about
+    /// tenfold, which is that much less for brokers to store and consumers to fetch.
+    pub fn producer_config(&self, transactional_id: &str) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random")
+            .set("queue.buffering.max.kbytes", "32768")
+            .set("queue.buffering.max.messages", "100000")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("transaction.timeout.ms", "60000");
+        for (k, v) in &self.config.producer {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer of committed records only, which never commits on its own. It is a static
+    /// member of its group (`group.instance.id`: the role and instance), so a restarted process
+    /// takes its place at once instead of waiting out the dead one's session.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut c = self.client_config();
+        c.set("group.id", group)
+            .set("group.instance.id", format!("{group}-{}", self.instance))
+            .set("max.poll.interval.ms", "60000")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "16777216")
+            .set("max.partition.fetch.bytes", "1048576")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("topic.metadata.refresh.interval.ms", "5000");
+        for (k, v) in &self.config.consumer {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Create the topics that are missing (a topic that exists is left as it is).
+    pub async fn ensure_topics(
+        &self,
+        topics: &[String],
+        compacted: bool,
+    ) -> Result<(), KafkaError> {
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(KafkaError::client("creating the admin client"))?;
+        let (partitions, replication) = if compacted {
+            (1, self.config.replication_factor)
+        } else {
+            (self.config.partitions, self.config.replication_factor)
+        };
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| {
+                let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
+                if compacted {
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(new.iter(), &opts)
+            .await
+            .map_err(KafkaError::client("creating topics"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaError::Client {
+                        what: format!("creating topic `{topic}`"),
+                        source: RdError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
