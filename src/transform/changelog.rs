@@ -65,7 +65,7 @@ impl Compiled {
         }
         let rows: Vec<&Row> = images.iter().map(|(_, _, r)| *r).collect();
         let mut errors: Vec<Option<String>> = vec![None; events.len()];
-        let evaluated = match rows_to_batch(&self.input, &self.raw, &rows) {
+        let evaluated = match rows_to_batch(&self.input, &self.raw, &rows, &self.reads) {
             Ok(batch) => self.evaluate(&batch, &images, events),
             Err(e) => Err(e.to_string()),
         };
@@ -183,15 +183,10 @@ impl Compiled {
             snapshot: event.snapshot,
             partial_before: false,
         };
-        let passing = |image: &Option<Image>| {
-            image
-                .as_ref()
-                .filter(|i| i.passes)
-                .and_then(|i| i.row.clone())
-        };
+        let passing = |image: Option<Image>| image.filter(|i| i.passes).and_then(|i| i.row);
         match event.op {
             Op::Read | Op::Create => {
-                if let Some(a) = passing(&after) {
+                if let Some(a) = passing(after) {
                     out.push(emit(event.op, None, Some(a)));
                 }
             }
@@ -202,12 +197,12 @@ impl Compiled {
                 }
             }
             Op::Delete => {
-                if let Some(b) = passing(&before) {
+                if let Some(b) = passing(before) {
                     out.push(emit(Op::Delete, Some(b), None));
                 }
             }
             Op::Update if event.before.is_some() && !event.partial_before => {
-                match (passing(&before), passing(&after)) {
+                match (passing(before), passing(after)) {
                     (Some(b), Some(a)) if self.key_of(&b) != self.key_of(&a) => {
                         out.push(emit(Op::Delete, Some(b), None));
                         out.push(emit(Op::Create, None, Some(a)));
@@ -221,14 +216,19 @@ impl Compiled {
             Op::Update => {
                 // No full before image: whether the old row was in the view is unknown.
                 let old_key = before.and_then(|i| i.row).map(|b| self.key_only(b));
-                let Some(after) = after else { return 0 };
-                let new_row = after.row.clone();
-                if let (Some(old), Some(new)) = (&old_key, &new_row)
-                    && self.key_of(old) != self.key_of(new)
+                let Some(Image {
+                    passes,
+                    row: new_row,
+                }) = after
+                else {
+                    return 0;
+                };
+                if let (Some(old), Some(new)) = (old_key, &new_row)
+                    && self.key_of(&old) != self.key_of(new)
                 {
-                    out.push(emit(Op::Delete, Some(old.clone()), None));
+                    out.push(emit(Op::Delete, Some(old), None));
                 }
-                match (after.passes, new_row) {
+                match (passes, new_row) {
                     (true, Some(a)) => out.push(emit(Op::Update, None, Some(a))),
                     // A delete of the old key above is of another key, so this one is needed.
                     (false, Some(a)) => out.push(emit(Op::Delete, Some(self.key_only(a)), None)),

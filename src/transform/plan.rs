@@ -36,6 +36,10 @@ pub struct Compiled {
     pub output: Arc<TableSchema>,
     /// Positions of the output's key columns.
     pub key: Vec<usize>,
+    /// Per raw column: whether the filter or the projection reads it. Only those are turned
+    /// into Arrow arrays (the others are all-null arrays), so wide tables do not pay for the
+    /// columns a transform drops.
+    pub reads: Vec<bool>,
 }
 
 /// Why a transform cannot run on a schema: unknown columns, type errors, refused plan shapes.
@@ -141,6 +145,7 @@ pub fn compile(def: &TransformDef, raw: &Arc<TableSchema>) -> Result<Compiled, P
         exprs.push(physical);
     }
     let key = choose_key(def, raw, &mut columns, &passthroughs).map_err(fail)?;
+    let reads = columns_read(raw.columns.len(), filter.iter().chain(&exprs));
     let output = Arc::new(TableSchema {
         id: raw.id.clone(),
         stream: def.name.clone(),
@@ -159,7 +164,24 @@ pub fn compile(def: &TransformDef, raw: &Arc<TableSchema>) -> Result<Compiled, P
         projection: exprs,
         output,
         key,
+        reads,
     })
+}
+
+/// Which of `width` input columns the expressions read.
+fn columns_read<'e>(
+    width: usize,
+    exprs: impl Iterator<Item = &'e Arc<dyn PhysicalExpr>>,
+) -> Vec<bool> {
+    let mut reads = vec![false; width];
+    for expr in exprs {
+        for column in datafusion::physical_expr::utils::collect_columns(expr) {
+            if let Some(r) = reads.get_mut(column.index()) {
+                *r = true;
+            }
+        }
+    }
+    reads
 }
 
 /// Mark the output's key columns: the `key` option, else the raw primary key passed through

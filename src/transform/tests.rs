@@ -317,3 +317,22 @@ fn set_routes_streams_and_dead_letters_carry_the_record() {
     assert_eq!(record["after"]["amount"], "x");
     assert_eq!(record["op"], "c");
 }
+
+#[test]
+fn only_the_columns_the_sql_reads_are_converted() {
+    // `amount` is read by the filter only, `status` by nothing: it is not converted.
+    let t = compiled(
+        "CREATE STREAM clean.orders AS\nSELECT id, upper(email) AS email\nFROM shop.public.orders\nWHERE CAST(amount AS INT) > 1;",
+    );
+    assert_eq!(t.reads, vec![true, false, true, true]);
+    let out = t.apply(&[
+        event(Op::Create, None, Some(row(1, "new", "a@x", "5")), 1),
+        event(Op::Create, None, Some(row(2, "new", "b@x", "1")), 2),
+    ]);
+    assert!(out.dead.is_empty(), "{:?}", out.dead);
+    assert_eq!(ops(&out.cleansed), vec![("c", None, Some(1))]);
+    assert_eq!(
+        out.cleansed[0].after.as_ref().unwrap(),
+        &vec![Value::Int(1), Value::Text("A@X".into())]
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, DurationMicrosecondType, Field, Float32Type, Float64Type,
@@ -27,16 +27,21 @@ pub fn row_schema(table: &TableSchema) -> SchemaRef {
 }
 
 /// A record batch of rows (each as long as the table has columns; missing values are null).
+/// Columns whose `reads` flag is false are left all null: nothing reads them.
 pub fn rows_to_batch(
     schema: &SchemaRef,
     table: &TableSchema,
     rows: &[&Row],
+    reads: &[bool],
 ) -> Result<RecordBatch, ArrowError> {
     let columns = table
         .columns
         .iter()
         .enumerate()
         .map(|(i, col)| {
+            if !reads.get(i).copied().unwrap_or(true) {
+                return Ok(new_null_array(&arrow_type(&col.ty), rows.len()));
+            }
             let values = rows.iter().map(|r| r.get(i).unwrap_or(&Value::Null));
             column_array(&col.ty, values, rows.len())
                 .map_err(|e| ArrowError::ComputeError(e.to_string()))
@@ -203,7 +208,7 @@ mod tests {
             vec![Value::Null; 6],
         ];
         let refs: Vec<&Row> = rows.iter().collect();
-        let batch = rows_to_batch(&row_schema(&t), &t, &refs).unwrap();
+        let batch = rows_to_batch(&row_schema(&t), &t, &refs, &[true; 6]).unwrap();
         for (c, (_, ty)) in types.iter().enumerate() {
             let values = array_values(batch.column(c), ty).unwrap();
             assert_eq!(

@@ -31,23 +31,23 @@ fn named_topics(settings: &KafkaSettings, config: &Config) -> Vec<String> {
 pub async fn check(settings: &KafkaSettings, config: &Config) -> Vec<Finding> {
     let settings = settings.clone();
     let topics = named_topics(&settings, config);
-    let mut findings = tokio::task::spawn_blocking({
+    let (mut findings, missing) = tokio::task::spawn_blocking({
         let settings = settings.clone();
-        let topics = topics.clone();
         move || check_blocking(&settings, &topics)
     })
     .await
     .unwrap_or_else(|e| {
-        vec![Finding::problem(
+        let failed = Finding::problem(
             "kafka",
             format!("the check failed: {e}"),
             "report this".into(),
-        )]
+        );
+        (vec![failed], Vec::new())
     });
     if findings.iter().any(|f| f.subject == "kafka" && !f.warning) {
         return findings; // brokers unreachable: the rest would only repeat it
     }
-    findings.extend(check_creatable(&settings, &topics).await);
+    findings.extend(check_creatable(&settings, &missing).await);
     if let Some(registry) = settings.registry.clone() {
         let answer = tokio::task::spawn_blocking(move || {
             registry
@@ -66,8 +66,11 @@ pub async fn check(settings: &KafkaSettings, config: &Config) -> Vec<Finding> {
     findings
 }
 
-fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> Vec<Finding> {
+/// The brokers, the named topics' metadata and transaction support; also returns the named
+/// topics that do not exist yet.
+fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
+    let mut missing = Vec::new();
     let brokers = &settings.config.brokers;
     let consumer: BaseConsumer = match settings.consumer_config(&settings.group("check")).create() {
         Ok(c) => c,
@@ -77,7 +80,7 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> Vec<Finding> {
                 format!("cannot create a client: {e}"),
                 "fix log.kafka (brokers, security) in sluice.yaml".into(),
             ));
-            return findings;
+            return (findings, missing);
         }
     };
     let metadata = match consumer.fetch_metadata(None, TIMEOUT) {
@@ -88,7 +91,7 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> Vec<Finding> {
                 format!("brokers `{brokers}` did not answer: {e}"),
                 "start Kafka, or fix log.kafka.brokers and log.kafka.security".into(),
             ));
-            return findings;
+            return (findings, missing);
         }
     };
     for topic in topics {
@@ -99,7 +102,7 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> Vec<Finding> {
                 "grant this principal Describe, Read and Write on the topic (ACLs)".into(),
             )),
             Some(_) => {}
-            None => {} // created when first needed; see check_creatable
+            None => missing.push(topic.clone()), // created when first needed
         }
     }
     // Transactions: initialise a producer with a probe transactional id.
@@ -123,12 +126,15 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> Vec<Finding> {
             "fix log.kafka.producer overrides".into(),
         )),
     }
-    findings
+    (findings, missing)
 }
 
 /// Topics that do not exist yet must be creatable: ask the broker to validate creating them.
-async fn check_creatable(settings: &KafkaSettings, topics: &[String]) -> Vec<Finding> {
+async fn check_creatable(settings: &KafkaSettings, missing: &[String]) -> Vec<Finding> {
     let mut findings = Vec::new();
+    if missing.is_empty() {
+        return findings;
+    }
     let admin: AdminClient<DefaultClientContext> = match settings.client_config().create() {
         Ok(a) => a,
         Err(e) => {
@@ -140,14 +146,6 @@ async fn check_creatable(settings: &KafkaSettings, topics: &[String]) -> Vec<Fin
             return findings;
         }
     };
-    let existing: Vec<String> = match admin.inner().fetch_metadata(None, TIMEOUT) {
-        Ok(m) => m.topics().iter().map(|t| t.name().to_string()).collect(),
-        Err(_) => return findings,
-    };
-    let missing: Vec<&String> = topics.iter().filter(|t| !existing.contains(t)).collect();
-    if missing.is_empty() {
-        return findings;
-    }
     let new: Vec<NewTopic> = missing
         .iter()
         .map(|t| {
