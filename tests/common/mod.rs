@@ -358,11 +358,30 @@ pub fn lake_rows(lake: &Path, stream: &str) -> Vec<LakeRow> {
 }
 
 /// Every row of a zone's files for a stream, sorted by `_seq` (ODS rows have op "r").
+///
+/// A running daemon may replace files while they are read (compaction, the ODS merge): when a
+/// listed file is gone, the listing was stale and the whole read starts again.
 pub fn zone_rows(lake: &Path, zone: &str, stream: &str) -> Vec<LakeRow> {
+    for _ in 0..50 {
+        if let Some(rows) = try_zone_rows(lake, zone, stream) {
+            return rows;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the files of {zone}/{stream} kept disappearing while they were read");
+}
+
+/// [`zone_rows`], or `None` when a listed file disappeared before it was opened.
+fn try_zone_rows(lake: &Path, zone: &str, stream: &str) -> Option<Vec<LakeRow>> {
     let mut rows = Vec::new();
     let dir = lake.join(zone).join(stream);
     for file in parquet_files(&dir) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+        let opened = match std::fs::File::open(&file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("{}: {e}", file.display()),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
             .unwrap()
             .build()
             .unwrap();
@@ -388,7 +407,7 @@ pub fn zone_rows(lake: &Path, zone: &str, stream: &str) -> Vec<LakeRow> {
         }
     }
     rows.sort_by(|a, b| a.seq.cmp(&b.seq));
-    rows
+    Some(rows)
 }
 
 /// Rows in a zone's committed files of a stream, from the Parquet footers.
