@@ -40,6 +40,8 @@ pub enum PipelineError {
     #[error("source `{source_name}`: {error}")]
     Source {
         source_name: String,
+        // The chain (down to the server's own message) is walked by `error_chain`.
+        #[source]
         error: SourceError,
     },
     #[error("sink: {0}")]

@@ -6,6 +6,8 @@
 //! version) or `c` (version 0), then `u` with versions rising by exactly one, then at most one `d`
 //! at the end. A lost change leaves a gap, a duplicate repeats a version, and the final state must
 //! equal the table.
+//!
+//! A second test kills the daemon while Postgres is still creating its replication slot.
 
 mod common;
 
@@ -160,4 +162,86 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         "the workload ran during the kills: {by_op:?}"
     );
     assert!(by_op.get("d").copied().unwrap_or(0) > 10, "{by_op:?}");
+}
+
+/// `CREATE_REPLICATION_SLOT` waits for the transactions running when it starts; a transaction
+/// held open keeps it waiting, so the kill lands inside it. The killed start's walsender lives
+/// on and finishes the slot later: the next start must drop that uncommitted slot (it waits
+/// while the old walsender still holds it) and snapshot every row once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_while_the_slot_is_being_created_leaves_one_snapshot() {
+    let db = TestDb::create("sluice_it_slot_kill").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, version int NOT NULL);
+             INSERT INTO t SELECT g, 0 FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; INSERT INTO t VALUES (5000, 0);")
+        .await
+        .unwrap();
+
+    let mut d = Daemon::configure(
+        "slotkill",
+        &db.url,
+        &["public.t"],
+        "{ rows: 500, interval: 200ms }",
+    );
+    d.start();
+    wait_for(
+        "the slot to be in creation, waiting for the open transaction",
+        Duration::from_secs(30),
+        || async {
+            db.slots()
+                .await
+                .iter()
+                .any(|(name, _)| name == "sluice_slotkill")
+        },
+    )
+    .await;
+    d.kill9();
+    d.start();
+    // The new start finds the half-made slot still held by the old walsender.
+    wait_for(
+        "the new start to find the uncommitted slot",
+        Duration::from_secs(30),
+        || async { d.log().contains("slot exists but nothing was committed") },
+    )
+    .await;
+    // The old walsender holds the slot while it waits: the new start retries until it lets go.
+    wait_for(
+        "the new start to retry while the old walsender holds the slot",
+        Duration::from_secs(30),
+        || async { d.log().contains("is active for PID") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    client
+        .batch_execute("UPDATE t SET version = version + 1 WHERE id <= 10")
+        .await
+        .unwrap();
+
+    let want = table_state(&client, "t", &["id", "version"]).await;
+    let caught_up = wait_until(Duration::from_secs(90), || async {
+        state_from_log(
+            &lake_rows(&d.lake, "slotkill.public.t"),
+            "id",
+            &["id", "version"],
+        ) == want
+    })
+    .await;
+    assert!(caught_up, "the lake did not catch up:\n{}", d.log());
+    assert!(d.terminate().success(), "{}", d.log());
+    let rows = lake_rows(&d.lake, "slotkill.public.t");
+    assert_version_chains(&rows, &want, "id", "version");
+    assert_eq!(
+        rows.iter().filter(|r| r.op == "r").count(),
+        1001,
+        "one snapshot of every row"
+    );
 }

@@ -989,9 +989,7 @@ async fn while_the_broker_is_down_nothing_is_acknowledged_and_after_it_nothing_i
             )
             .await
             .unwrap();
-        let text: String = row.get(0);
-        let (hi, lo) = text.split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+        lsn(row.get(0))
     };
     let pid = p.procs[all].child.as_ref().unwrap().id();
     let mut peak_rss: f64 = 0.0;
@@ -1010,11 +1008,7 @@ async fn while_the_broker_is_down_nothing_is_acknowledged_and_after_it_nothing_i
                 .query_one("SELECT pg_current_wal_lsn()::text", &[])
                 .await
                 .unwrap();
-            let text: String = row.get(0);
-            let (hi, lo) = text.split_once('/').unwrap();
-            first_write_end = Some(
-                (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap(),
-            );
+            first_write_end = Some(lsn(row.get(0)));
         }
         peak_rss = peak_rss.max(rss_mib(pid));
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -96,11 +96,6 @@ fn latest_committed_lsn(lake: &std::path::Path) -> Option<u64> {
     commit["positions"]["pgt"]["lsn"].as_u64()
 }
 
-fn parse_lsn(s: &str) -> u64 {
-    let (hi, lo) = s.split_once('/').unwrap();
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_then_changes_land_in_the_lake_exactly() {
     let db = TestDb::create("sluice_it_pipeline").await;
@@ -195,7 +190,7 @@ async fn snapshot_then_changes_land_in_the_lake_exactly() {
                 .iter()
                 .find(|(n, _)| n == "sluice_pgt")
                 .and_then(|(_, l)| l.clone())
-                .map(|l| parse_lsn(&l));
+                .map(|l| lsn(&l));
             confirmed.is_some_and(|c| c == committed && committed > 0)
         },
     )

@@ -438,11 +438,6 @@ async fn heartbeats_advance_the_slot_of_a_filtered_database() {
     assert!(d.terminate().success());
 }
 
-fn lsn(s: &str) -> u64 {
-    let (hi, lo) = s.split_once('/').unwrap();
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_slot_stops_the_source_with_the_recovery() {
     let db = TestDb::create("sluice_it_slotlost").await;

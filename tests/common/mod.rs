@@ -127,6 +127,12 @@ pub struct Daemon {
     pub env: Vec<(String, String)>,
 }
 
+/// A Postgres LSN as `X/Y` text → u64 (sluice's own parser).
+pub fn lsn(text: &str) -> u64 {
+    sluice::source::postgres::catalog::parse_lsn(text)
+        .unwrap_or_else(|| panic!("`{text}` is not an LSN"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -362,66 +368,78 @@ pub fn lake_rows(lake: &Path, stream: &str) -> Vec<LakeRow> {
 /// A running daemon may replace files while they are read (compaction, the ODS merge): when a
 /// listed file is gone, the listing was stale and the whole read starts again.
 pub fn zone_rows(lake: &Path, zone: &str, stream: &str) -> Vec<LakeRow> {
-    for _ in 0..50 {
-        if let Some(rows) = try_zone_rows(lake, zone, stream) {
-            return rows;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("the files of {zone}/{stream} kept disappearing while they were read");
+    let dir = lake.join(zone).join(stream);
+    let mut rows: Vec<LakeRow> = read_each_file(&dir, file_rows)
+        .into_iter()
+        .flatten()
+        .collect();
+    rows.sort_by(|a, b| a.seq.cmp(&b.seq));
+    rows
 }
 
-/// [`zone_rows`], or `None` when a listed file disappeared before it was opened.
-fn try_zone_rows(lake: &Path, zone: &str, stream: &str) -> Option<Vec<LakeRow>> {
+fn file_rows(path: &Path, file: std::fs::File) -> Vec<LakeRow> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
     let mut rows = Vec::new();
-    let dir = lake.join(zone).join(stream);
-    for file in parquet_files(&dir) {
-        let opened = match std::fs::File::open(&file) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => panic!("{}: {e}", file.display()),
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let schema = batch.schema();
-            for i in 0..batch.num_rows() {
-                let mut values = BTreeMap::new();
-                for (c, field) in schema.fields().iter().enumerate() {
-                    values.insert(field.name().clone(), render(batch.column(c).as_ref(), i));
-                }
-                rows.push(LakeRow {
-                    op: values
-                        .get("_op")
-                        .cloned()
-                        .flatten()
-                        .unwrap_or_else(|| "r".into()),
-                    seq: values["_seq"].clone().unwrap(),
-                    values,
-                    file: file.clone(),
-                });
+    for batch in reader {
+        let batch = batch.unwrap();
+        let schema = batch.schema();
+        for i in 0..batch.num_rows() {
+            let mut values = BTreeMap::new();
+            for (c, field) in schema.fields().iter().enumerate() {
+                values.insert(field.name().clone(), render(batch.column(c).as_ref(), i));
             }
+            rows.push(LakeRow {
+                op: values
+                    .get("_op")
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "r".into()),
+                seq: values["_seq"].clone().unwrap(),
+                values,
+                file: path.to_path_buf(),
+            });
         }
     }
-    rows.sort_by(|a, b| a.seq.cmp(&b.seq));
-    Some(rows)
+    rows
 }
 
 /// Rows in a zone's committed files of a stream, from the Parquet footers.
 pub fn zone_row_count(lake: &Path, zone: &str, stream: &str) -> i64 {
-    parquet_files(&lake.join(zone).join(stream))
-        .iter()
-        .map(|f| {
-            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
-                .unwrap()
-                .metadata()
-                .file_metadata()
-                .num_rows()
-        })
-        .sum()
+    read_each_file(&lake.join(zone).join(stream), |_, file| {
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .metadata()
+            .file_metadata()
+            .num_rows()
+    })
+    .into_iter()
+    .sum()
+}
+
+/// `read` of every Parquet file under `dir`. A listed file that is gone when opened means the
+/// running daemon's compaction or ODS merge replaced it: the listing was stale, so list again.
+fn read_each_file<T>(dir: &Path, mut read: impl FnMut(&Path, std::fs::File) -> T) -> Vec<T> {
+    'listing: for _ in 0..50 {
+        let mut out = Vec::new();
+        for path in parquet_files(dir) {
+            match std::fs::File::open(&path) {
+                Ok(file) => out.push(read(&path, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue 'listing;
+                }
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+        return out;
+    }
+    panic!(
+        "the files under {} kept disappearing while they were read",
+        dir.display()
+    );
 }
 
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {

@@ -465,7 +465,8 @@ fn value(codec: &ColumnCodec, ty: &ColumnType, v: &Json) -> Result<Value, Decode
     })
 }
 
-fn kind(v: &Json) -> &'static str {
+/// What a JSON value is, for error messages ("expected a number, not a string").
+pub(crate) fn kind(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

@@ -22,6 +22,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value as Json, json};
 
+use crate::event::debezium::decode::kind;
+
 /// The first byte of a record in the Confluent wire format.
 pub const MAGIC: u8 = 0;
 
@@ -183,17 +185,6 @@ impl AvroSchema {
             }
             _ => return Err(mismatch()),
         })
-    }
-}
-
-fn kind(json: &Json) -> &'static str {
-    match json {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
     }
 }
 

@@ -395,12 +395,18 @@ pub async fn slot_confirmed_lsn(
     Ok(row.map(|r| r.get::<_, Option<String>>(0).and_then(|s| parse_lsn(&s))))
 }
 
+/// Drops an uncommitted start's slot. One that is already gone is fine: a killed start's
+/// walsender abandons a slot it had not finished creating.
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PgError> {
-    client
+    match client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await
-        .map_err(PgError::query("dropping an unfinished snapshot's slot"))?;
-    Ok(())
+    {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => Ok(()),
+        done => done
+            .map(drop)
+            .map_err(PgError::query("dropping an unfinished snapshot's slot")),
+    }
 }
 
 /// `X/Y` → u64.

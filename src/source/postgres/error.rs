@@ -35,6 +35,11 @@ pub enum PgError {
          (_sluice/ in the sink path) or point the sink at a new path, with `snapshot: initial`"
     )]
     SlotLost { slot: String, source_name: String },
+    #[error(
+        "replication slot `{slot}` appeared while sluice was creating it: an earlier start that \
+         died before its first commit was still creating it; it is dropped and made again"
+    )]
+    SlotRaced { slot: String },
     #[error("the downstream pipeline stopped")]
     Downstream,
 }
@@ -56,6 +61,11 @@ pub fn sqlstate_is_transient(code: &str) -> bool {
         || matches!(code, "57P01" | "57P02" | "57P03" | "55006")
 }
 
+/// Whether a replication command failed with this SQLSTATE.
+pub fn is_server_error(error: &PgWireError, code: &str) -> bool {
+    matches!(error, PgWireError::Server(message) if sqlstate_in_message(message) == Some(code))
+}
+
 /// pgwire-replication reports server errors as text ending in `(SQLSTATE xxxxx)`.
 fn sqlstate_in_message(message: &str) -> Option<&str> {
     let at = message.rfind("SQLSTATE ")? + "SQLSTATE ".len();
@@ -74,7 +84,7 @@ impl Classify for PgError {
                 sqlstate_in_message(message).is_some_and(sqlstate_is_transient)
             }
             PgError::Replication(e) => e.is_transient(),
-            PgError::Downstream => true,
+            PgError::Downstream | PgError::SlotRaced { .. } => true,
             PgError::Decode(_)
             | PgError::Value { .. }
             | PgError::Setup(_)

@@ -41,6 +41,8 @@ pub use error::PgError;
 use pgoutput::{Message, TupleValue};
 use snapshot::SnapshotState;
 
+/// SQLSTATE of `CREATE_REPLICATION_SLOT` for a slot that exists.
+const DUPLICATE_OBJECT: &str = "42710";
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
@@ -735,7 +737,19 @@ async fn create_slot(
             "CREATE_REPLICATION_SLOT {} {temporary}LOGICAL pgoutput {mode}",
             catalog::quote_ident(slot)
         ))
-        .await?;
+        .await
+        .map_err(|e| {
+            // A killed start's walsender can still be creating the slot after decide_start
+            // looked (waiting for running transactions to finish): try again from the top,
+            // which drops that uncommitted slot.
+            if error::is_server_error(&e, DUPLICATE_OBJECT) {
+                PgError::SlotRaced {
+                    slot: slot.to_string(),
+                }
+            } else {
+                PgError::Replication(e)
+            }
+        })?;
     let row = rows
         .first()
         .ok_or_else(|| PgError::Setup("CREATE_REPLICATION_SLOT returned no row".into()))?;
