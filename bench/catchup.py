@@ -40,6 +40,22 @@ def sql(url, *statements, autocommit=True):
             conn.execute(s)
 
 
+def fresh_database():
+    """Drop sluice's slots on the benchmark database and create it anew. An autovacuum worker
+    (the superuser's, which the sluice role may not terminate) can be on the old database
+    right after a run: wait for it rather than fail the benchmark."""
+    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
+    for attempt in range(50):
+        try:
+            sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            break
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == 49:
+                raise
+            time.sleep(0.2)
+    sql(ADMIN, f"CREATE DATABASE {DB} OWNER sluice")
+
+
 def write_backlog():
     with psycopg.connect(URL) as conn:
         for t in range(100):
@@ -113,8 +129,7 @@ def pg_recvlogical(slot, end_lsn):
 
 
 def one_run(sluice, workdir, transform=False):
-    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
-    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    fresh_database()
     sql(URL, TABLE)
     config = write_config(workdir, transform)
     log = open(os.path.join(workdir, "sluice.log"), "a")
@@ -152,8 +167,7 @@ SNAPSHOT_ROWS = 1_000_000
 def snapshot_run(sluice, workdir):
     """1M rows of the benchmark shape exist before sluice first starts: time the initial snapshot
     until every row is committed to Parquet."""
-    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
-    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    fresh_database()
     sql(URL, TABLE)
     with psycopg.connect(URL) as conn:
         for lo in range(1, SNAPSHOT_ROWS + 1, 100_000):
@@ -178,8 +192,7 @@ def latency_run(sluice, workdir, rate=10_000, seconds=15):
     import glob
     import json as _json
     import pyarrow.parquet as pq
-    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
-    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    fresh_database()
     sql(URL, "CREATE TABLE bench (id bigint PRIMARY KEY, v int, note text)")
     config = write_config(workdir, interval="1s")
     log = open(os.path.join(workdir, "sluice.log"), "a")

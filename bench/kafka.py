@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import catchup
-from catchup import ADMIN, DB, EVENTS, TABLE, URL, sql, write_backlog, write_config
+from catchup import EVENTS, TABLE, URL, fresh_database, sql, write_backlog, write_config
 from harness import ADDR, cpu_seconds, metric, peak_rss_kb, steady_inserts
 
 BROKERS = os.environ.get("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092")
@@ -74,8 +74,7 @@ def latency_run(workdir, rate=10_000, seconds=15, interval="100ms"):
     """Steady `rate` changes/s into `sluice run --only sources`: commit-to-raw-topic latency per
     record, from the database commit to a read_committed consumer receiving it."""
     import multiprocessing
-    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
-    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    fresh_database()
     sql(URL, "CREATE TABLE bench (id bigint PRIMARY KEY, v int, note text)")
     config, prefix = kafka_config(workdir, f", schemas: false, transaction_interval: {interval}")
     log = open(os.path.join(workdir, "sluice.log"), "a")
@@ -109,8 +108,7 @@ def latency_run(workdir, rate=10_000, seconds=15, interval="100ms"):
 
 def fresh_backlog(workdir, only):
     """A new database and backlog, sluice's slot created first (as catchup.py does)."""
-    sql(ADMIN, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'sluice_bench'")
-    sql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", f"CREATE DATABASE {DB} OWNER sluice")
+    fresh_database()
     sql(URL, TABLE)
     config, _ = kafka_config(workdir)
     log = open(os.path.join(workdir, "sluice.log"), "a")

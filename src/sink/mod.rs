@@ -303,7 +303,11 @@ impl ParquetSink {
                 .expect("checked above");
             self.push_sealed(file.seal()?)?;
         }
-        let days = self.open.entry(stream.to_string()).or_default();
+        if !self.open.contains_key(stream) {
+            // Only a new stream pays for its name's copy, not every row.
+            self.open.insert(stream.to_string(), HashMap::new());
+        }
+        let days = self.open.get_mut(stream).expect("inserted above");
         let file = match days.entry(day) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => v.insert(ParquetFile::create(

@@ -110,8 +110,10 @@ pub fn writer_properties() -> Result<WriterProperties, WriteError> {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         // The writer holds a row group in memory until it is full: keep that bounded.
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        // Every `_seq` is distinct: a dictionary would only be built to be thrown away.
+        // Every `_seq` is distinct, and so is every `_source_pos` (each change has its own LSN
+        // or binlog offset): a dictionary would only be built to be thrown away.
         .set_column_dictionary_enabled(ColumnPath::from(COL_SEQ), false)
+        .set_column_dictionary_enabled(ColumnPath::from(COL_SOURCE_POS), false)
         // Columns of mostly distinct values (names, descriptions, JSON) give up on their
         // dictionary after 256 KiB instead of hashing a whole MiB of them per row group.
         .set_dictionary_page_size_limit(256 * 1024)
@@ -134,6 +136,9 @@ pub struct ParquetFile {
     writer: ArrowWriter<File>,
     buffered: Vec<ChangeEvent>,
     buffered_bytes: usize,
+    /// What the encoder held after the last batch: asked once per batch, not once per row,
+    /// because the writer sums it over every column.
+    encoded_bytes: u64,
     pub rows: u64,
     pub first_seq: Option<Seq>,
     pub last_seq: Option<Seq>,
@@ -174,6 +179,7 @@ impl ParquetFile {
             writer,
             buffered: Vec::with_capacity(ROWS_PER_BATCH),
             buffered_bytes: 0,
+            encoded_bytes: 0,
             rows: 0,
             first_seq: None,
             last_seq: None,
@@ -194,7 +200,7 @@ impl ParquetFile {
 
     /// Bytes this file will take, roughly: what is written plus what is buffered in the encoder.
     pub fn estimated_bytes(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+        self.encoded_bytes
     }
 
     fn encode_buffered(&mut self) -> Result<(), WriteError> {
@@ -205,6 +211,7 @@ impl ParquetFile {
         self.writer.write(&batch)?;
         self.buffered.clear();
         self.buffered_bytes = 0;
+        self.encoded_bytes = (self.writer.bytes_written() + self.writer.in_progress_size()) as u64;
         Ok(())
     }
 

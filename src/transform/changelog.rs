@@ -21,7 +21,7 @@ use arrow::compute::filter_record_batch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::plan::{Compiled, clean_message};
-use super::values::{array_values, rows_to_batch};
+use super::values::{for_each_value, rows_to_batch};
 use crate::event::{ChangeEvent, Op, Row, Value};
 
 /// What one run of raw events became.
@@ -151,13 +151,19 @@ impl Compiled {
 
     /// The projection of every row of `batch`.
     fn project(&self, batch: &RecordBatch) -> Result<Vec<Row>, String> {
-        let mut rows: Vec<Row> = vec![Vec::with_capacity(self.projection.len()); batch.num_rows()];
+        // Each row with room for every column (`vec![row; n]` would clone away the capacity).
+        let mut rows: Vec<Row> = (0..batch.num_rows())
+            .map(|_| Vec::with_capacity(self.projection.len()))
+            .collect();
         for (expr, column) in self.projection.iter().zip(&self.output.columns) {
             let array = evaluate_array(expr, batch)?;
-            let values = array_values(&array, &column.ty).map_err(|e| e.to_string())?;
-            for (row, v) in rows.iter_mut().zip(values) {
-                row.push(v);
-            }
+            let mut next_row = rows.iter_mut();
+            for_each_value(&array, &column.ty, |v| {
+                if let Some(row) = next_row.next() {
+                    row.push(v);
+                }
+            })
+            .map_err(|e| e.to_string())?;
         }
         Ok(rows)
     }

@@ -96,29 +96,49 @@ pub fn column_type_of(dt: &DataType) -> Option<ColumnType> {
 
 /// Values of one output array as the column type says, one per row.
 pub fn array_values(array: &ArrayRef, ty: &ColumnType) -> Result<Vec<Value>, ArrowError> {
+    let mut values = Vec::with_capacity(array.len());
+    for_each_value(array, ty, |v| values.push(v))?;
+    Ok(values)
+}
+
+/// Hand every value of an output array, as the column type says, to `f` in row order. The
+/// array is downcast once for the whole column, not once per value: this is the transform's
+/// inner loop.
+pub fn for_each_value(
+    array: &ArrayRef,
+    ty: &ColumnType,
+    mut f: impl FnMut(Value),
+) -> Result<(), ArrowError> {
     let target = arrow_type(ty);
     let array = if array.data_type() == &target {
         array.clone()
     } else {
         cast(array, &target)?
     };
-    Ok((0..array.len()).map(|i| value_at(&array, i, ty)).collect())
-}
-
-/// One value of an array already in the column type's Arrow type.
-fn value_at(array: &ArrayRef, i: usize, ty: &ColumnType) -> Value {
-    if array.is_null(i) {
-        return Value::Null;
+    macro_rules! each {
+        ($typed:expr, |$x:ident| $value:expr) => {{
+            let typed = $typed;
+            for i in 0..typed.len() {
+                if typed.is_null(i) {
+                    f(Value::Null);
+                } else {
+                    let $x = typed.value(i);
+                    f($value);
+                }
+            }
+        }};
     }
     match ty {
-        ColumnType::Bool => Value::Bool(array.as_boolean().value(i)),
-        ColumnType::Int16 => Value::Int(array.as_primitive::<Int16Type>().value(i).into()),
-        ColumnType::Int32 => Value::Int(array.as_primitive::<Int32Type>().value(i).into()),
-        ColumnType::Int64 => Value::Int(array.as_primitive::<Int64Type>().value(i)),
-        ColumnType::Float32 => Value::Float(array.as_primitive::<Float32Type>().value(i).into()),
-        ColumnType::Float64 => Value::Float(array.as_primitive::<Float64Type>().value(i)),
+        ColumnType::Bool => each!(array.as_boolean(), |x| Value::Bool(x)),
+        ColumnType::Int16 => each!(array.as_primitive::<Int16Type>(), |x| Value::Int(x.into())),
+        ColumnType::Int32 => each!(array.as_primitive::<Int32Type>(), |x| Value::Int(x.into())),
+        ColumnType::Int64 => each!(array.as_primitive::<Int64Type>(), |x| Value::Int(x)),
+        ColumnType::Float32 => {
+            each!(array.as_primitive::<Float32Type>(), |x| Value::Float(x.into()))
+        }
+        ColumnType::Float64 => each!(array.as_primitive::<Float64Type>(), |x| Value::Float(x)),
         ColumnType::Decimal { .. } => {
-            Value::Decimal(array.as_primitive::<Decimal128Type>().value(i))
+            each!(array.as_primitive::<Decimal128Type>(), |x| Value::Decimal(x))
         }
         ColumnType::Text
         | ColumnType::Json
@@ -126,25 +146,27 @@ fn value_at(array: &ArrayRef, i: usize, ty: &ColumnType) -> Value {
         | ColumnType::Numeric
         | ColumnType::TimeTz
         | ColumnType::Interval
-        | ColumnType::Other(_) => Value::Text(array.as_string::<i32>().value(i).to_string()),
-        ColumnType::Bytes => Value::Bytes(array.as_binary::<i32>().value(i).to_vec()),
-        ColumnType::Date => Value::Temporal(array.as_primitive::<Date32Type>().value(i).into()),
-        ColumnType::Time => Value::Temporal(array.as_primitive::<Time64MicrosecondType>().value(i)),
+        | ColumnType::Other(_) => each!(array.as_string::<i32>(), |x| Value::Text(x.to_string())),
+        ColumnType::Bytes => each!(array.as_binary::<i32>(), |x| Value::Bytes(x.to_vec())),
+        ColumnType::Date => each!(array.as_primitive::<Date32Type>(), |x| Value::Temporal(
+            x.into()
+        )),
+        ColumnType::Time => {
+            each!(array.as_primitive::<Time64MicrosecondType>(), |x| Value::Temporal(x))
+        }
         ColumnType::Duration => {
-            Value::Temporal(array.as_primitive::<DurationMicrosecondType>().value(i))
+            each!(array.as_primitive::<DurationMicrosecondType>(), |x| Value::Temporal(x))
         }
         ColumnType::Timestamp | ColumnType::TimestampTz => {
-            Value::Temporal(array.as_primitive::<TimestampMicrosecondType>().value(i))
+            each!(array.as_primitive::<TimestampMicrosecondType>(), |x| Value::Temporal(x))
         }
-        ColumnType::List(elem) => {
-            let items = array.as_list::<i32>().value(i);
-            Value::List(
-                (0..items.len())
-                    .map(|j| value_at(&items, j, elem))
-                    .collect(),
-            )
-        }
+        ColumnType::List(elem) => each!(array.as_list::<i32>(), |items| {
+            let mut list = Vec::with_capacity(items.len());
+            for_each_value(&items, elem, |v| list.push(v))?;
+            Value::List(list)
+        }),
     }
+    Ok(())
 }
 
 #[cfg(test)]
