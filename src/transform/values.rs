@@ -134,11 +134,15 @@ pub fn for_each_value(
         ColumnType::Int32 => each!(array.as_primitive::<Int32Type>(), |x| Value::Int(x.into())),
         ColumnType::Int64 => each!(array.as_primitive::<Int64Type>(), |x| Value::Int(x)),
         ColumnType::Float32 => {
-            each!(array.as_primitive::<Float32Type>(), |x| Value::Float(x.into()))
+            each!(array.as_primitive::<Float32Type>(), |x| Value::Float(
+                x.into()
+            ))
         }
         ColumnType::Float64 => each!(array.as_primitive::<Float64Type>(), |x| Value::Float(x)),
         ColumnType::Decimal { .. } => {
-            each!(array.as_primitive::<Decimal128Type>(), |x| Value::Decimal(x))
+            each!(array.as_primitive::<Decimal128Type>(), |x| Value::Decimal(
+                x
+            ))
         }
         ColumnType::Text
         | ColumnType::Json
@@ -152,19 +156,25 @@ pub fn for_each_value(
             x.into()
         )),
         ColumnType::Time => {
-            each!(array.as_primitive::<Time64MicrosecondType>(), |x| Value::Temporal(x))
+            each!(array.as_primitive::<Time64MicrosecondType>(), |x| {
+                Value::Temporal(x)
+            })
         }
         ColumnType::Duration => {
-            each!(array.as_primitive::<DurationMicrosecondType>(), |x| Value::Temporal(x))
+            each!(array.as_primitive::<DurationMicrosecondType>(), |x| {
+                Value::Temporal(x)
+            })
         }
         ColumnType::Timestamp | ColumnType::TimestampTz => {
-            each!(array.as_primitive::<TimestampMicrosecondType>(), |x| Value::Temporal(x))
+            each!(array.as_primitive::<TimestampMicrosecondType>(), |x| {
+                Value::Temporal(x)
+            })
         }
-        ColumnType::List(elem) => each!(array.as_list::<i32>(), |items| {
-            let mut list = Vec::with_capacity(items.len());
-            for_each_value(&items, elem, |v| list.push(v))?;
-            Value::List(list)
-        }),
+        // Through the non-generic `array_values`: recursing into `for_each_value` itself would
+        // instantiate it with an ever-deeper closure type.
+        ColumnType::List(elem) => each!(array.as_list::<i32>(), |items| Value::List(array_values(
+            &items, elem
+        )?)),
     }
     Ok(())
 }
