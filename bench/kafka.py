@@ -30,6 +30,22 @@ from harness import ADDR, cpu_seconds, metric, peak_rss_kb, steady_inserts
 BROKERS = os.environ.get("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092")
 
 
+def restart_broker():
+    """A fresh broker, with no topics. noida-db keeps every topic in memory and rewrites them
+    all into one JSON file every few seconds: after a few runs of 160,000 records that takes a
+    whole core of the two, all the time (measured: 100 CPU ticks a second while idle, 2 GB
+    file), which the next run would pay for. A real broker does not, so each Kafka run gets a
+    broker of its own."""
+    broker("down")
+    broker("up")
+
+
+def broker(action):
+    """scripts/services.sh up|down kafka."""
+    services = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "services.sh")
+    subprocess.run([services, action, "kafka"], check=True)
+
+
 def kafka_config(workdir, extra=""):
     """catchup.py's configuration with `log.kind: kafka` and topics of this run's own; `extra`
     adds log.kafka settings (", key: value")."""
@@ -106,11 +122,12 @@ def latency_run(workdir, rate=10_000, seconds=15, interval="100ms"):
             "mean_commit_ms": commit_s / commits * 1000 if commits else None, "peak_rss_mb": rss_kb / 1024}
 
 
-def fresh_backlog(workdir, only):
-    """A new database and backlog, sluice's slot created first (as catchup.py does)."""
+def fresh_backlog(workdir, only, extra=""):
+    """A new database and backlog, sluice's slot created first (as catchup.py does); `extra` as
+    in kafka_config."""
     fresh_database()
     sql(URL, TABLE)
-    config, _ = kafka_config(workdir)
+    config, prefix = kafka_config(workdir, extra)
     log = open(os.path.join(workdir, "sluice.log"), "a")
     p = subprocess.Popen([sluice_binary, "run", "--config", config, "--instance", "bench"] + only, stderr=log)
     while metric(ADDR, "sluice_kafka_transactions_total") in (None, 0.0):
@@ -120,11 +137,43 @@ def fresh_backlog(workdir, only):
     p.terminate()
     p.wait()
     write_backlog()
-    return config, log
+    return config, log, f"{prefix}bench.public.bench"
+
+
+def broker_alone(raw_topic, workdir):
+    """The broker's own ingest rate, the reference for the Kafka catch-up: kcat (librdkafka, the
+    client sluice uses, with sluice's idempotence, linger and compression settings) produces the
+    records sluice wrote to `raw_topic` into a new topic of as many partitions. kcat has no
+    transactions, so this is an upper bound on what any transactional producer gets from this
+    broker on these cores."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    dump = os.path.join(workdir, "raw-topic.tsv")
+    with open(dump, "w") as out:
+        subprocess.run(["kcat", "-C", "-b", BROKERS, "-t", raw_topic, "-e", "-q",
+                        "-X", "isolation.level=read_committed", "-f", "%k\t%s\n"],
+                       stdout=out, check=True, timeout=300)
+    with open(dump) as f:
+        records = sum(1 for _ in f)
+    copy = f"{raw_topic}.kcat"
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for future in admin.create_topics([NewTopic(copy, 3, 1)]).values():
+        future.result(30)
+    broker = broker_pid()
+    broker_cpu = cpu_seconds(broker) if broker else None
+    t0 = time.monotonic()
+    subprocess.run(["kcat", "-P", "-b", BROKERS, "-t", copy, "-K", "\t", "-Z", "-z", "lz4",
+                    "-X", "linger.ms=5", "-X", "enable.idempotence=true", "-l", dump],
+                   check=True, timeout=300)
+    secs = time.monotonic() - t0
+    if broker:
+        broker_cpu = cpu_seconds(broker) - broker_cpu
+    return {"records": records, "seconds": secs, "records_per_s": records / secs, "broker_cpu_s": broker_cpu}
 
 
 def timed(config, log, only, counter, workdir):
     """Seconds until `counter` reaches the backlog, peak RSS (kB) and CPU seconds."""
+    broker = broker_pid()
+    broker_cpu = cpu_seconds(broker) if broker else None
     t0 = time.monotonic()
     p = subprocess.Popen([sluice_binary, "run", "--config", config, "--instance", "bench"] + only, stderr=log)
     done = 0.0
@@ -135,10 +184,18 @@ def timed(config, log, only, counter, workdir):
         time.sleep(0.02)
     secs = time.monotonic() - t0
     rss, cpu = peak_rss_kb(p.pid), cpu_seconds(p.pid)
+    if broker:
+        broker_cpu = cpu_seconds(broker) - broker_cpu
     p.terminate()
     p.wait()
     return {"events_per_s": EVENTS / secs, "seconds": secs, "peak_rss_mb": rss / 1024,
-            "cpu_s_per_million": cpu / EVENTS * 1e6}
+            "cpu_s_per_million": cpu / EVENTS * 1e6, "sluice_cpu_s": cpu, "broker_cpu_s": broker_cpu}
+
+
+def broker_pid():
+    """noida-db's process, to count the CPU the broker takes during a run (None if not found)."""
+    found = subprocess.run(["pgrep", "-f", "noida-db start"], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
 
 
 def main():
@@ -152,10 +209,13 @@ def main():
     embedded, producer, end_to_end = [], [], []
     for _ in range(args.runs):
         embedded.append(catchup.one_run(args.sluice, workdir))
-        config, log = fresh_backlog(workdir, ["--only", "sources"])
+        restart_broker()
+        config, log, raw_topic = fresh_backlog(workdir, ["--only", "sources"])
         producer.append(timed(config, log, ["--only", "sources"],
                               'sluice_kafka_produced_records_total{stage="sources"', workdir))
-        config, log = fresh_backlog(workdir, [])
+        producer[-1]["broker_alone"] = broker_alone(raw_topic, workdir)
+        restart_broker()
+        config, log, _ = fresh_backlog(workdir, [])
         end_to_end.append(timed(config, log, [], 'sluice_sink_rows_total{zone="raw"', workdir))
     med = lambda runs, k: statistics.median(r[k] for r in runs)
     e = med(embedded, "sluice_events_per_s")
@@ -167,7 +227,9 @@ def main():
                        ("Kafka, end to end: database to topic to Parquet", end_to_end)]:
         r = med(runs, "events_per_s")
         print(f"{name:<44} {r:>10,.0f} {r / e:>12.2f} {med(runs, 'peak_rss_mb'):>12.1f} {med(runs, 'cpu_s_per_million'):>8.2f}")
-    print(f"(pg_recvlogical in the same runs: {med(embedded, 'pg_recvlogical_events_per_s'):,.0f} ev/s)")
+    print(f"(pg_recvlogical in the same runs: {med(embedded, 'pg_recvlogical_events_per_s'):,.0f} ev/s; "
+          f"kcat producing the raw topic's records again: "
+          f"{statistics.median(r['broker_alone']['records_per_s'] for r in producer):,.0f} records/s)")
     print(json.dumps({"embedded": embedded, "producer": producer, "end_to_end": end_to_end}))
 
 

@@ -255,6 +255,12 @@ kafka_up() {
 kafka_down() {
   if [ -f "$STATE/kafka.started" ]; then
     "$VENV/bin/noida-db" down --data-dir "$STATE/kafka" >/dev/null 2>&1 || true
+    # `down` returns while the broker still writes out its topics (half a minute with a few GB),
+    # and a start meanwhile would find the port open and keep the old broker and its data.
+    local deadline=$((SECONDS + 120))
+    while (exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT) 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+      sleep 0.3
+    done
     rm -f "$STATE/kafka.started"
   fi
 }

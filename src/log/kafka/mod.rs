@@ -247,7 +247,11 @@ pub(crate) fn read_compacted(
 ) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
     const TIMEOUT: Duration = Duration::from_secs(30);
     let mut config = settings.consumer_config(&settings.group("offsets-reader"));
-    config.set("enable.partition.eof", "true");
+    // At the end of the partition a fetch waits up to fetch.wait.max.ms (500 ms by default)
+    // for more; this reader wants to know it reached the end, at every role's start.
+    config
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = config
         .create()
         .map_err(KafkaError::client("creating the offsets reader"))?;

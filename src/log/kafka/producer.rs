@@ -48,11 +48,16 @@ pub type Started = (
 /// Recording it inside a transaction would leave, when killed before the commit, an open
 /// transaction nobody knows about, and readers of the offsets topic would wait on it.
 pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError> {
+    let started = std::time::Instant::now();
+    let step =
+        |what: &str| tracing::debug!(role, elapsed = ?started.elapsed(), "producer start: {what}");
     let topic = settings.offsets_topic();
     let key = registry_key(settings, role);
     let before = read_compacted(settings, &topic, None)?;
+    step("offsets topic read");
     if let Some(previous) = before.get(&key) {
         fence(settings, &String::from_utf8_lossy(previous))?;
+        step("previous producer fenced");
     }
     let id = format!(
         "{}-{}",
@@ -60,9 +65,11 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
         chrono::Utc::now().timestamp_millis()
     );
     record_id(settings, &topic, &key, &id)?;
+    step("new transactional id recorded");
     // Read on to the record just written: every transaction open before it has ended by then
     // (our predecessor's was aborted by the fence), so the positions read are the last ones.
     let offsets = read_compacted(settings, &topic, Some((&key, &id)))?;
+    step("offsets topic read to the new id");
     let producer: ThreadedProducer<DefaultProducerContext> = settings
         .producer_config(&id)
         .create()
@@ -72,6 +79,7 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
         .map_err(KafkaError::client(format!(
             "initialising transactions as `{id}`"
         )))?;
+    step("transactions initialised");
     Ok((producer, offsets))
 }
 
@@ -95,9 +103,14 @@ fn fence(settings: &KafkaSettings, previous: &str) -> Result<(), KafkaError> {
 
 /// Write `key` → `id` to the offsets topic outside any transaction, acknowledged by all
 /// in-sync replicas.
+///
+/// Not idempotent, on purpose: an idempotent producer first acquires a producer id, which took
+/// 0.5-1 s against the test broker (librdkafka waits on a timer), and that was most of every
+/// role's start. A retried send can only write the same key and value twice into a compacted
+/// topic, where readers keep the last one: nothing to deduplicate.
 fn record_id(settings: &KafkaSettings, topic: &str, key: &str, id: &str) -> Result<(), KafkaError> {
     let mut config = settings.client_config();
-    config.set("enable.idempotence", "true").set("acks", "all");
+    config.set("enable.idempotence", "false").set("acks", "all");
     let producer: BaseProducer = config
         .create()
         .map_err(KafkaError::client("creating the id recorder"))?;
@@ -108,7 +121,15 @@ fn record_id(settings: &KafkaSettings, topic: &str, key: &str, id: &str) -> Resu
                 .payload(id.as_bytes()),
         )
         .map_err(|(e, _)| KafkaError::client(format!("recording transactional id `{id}`"))(e))?;
-    producer.flush(TIMEOUT).map_err(KafkaError::client(format!(
-        "recording transactional id `{id}`"
-    )))
+    // Not `flush`: it polls in steps of 100 ms, which every role's start would wait out.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Setup(format!(
+                "recording transactional id `{id}` in `{topic}`: not acknowledged within {TIMEOUT:?}"
+            )));
+        }
+        producer.poll(Duration::from_millis(2));
+    }
+    Ok(())
 }
