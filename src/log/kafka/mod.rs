@@ -36,9 +36,9 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as RdError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -221,6 +221,38 @@ pub(crate) fn send(
 }
 
 /// Send an encoded event to `topic`, keyed (a keyless truncate goes to partition 0).
+/// Wait until every record `in_flight` counts is delivered (or failed), checking every 2 ms.
+///
+/// Used instead of rdkafka's `flush`, which polls the producer's event queue in steps of 100
+/// ms: on a `ThreadedProducer` its own polling thread serves the deliveries, so `flush` sleeps
+/// out the whole step every time anything was in flight. That was the 100 ms every transaction
+/// commit took (the commit flushes first).
+pub(crate) fn wait_delivered(
+    in_flight: impl Fn() -> i32,
+    mut step: impl FnMut(Duration),
+    timeout: Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while in_flight() > 0 {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        step(Duration::from_millis(2));
+    }
+    true
+}
+
+/// Commit the producer's open transaction, without rdkafka's 100 ms flush steps (see
+/// `wait_delivered`): what is still in flight is waited for first, so the commit's own flush
+/// finds nothing to wait for.
+pub(crate) fn commit_transaction(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    timeout: Duration,
+) -> KafkaResult<()> {
+    wait_delivered(|| producer.in_flight_count(), std::thread::sleep, timeout);
+    producer.commit_transaction(timeout)
+}
+
 pub(crate) fn produce(
     producer: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,

@@ -18,7 +18,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
 };
 
-use super::{KafkaError, KafkaSettings, read_compacted};
+use super::{KafkaError, KafkaSettings, read_compacted, wait_delivered};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -121,15 +121,18 @@ fn record_id(settings: &KafkaSettings, topic: &str, key: &str, id: &str) -> Resu
                 .payload(id.as_bytes()),
         )
         .map_err(|(e, _)| KafkaError::client(format!("recording transactional id `{id}`"))(e))?;
-    // Not `flush`: it polls in steps of 100 ms, which every role's start would wait out.
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while producer.in_flight_count() > 0 {
-        if std::time::Instant::now() > deadline {
-            return Err(KafkaError::Setup(format!(
-                "recording transactional id `{id}` in `{topic}`: not acknowledged within {TIMEOUT:?}"
-            )));
-        }
-        producer.poll(Duration::from_millis(2));
+    // Not `flush`, which polls in 100 ms steps (see `wait_delivered`).
+    let delivered = wait_delivered(
+        || producer.in_flight_count(),
+        |step| {
+            producer.poll(step);
+        },
+        TIMEOUT,
+    );
+    if !delivered {
+        return Err(KafkaError::Setup(format!(
+            "recording transactional id `{id}` in `{topic}`: not acknowledged within {TIMEOUT:?}"
+        )));
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::codec::RecordEncoder;
-use super::{KafkaError, KafkaSettings, produce, send};
+use super::{KafkaError, KafkaSettings, commit_transaction, produce, send};
 use crate::event::Seq;
 use crate::metrics as m;
 use crate::source::{CommittedPositions, SeqCut, SourceBatch, SourcePosition};
@@ -225,7 +225,7 @@ impl RawTopicWriter {
             )?;
         }
         let commit_started = Instant::now();
-        let result = self.producer.commit_transaction(TIMEOUT);
+        let result = commit_transaction(&self.producer, TIMEOUT);
         self.open_since = None;
         if let Err(e) = result {
             metrics::counter!(m::KAFKA_TRANSACTIONS, "stage" => "sources", "outcome" => "failed")

@@ -22,7 +22,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::codec::{RecordDecoder, RecordEncoder, undecodable_dead_letter};
-use super::{KafkaError, KafkaSettings, produce};
+use super::{KafkaError, KafkaSettings, commit_transaction, produce};
 use crate::metrics as m;
 use crate::transform::{TransformDef, TransformSet};
 
@@ -204,7 +204,7 @@ impl Worker {
         let committed = self
             .producer
             .send_offsets_to_transaction(&offsets, &group, TIMEOUT)
-            .and_then(|()| self.producer.commit_transaction(TIMEOUT));
+            .and_then(|()| commit_transaction(&self.producer, TIMEOUT));
         if let Err(e) = committed {
             metrics::counter!(m::KAFKA_TRANSACTIONS, "stage" => "transforms", "outcome" => "failed").increment(1);
             let _ = self.producer.abort_transaction(TIMEOUT);
