@@ -53,7 +53,7 @@ def main():
                                             'sluice_kafka_produced_records_total{stage="sources"', d))
         runs["producer"][-1]["broker_alone"] = kafka.broker_alone(raw_topic, d)
         # The same without the Connect schema in every record (JsonConverter's
-        # schemas.enable=false): the schema is most of each record's 4.4 KB.
+        # schemas.enable=false): the schema is 82% of each record's 4.4 KB.
         kafka.restart_broker()
         d = work("kafka")
         config, log, _ = kafka.fresh_backlog(d, ["--only", "sources"], ", schemas: false")

@@ -220,7 +220,6 @@ pub(crate) fn send(
     }
 }
 
-/// Send an encoded event to `topic`, keyed (a keyless truncate goes to partition 0).
 /// Wait until every record `in_flight` counts is delivered (or failed), checking every 2 ms.
 ///
 /// Used instead of rdkafka's `flush`, which polls the producer's event queue in steps of 100
@@ -249,10 +248,12 @@ pub(crate) fn commit_transaction(
     producer: &ThreadedProducer<DefaultProducerContext>,
     timeout: Duration,
 ) -> KafkaResult<()> {
+    // Not delivered in time: the commit's own flush waits on, and reports the failure.
     wait_delivered(|| producer.in_flight_count(), std::thread::sleep, timeout);
     producer.commit_transaction(timeout)
 }
 
+/// Send an encoded event to `topic`, keyed (a keyless truncate goes to partition 0).
 pub(crate) fn produce(
     producer: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
