@@ -199,10 +199,14 @@ pub(crate) fn consumer_cannot_go_on(e: &RdError) -> bool {
 }
 
 /// Send, waiting while the producer's bounded queue is full (backpressure on the stage).
-pub(crate) fn send(
+pub(crate) fn send<K, P>(
     producer: &ThreadedProducer<DefaultProducerContext>,
-    mut record: BaseRecord<'_, Vec<u8>, Vec<u8>>,
-) -> Result<(), KafkaError> {
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -257,82 +261,122 @@ pub(crate) fn commit_transaction(
 pub(crate) fn produce(
     producer: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
-    record: codec::EncodedRecord,
+    record: codec::EncodedRecord<'_>,
 ) -> Result<(), KafkaError> {
     let mut base = BaseRecord::to(topic)
-        .payload(&record.value)
+        .payload(record.value)
         .headers(record.headers);
-    base = match &record.key {
+    base = match record.key {
         Some(key) => base.key(key),
         None => base.partition(0),
     };
     send(producer, base)
 }
 
-/// The last committed value of every key of a one-partition compacted topic (the offsets
-/// topic), read to its end, and on until `wait_for` (a key and value written outside any
-/// transaction) has been read: a read_committed reader stops short of the oldest transaction
-/// still open, so reading a record means every transaction open before it has ended. Blocking.
-pub(crate) fn read_compacted(
-    settings: &KafkaSettings,
-    topic: &str,
-    wait_for: Option<(&str, &str)>,
-) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
-    const TIMEOUT: Duration = Duration::from_secs(30);
-    let mut config = settings.consumer_config(&settings.group("offsets-reader"));
-    // At the end of the partition a fetch waits up to fetch.wait.max.ms (500 ms by default)
-    // for more; this reader wants to know it reached the end, at every role's start.
-    config
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(KafkaError::client("creating the offsets reader"))?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, 0, TIMEOUT)
-        .map_err(KafkaError::client(format!(
-            "reading the watermarks of `{topic}`"
-        )))?;
-    let mut records = BTreeMap::new();
-    if high <= low {
-        return Ok(records);
+/// A reader of a one-partition compacted topic (the offsets topic): the last committed value
+/// of every key, read to the end, and on. Blocking.
+pub(crate) struct CompactedReader {
+    /// Always Some but in `drop`.
+    consumer: Option<BaseConsumer>,
+    topic: String,
+    assigned: bool,
+    records: BTreeMap<String, Vec<u8>>,
+}
+
+impl CompactedReader {
+    pub(crate) fn open(settings: &KafkaSettings, topic: &str) -> Result<Self, KafkaError> {
+        let mut config = settings.consumer_config(&settings.group("offsets-reader"));
+        // At the end of the partition a fetch waits up to fetch.wait.max.ms (500 ms by default)
+        // for more; this reader wants to know it reached the end, at every role's start.
+        config
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(KafkaError::client("creating the offsets reader"))?;
+        Ok(CompactedReader {
+            consumer: Some(consumer),
+            topic: topic.to_string(),
+            assigned: false,
+            records: BTreeMap::new(),
+        })
     }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .map_err(KafkaError::client("assigning the offsets topic"))?;
-    consumer
-        .assign(&tpl)
-        .map_err(KafkaError::client("assigning the offsets topic"))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let mut at_end = false;
-    loop {
+
+    /// Read on to the end of the partition, and further until `wait_for` (a key and value
+    /// written outside any transaction) has been read: a read_committed reader stops short of
+    /// the oldest transaction still open, so reading a record means every transaction open
+    /// before it has ended. Returns every key's last value read so far.
+    pub(crate) fn read_on(
+        &mut self,
+        wait_for: Option<(&str, &str)>,
+    ) -> Result<&BTreeMap<String, Vec<u8>>, KafkaError> {
+        let topic = &self.topic;
+        let Some(consumer) = &self.consumer else {
+            return Ok(&self.records);
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let waited = |records: &BTreeMap<String, Vec<u8>>| {
             wait_for.is_none_or(|(key, value)| {
                 records.get(key).map(Vec::as_slice) == Some(value.as_bytes())
             })
         };
-        if at_end && waited(&records) {
-            break;
+        if !self.assigned {
+            // An empty partition reports no end (no fetch reaches it), so its watermarks come
+            // first; and before the assignment, which has the consumer look up the partition's
+            // start (asked after that, the watermarks took half a second).
+            let (low, high) = consumer
+                .fetch_watermarks(topic, 0, Duration::from_secs(30))
+                .map_err(KafkaError::client(format!(
+                    "reading the watermarks of `{topic}`"
+                )))?;
+            if high <= low && wait_for.is_none() {
+                return Ok(&self.records);
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, 0, Offset::Beginning)
+                .map_err(KafkaError::client("assigning the offsets topic"))?;
+            consumer
+                .assign(&tpl)
+                .map_err(KafkaError::client("assigning the offsets topic"))?;
+            self.assigned = true;
         }
-        if std::time::Instant::now() > deadline {
-            return Err(KafkaError::Setup(format!(
-                "reading `{topic}` to its end took over two minutes: a transaction in it stays open \
-                 (a process killed inside one, whose instance has not started again, until the \
-                 brokers' transaction timeout aborts it)"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(RdError::PartitionEOF(_))) => at_end = true,
-            Some(Err(e)) => return Err(KafkaError::client(format!("reading `{topic}`"))(e)),
-            Some(Ok(msg)) => {
-                if let (Some(key), Some(value)) = (msg.key(), msg.payload()) {
-                    records.insert(String::from_utf8_lossy(key).to_string(), value.to_vec());
+        let mut at_end = false;
+        while !(at_end && waited(&self.records)) {
+            if std::time::Instant::now() > deadline {
+                return Err(KafkaError::Setup(format!(
+                    "reading `{topic}` to its end took over two minutes: a transaction in it stays \
+                     open (a process killed inside one, whose instance has not started again, \
+                     until the brokers' transaction timeout aborts it)"
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(RdError::PartitionEOF(_))) => at_end = true,
+                Some(Err(e)) => return Err(KafkaError::client(format!("reading `{topic}`"))(e)),
+                Some(Ok(msg)) => {
+                    if let (Some(key), Some(value)) = (msg.key(), msg.payload()) {
+                        self.records
+                            .insert(String::from_utf8_lossy(key).to_string(), value.to_vec());
+                    }
                 }
             }
         }
+        Ok(&self.records)
     }
-    Ok(records)
+
+    pub(crate) fn into_records(mut self) -> BTreeMap<String, Vec<u8>> {
+        std::mem::take(&mut self.records)
+    }
+}
+
+impl Drop for CompactedReader {
+    /// Closed on a thread of its own: rdkafka closes a group member by polling in 100 ms steps
+    /// until it has left, and every role opens this reader at its start, which need not wait.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            std::thread::spawn(move || drop(consumer));
+        }
+    }
 }
 
 /// What every stage shares: the config, the topic names, and client settings.
@@ -345,6 +389,21 @@ pub struct KafkaSettings {
     pub instance: String,
     /// The schema registry client, shared by the stage's encoders and decoders.
     pub registry: Option<std::sync::Arc<registry::SchemaRegistry>>,
+    admin: SharedAdmin,
+}
+
+/// One admin client for the process, made on first use. Kept, not made per call: dropping one
+/// joins its polling thread, which sleeps in 100 ms steps, and topics are created at every
+/// role's start and whenever a source meets a new table.
+#[derive(Clone, Default)]
+struct SharedAdmin(std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Admin>>>>);
+
+type Admin = AdminClient<DefaultClientContext>;
+
+impl std::fmt::Debug for SharedAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedAdmin")
+    }
 }
 
 impl KafkaSettings {
@@ -362,6 +421,7 @@ impl KafkaSettings {
             pipeline: pipeline.into(),
             instance,
             registry,
+            admin: SharedAdmin::default(),
         }
     }
 
@@ -435,7 +495,10 @@ impl KafkaSettings {
     /// pushes back on the sources instead of growing memory), keys are partitioned with
     /// murmur2 like the Java client (so sluice and Debezium put a key in the same partition),
     /// and batches are lz4-compressed: Debezium records with their schema compress about
-    /// tenfold, which is that much less for brokers to store and consumers to fetch.
+    /// tenfold, which is that much less for brokers to store and consumers to fetch. Only
+    /// failed deliveries are reported: sluice learns that its records arrived from the
+    /// transaction's commit, and a report per record cost a thread of its own 7% of the
+    /// producer's CPU.
     pub fn producer_config(&self, transactional_id: &str) -> ClientConfig {
         let mut c = self.client_config();
         c.set("transactional.id", transactional_id)
@@ -445,6 +508,7 @@ impl KafkaSettings {
             .set("queue.buffering.max.messages", "100000")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
+            .set("delivery.report.only.error", "true")
             .set("transaction.timeout.ms", "60000");
         for (k, v) in &self.config.producer {
             c.set(k, v);
@@ -476,6 +540,19 @@ impl KafkaSettings {
         c
     }
 
+    /// The process's admin client.
+    fn admin(&self) -> Result<std::sync::Arc<Admin>, KafkaError> {
+        let mut shared = self.admin.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(admin) = &*shared {
+            return Ok(admin.clone());
+        }
+        let admin: Admin = self
+            .client_config()
+            .create()
+            .map_err(KafkaError::client("creating the admin client"))?;
+        Ok(shared.insert(std::sync::Arc::new(admin)).clone())
+    }
+
     /// Create the topics that are missing (a topic that exists is left as it is).
     pub async fn ensure_topics(
         &self,
@@ -485,10 +562,7 @@ impl KafkaSettings {
         if topics.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .map_err(KafkaError::client("creating the admin client"))?;
+        let admin = self.admin()?;
         let (partitions, replication) = if compacted {
             (1, self.config.replication_factor)
         } else {

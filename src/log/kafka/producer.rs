@@ -18,7 +18,7 @@ use rdkafka::producer::{
     BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
 };
 
-use super::{KafkaError, KafkaSettings, read_compacted, wait_delivered};
+use super::{CompactedReader, KafkaError, KafkaSettings, wait_delivered};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,10 +53,11 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
         |what: &str| tracing::debug!(role, elapsed = ?started.elapsed(), "producer start: {what}");
     let topic = settings.offsets_topic();
     let key = registry_key(settings, role);
-    let before = read_compacted(settings, &topic, None)?;
+    let mut reader = CompactedReader::open(settings, &topic)?;
+    let previous = reader.read_on(None)?.get(&key).cloned();
     step("offsets topic read");
-    if let Some(previous) = before.get(&key) {
-        fence(settings, &String::from_utf8_lossy(previous))?;
+    if let Some(previous) = previous {
+        fence(settings, &String::from_utf8_lossy(&previous))?;
         step("previous producer fenced");
     }
     let id = format!(
@@ -68,7 +69,8 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
     step("new transactional id recorded");
     // Read on to the record just written: every transaction open before it has ended by then
     // (our predecessor's was aborted by the fence), so the positions read are the last ones.
-    let offsets = read_compacted(settings, &topic, Some((&key, &id)))?;
+    reader.read_on(Some((&key, &id)))?;
+    let offsets = reader.into_records();
     step("offsets topic read to the new id");
     let producer: ThreadedProducer<DefaultProducerContext> = settings
         .producer_config(&id)
@@ -85,13 +87,18 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
 
 /// Initialise transactions once under a previous id: the broker aborts the transaction it left
 /// open, and a zombie still holding it can no longer commit.
+///
+/// A `BaseProducer`, which needs no polling for this: dropping a `ThreadedProducer` joins its
+/// polling thread, which sleeps in 100 ms steps, and that was a tenth of a second of every
+/// role's start.
 fn fence(settings: &KafkaSettings, previous: &str) -> Result<(), KafkaError> {
-    let fence: ThreadedProducer<DefaultProducerContext> = settings
-        .producer_config(previous)
-        .create()
-        .map_err(KafkaError::client(
-            "creating a producer to fence the previous one",
-        ))?;
+    let fence: BaseProducer =
+        settings
+            .producer_config(previous)
+            .create()
+            .map_err(KafkaError::client(
+                "creating a producer to fence the previous one",
+            ))?;
     fence
         .init_transactions(TIMEOUT)
         .map_err(KafkaError::client(format!(
