@@ -60,7 +60,9 @@ def main():
         runs["producer_no_schemas"].append(kafka.timed(config, log, ["--only", "sources"],
                                                        'sluice_kafka_produced_records_total{stage="sources"', d))
     kafka_live = []
-    for interval in ("100ms", "10ms"):
+    # The default interval against the target; 100 ms for the trade-off (its latency includes
+    # the interval, so it is not held to the 50 ms).
+    for interval in (None, "100ms"):
         kafka.restart_broker()
         kafka_live.append(kafka.latency_run(work("kafkalive"), interval=interval))
 
@@ -91,9 +93,12 @@ def main():
         ("pg live 10k/s, commit-to-lake (rotation 1 s)", f"{live['rate']:,.0f} ch/s", "", "",
          f"p99 <= {live_target} ms", live["p99_ms"] <= live_target,
          f"{live['p50_ms']:.0f} / {live['p99_ms']:.0f}", live["peak_rss_mb"], None),
-        *[(f"kafka live 10k/s, commit-to-raw-topic (transaction_interval {k['transaction_interval']})",
-           f"{k['rate']:,.0f} ch/s", "", "", "p99 <= 50 ms", k["p99_ms"] <= 50,
-           f"{k['p50_ms']:.0f} / {k['p99_ms']:.0f}", k["peak_rss_mb"], None) for k in kafka_live],
+        ("kafka live 10k/s, commit-to-raw-topic (default transaction_interval, 10 ms)",
+         f"{kafka_live[0]['rate']:,.0f} ch/s", "", "", "p99 <= 50 ms", kafka_live[0]["p99_ms"] <= 50,
+         f"{kafka_live[0]['p50_ms']:.0f} / {kafka_live[0]['p99_ms']:.0f}", kafka_live[0]["peak_rss_mb"], None),
+        ("kafka live 10k/s, commit-to-raw-topic (transaction_interval: 100ms, for comparison)",
+         f"{kafka_live[1]['rate']:,.0f} ch/s", "", "", "none (latency includes the interval)", None,
+         f"{kafka_live[1]['p50_ms']:.0f} / {kafka_live[1]['p99_ms']:.0f}", kafka_live[1]["peak_rss_mb"], None),
         ("pg snapshot 1M rows", f"{pg_snap['snapshot_rows_per_s']:,.0f} rows/s", "", "", ">= 250,000 rows/s",
          pg_snap["snapshot_rows_per_s"] >= 250_000, "", pg_snap["peak_rss_mb"], pg_snap["cpu_s_per_million"]),
         ("mariadb snapshot 1M rows", f"{maria_snap['snapshot_rows_per_s']:,.0f} rows/s", "", "",
@@ -117,7 +122,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rate, ref, ratio, target, met, lat, mb, cpu in rows:
         cpu = "" if cpu is None else f"{cpu:.2f}"
-        print(f"| {name} | {rate} | {ref} | {ratio} | {target} | {'yes' if met else 'NO'} | {lat} | {mb:.1f} | {cpu} |")
+        met = "" if met is None else ("yes" if met else "NO")
+        print(f"| {name} | {rate} | {ref} | {ratio} | {target} | {met} | {lat} | {mb:.1f} | {cpu} |")
     print(f"(catch-ups: median of {args.runs} runs each; snapshots and live latency: one run each)")
     print(json.dumps({**runs, "pg_snapshot": pg_snap, "mariadb_snapshot": maria_snap, "live": live,
                       "kafka_live": kafka_live}))

@@ -89,13 +89,15 @@ def _receive(topic, ready, stop, out):
     out.put(latencies)
 
 
-def latency_run(workdir, rate=10_000, seconds=15, interval="100ms"):
+def latency_run(workdir, rate=10_000, seconds=15, interval=None):
     """Steady `rate` changes/s into `sluice run --only sources`: commit-to-raw-topic latency per
-    record, from the database commit to a read_committed consumer receiving it."""
+    record, from the database commit to a read_committed consumer receiving it. `interval`:
+    the transaction_interval setting (None: sluice's default)."""
     import multiprocessing
     fresh_database()
     sql(URL, "CREATE TABLE bench (id bigint PRIMARY KEY, v int, note text)")
-    config, prefix = kafka_config(workdir, f", schemas: false, transaction_interval: {interval}")
+    setting = f", transaction_interval: {interval}" if interval else ""
+    config, prefix = kafka_config(workdir, f", schemas: false{setting}")
     log = open(os.path.join(workdir, "sluice.log"), "a")
     p = subprocess.Popen([sluice_binary, "run", "--config", config, "--instance", "bench", "--only", "sources"],
                          stderr=log)
@@ -121,7 +123,7 @@ def latency_run(workdir, rate=10_000, seconds=15, interval="100ms"):
     p.wait()
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
     return {"rate": achieved, "records": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "transaction_interval": interval, "commits": commits,
+            "transaction_interval": interval or "default", "commits": commits,
             "mean_commit_ms": commit_s / commits * 1000 if commits else None, "peak_rss_mb": rss_kb / 1024}
 
 

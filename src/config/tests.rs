@@ -125,7 +125,7 @@ fn kafka_settings_load_with_defaults_and_refuse_typos_and_what_is_not_built() {
     assert_eq!(kafka.brokers, "k1:9092,k2:9092");
     assert!(kafka.schemas, "JsonConverter embeds schemas by default");
     assert_eq!(kafka.partitions, 3);
-    assert_eq!(kafka.transaction_interval.0, Duration::from_millis(100));
+    assert_eq!(kafka.transaction_interval.0, Duration::from_millis(10));
     assert_eq!(
         kafka.security.sasl_mechanism.as_deref(),
         Some("SCRAM-SHA-512")

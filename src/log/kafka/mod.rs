@@ -79,7 +79,9 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
     /// How long a source's transaction collects changes before it commits (the raw topics'
-    /// latency against the per-transaction cost).
+    /// latency against the per-transaction cost). 10 ms: about a batch of a live stream, like
+    /// Kafka Connect's transaction per poll; while a backlog waits a transaction stays open up
+    /// to ten intervals, at least a second (see `RawTopicWriter::run`).
     #[serde(default = "default_transaction_interval")]
     pub transaction_interval: crate::config::HumanDuration,
 }
@@ -128,7 +130,7 @@ fn default_replication() -> i32 {
     1
 }
 fn default_transaction_interval() -> crate::config::HumanDuration {
-    crate::config::HumanDuration(Duration::from_millis(100))
+    crate::config::HumanDuration(Duration::from_millis(10))
 }
 
 /// Kafka mode's errors. Definite: the broker refuses what sluice does (fenced by a newer
@@ -275,9 +277,8 @@ pub(crate) fn produce(
 
 /// A reader of a one-partition compacted topic (the offsets topic): the last committed value
 /// of every key, read to the end, and on. Blocking.
-pub(crate) struct CompactedReader {
-    /// Always Some but in `drop`.
-    consumer: Option<BaseConsumer>,
+pub struct CompactedReader {
+    consumer: BaseConsumer,
     topic: String,
     assigned: bool,
     records: BTreeMap<String, Vec<u8>>,
@@ -295,7 +296,7 @@ impl CompactedReader {
             .create()
             .map_err(KafkaError::client("creating the offsets reader"))?;
         Ok(CompactedReader {
-            consumer: Some(consumer),
+            consumer,
             topic: topic.to_string(),
             assigned: false,
             records: BTreeMap::new(),
@@ -310,10 +311,7 @@ impl CompactedReader {
         &mut self,
         wait_for: Option<(&str, &str)>,
     ) -> Result<&BTreeMap<String, Vec<u8>>, KafkaError> {
-        let topic = &self.topic;
-        let Some(consumer) = &self.consumer else {
-            return Ok(&self.records);
-        };
+        let (topic, consumer) = (&self.topic, &self.consumer);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let waited = |records: &BTreeMap<String, Vec<u8>>| {
             wait_for.is_none_or(|(key, value)| {
@@ -364,18 +362,14 @@ impl CompactedReader {
         Ok(&self.records)
     }
 
-    pub(crate) fn into_records(mut self) -> BTreeMap<String, Vec<u8>> {
-        std::mem::take(&mut self.records)
-    }
-}
-
-impl Drop for CompactedReader {
-    /// Closed on a thread of its own: rdkafka closes a group member by polling in 100 ms steps
-    /// until it has left, and every role opens this reader at its start, which need not wait.
-    fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.take() {
-            std::thread::spawn(move || drop(consumer));
-        }
+    /// Stop fetching, and hand over what was read. The reader itself is kept until its role
+    /// ends: rdkafka closes a consumer by polling its closed queue in a loop, a core busy for
+    /// a tenth of a second or more, which a starting role should not pay.
+    pub(crate) fn finish(&mut self) -> Result<BTreeMap<String, Vec<u8>>, KafkaError> {
+        self.consumer
+            .unassign()
+            .map_err(KafkaError::client("releasing the offsets topic"))?;
+        Ok(std::mem::take(&mut self.records))
     }
 }
 

@@ -33,10 +33,13 @@ pub fn is_registry_key(key: &str) -> bool {
 }
 
 /// A role's transactional producer and the offsets topic's records (key to value).
-pub type Started = (
-    ThreadedProducer<DefaultProducerContext>,
-    BTreeMap<String, Vec<u8>>,
-);
+pub struct Started {
+    pub producer: ThreadedProducer<DefaultProducerContext>,
+    pub offsets: BTreeMap<String, Vec<u8>>,
+    /// The reader of the offsets topic, idle: keep it as long as the producer (see
+    /// [`CompactedReader::finish`]).
+    pub reader: CompactedReader,
+}
 
 /// Fence the previous incarnation of `role` and start a producer under a new transactional id.
 /// Returns it with the offsets topic as it stands once every transaction that was open in it
@@ -70,7 +73,7 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
     // Read on to the record just written: every transaction open before it has ended by then
     // (our predecessor's was aborted by the fence), so the positions read are the last ones.
     reader.read_on(Some((&key, &id)))?;
-    let offsets = reader.into_records();
+    let offsets = reader.finish()?;
     step("offsets topic read to the new id");
     let producer: ThreadedProducer<DefaultProducerContext> = settings
         .producer_config(&id)
@@ -82,7 +85,11 @@ pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError
             "initialising transactions as `{id}`"
         )))?;
     step("transactions initialised");
-    Ok((producer, offsets))
+    Ok(Started {
+        producer,
+        offsets,
+        reader,
+    })
 }
 
 /// Initialise transactions once under a previous id: the broker aborts the transaction it left

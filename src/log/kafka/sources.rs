@@ -35,6 +35,8 @@ struct OffsetRecord {
 pub struct RawTopicWriter {
     settings: KafkaSettings,
     producer: ThreadedProducer<DefaultProducerContext>,
+    /// Idle; kept as long as the producer (see `CompactedReader::finish`).
+    _offsets_reader: super::CompactedReader,
     cut: SeqCut,
     /// The latest resumable position of each source (in the open transaction, possibly).
     positions: BTreeMap<String, SourcePosition>,
@@ -59,7 +61,7 @@ impl RawTopicWriter {
         settings
             .ensure_topics(std::slice::from_ref(&offsets_topic), true)
             .await?;
-        let (producer, records) = tokio::task::spawn_blocking({
+        let started = tokio::task::spawn_blocking({
             let settings = settings.clone();
             move || -> Result<_, KafkaError> { super::producer::start(&settings, "sources") }
         })
@@ -67,7 +69,7 @@ impl RawTopicWriter {
         .map_err(|e| KafkaError::Setup(format!("reading the offsets topic: {e}")))??;
         let mut positions = BTreeMap::new();
         let mut high = HashMap::new();
-        for (source, value) in records {
+        for (source, value) in started.offsets {
             if super::producer::is_registry_key(&source) {
                 continue;
             }
@@ -89,7 +91,8 @@ impl RawTopicWriter {
             RawTopicWriter {
                 encoder: settings.encoder(),
                 settings,
-                producer,
+                producer: started.producer,
+                _offsets_reader: started.reader,
                 cut: SeqCut::new(high),
                 committed: positions.clone(),
                 positions,

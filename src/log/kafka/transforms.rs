@@ -88,7 +88,7 @@ pub fn run(
         .map_err(KafkaError::client("subscribing to the raw topics"))?;
     let offsets_topic = settings.offsets_topic();
     runtime.block_on(settings.ensure_topics(std::slice::from_ref(&offsets_topic), true))?;
-    let (producer, _) = super::producer::start(&settings, "transforms")?;
+    let started = super::producer::start(&settings, "transforms")?;
     tracing::info!(topics = ?inputs, group = %settings.group("transforms"), "transforms: consuming");
 
     let mut worker = Worker {
@@ -97,7 +97,8 @@ pub fn run(
         settings,
         transforms: TransformSet::new(defs.clone()),
         defs,
-        producer,
+        producer: started.producer,
+        _offsets_reader: started.reader,
         lag: LagReporter::new("transforms"),
     };
     let mut shutdown = shutdown;
@@ -149,6 +150,8 @@ struct Worker {
     transforms: TransformSet,
     decoder: RecordDecoder,
     producer: ThreadedProducer<DefaultProducerContext>,
+    /// Idle; kept as long as the producer (see `CompactedReader::finish`).
+    _offsets_reader: super::CompactedReader,
     encoder: RecordEncoder,
     lag: LagReporter,
 }
