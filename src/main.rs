@@ -232,8 +232,10 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
             format!("log_level `{level}` is not a filter like `info,sluice::sink=debug`")
         })?,
     };
+    // Colours only on a terminal: logs redirected to a file or a collector stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

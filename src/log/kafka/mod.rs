@@ -34,8 +34,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -278,7 +278,7 @@ pub(crate) fn produce(
 /// A reader of a one-partition compacted topic (the offsets topic): the last committed value
 /// of every key, read to the end, and on. Blocking.
 pub struct CompactedReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     topic: String,
     assigned: bool,
     records: BTreeMap<String, Vec<u8>>,
@@ -292,8 +292,8 @@ impl CompactedReader {
         config
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10");
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer = config
+            .create_with_context(ReaderContext)
             .map_err(KafkaError::client("creating the offsets reader"))?;
         Ok(CompactedReader {
             consumer,
@@ -372,6 +372,21 @@ impl CompactedReader {
         Ok(std::mem::take(&mut self.records))
     }
 }
+
+/// The offsets reader's client context. librdkafka reports the end of the partition, which the
+/// reader asks for (`enable.partition.eof`) and gets from `poll`, on the client's error path
+/// too, where the default context logs it as an error at every start (rust-rdkafka#820).
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: RdError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            DefaultClientContext.error(error, reason);
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// What every stage shares: the config, the topic names, and client settings.
 #[derive(Debug, Clone)]
