@@ -10,11 +10,10 @@
 use std::fs;
 
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::lake::{CommittedFile, LakeRoot};
-use super::parquet::{WriteError, writer_properties};
+use super::parquet::{LakeWriter, WriteError};
 
 /// One partition's files to merge into one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,13 +88,13 @@ pub fn rewrite(
     let last = seq_range(&used[used.len() - 1]).1;
     let staged = lake.staging_path().map_err(io("staging"))?;
     let file = fs::File::create(&staged).map_err(io("staging"))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties()?))?;
+    let mut writer = LakeWriter::new(file, schema);
     let mut rows = 0u64;
     for batch in &batches {
         rows += batch.num_rows() as u64;
         writer.write(batch)?;
     }
-    writer.into_inner()?.sync_all().map_err(io("staging"))?;
+    writer.finish()?.sync_all().map_err(io("staging"))?;
     let bytes = fs::metadata(&staged).map(|m| m.len()).unwrap_or(0);
     let tmp = lake.publish(&staged).map_err(io("publish"))?;
     let path = format!("{}/part-{first}-{last}.parquet", plan.partition);

@@ -18,13 +18,12 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use arrow::compute::{cast, interleave};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::lake::LakeRoot;
 use super::parquet::{
-    COL_OP, COL_SEQ, COL_SOURCE_POS, COL_TX_ID, META_KEY, WriteError, writer_properties,
+    COL_OP, COL_SEQ, COL_SOURCE_POS, COL_TX_ID, LakeWriter, META_KEY, WriteError,
 };
 
 const ODS_FILE: &str = "part-0.parquet";
@@ -142,7 +141,7 @@ pub fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteErro
     // renamed over the previous version: readers see one version or the other.
     let staged = lake.staging_path().map_err(io("staging"))?;
     let file = fs::File::create(&staged).map_err(io("staging"))?;
-    let mut writer = ArrowWriter::try_new(file, target.clone(), Some(writer_properties()?))?;
+    let mut writer = LakeWriter::new(file, target.clone());
     for chunk in picks.chunks(OUTPUT_ROWS) {
         let columns = (0..target.fields().len())
             .map(|c| {
@@ -152,7 +151,7 @@ pub fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteErro
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         writer.write(&RecordBatch::try_new(target.clone(), columns)?)?;
     }
-    writer.into_inner()?.sync_all().map_err(io("staging"))?;
+    writer.finish()?.sync_all().map_err(io("staging"))?;
     lake.replace(&staged, &ods_path).map_err(io(&ods_path))?;
 
     state.merged.extend(new_files.iter().cloned());
