@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn a_sample_too_small_to_tell_keeps_every_dictionary() {
         let b = batch(10);
-        let (_, _, columns) = dictionaries(&[b.clone()], b.schema());
+        let (_, _, columns) = dictionaries(std::slice::from_ref(&b), b.schema());
         assert!(
             columns.iter().all(|(_, dictionary)| *dictionary),
             "{columns:?}"
