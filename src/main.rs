@@ -250,6 +250,9 @@ async fn run(
     only: Option<Stage>,
     instance: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    // Listen for SIGTERM and SIGINT before anything else: one that arrived while sluice was
+    // still starting used to find no handler and kill the process outright.
+    let mut signals = StopSignals::listen()?;
     init_logging(config.daemon.log_format, &config.daemon.log_level)?;
     if only.is_some() && config.daemon.log.kind == LogKind::Embedded {
         anyhow::bail!(
@@ -284,10 +287,10 @@ async fn run(
     .await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("signal received: stopping");
         shutdown_tx.send_replace(true);
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!("second signal: exiting without draining");
         std::process::exit(130);
     });
@@ -306,17 +309,27 @@ async fn run(
     }
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, caught from the moment they are created (a signal that comes before
+/// anyone waits is kept for the next `recv`).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

@@ -553,5 +553,6 @@ async fn mariadb_changes_through_the_example_transform_equal_the_view() {
         want,
         "the ODS of clean.products"
     );
-    assert_eq!(d.terminate().code(), Some(0));
+    let st = d.terminate();
+    assert_eq!(st.code(), Some(0), "{st:?}\n{}", d.log());
 }
