@@ -117,7 +117,7 @@ const DICTIONARY_SAMPLE_MIN: usize = 64;
 /// when its page fills, and its indices compress worse with zstd than the values themselves: the
 /// benchmark's raw zone took 5.2 MB with dictionaries on every column and 3.2 MB without, and the
 /// catch-up with a transform needed a fifth less CPU.
-pub fn writer_properties(first: Option<&RecordBatch>) -> Result<WriterProperties, WriteError> {
+fn writer_properties(first: Option<&RecordBatch>) -> Result<WriterProperties, WriteError> {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         // The writer holds a row group in memory until it is full: keep that bounded.
@@ -188,7 +188,7 @@ impl LakeWriter {
     /// Finish the file (an empty one still gets its schema) and hand it back, unsynced.
     pub fn finish(mut self) -> Result<File, WriteError> {
         self.open(None)?;
-        let writer = self.writer.take().expect("opened above");
+        let writer = self.writer.take().ok_or_else(never_opened)?;
         Ok(writer.into_inner()?)
     }
 
@@ -198,11 +198,15 @@ impl LakeWriter {
             let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(properties))?;
             self.writer = Some(writer);
         }
-        Ok(self
-            .writer
-            .as_mut()
-            .expect("a file or a writer is always there"))
+        // Neither a file nor a writer: opening failed before (its error was returned then).
+        self.writer.as_mut().ok_or_else(never_opened)
     }
+}
+
+fn never_opened() -> WriteError {
+    WriteError::Parquet(ParquetError::General(
+        "the file's Parquet writer failed to open".into(),
+    ))
 }
 
 /// One Parquet file being written to a temporary path.
