@@ -11,7 +11,7 @@ use std::time::Instant;
 mod bench_table;
 
 use bench_table::{event, schema};
-use sluice::sink::parquet::ParquetFile;
+use sluice::sink::parquet::{ParquetFile, arrow_schema};
 use sluice::transform::{TransformSet, definition};
 
 /// What the sink hands a transform at a time (a source batch).
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
             .map(|i| event(&table, i))
             .collect();
         let result = set.apply(&batch);
-        out += result.cleansed.len();
+        out += result.cleansed.iter().map(|run| run.len()).sum::<usize>();
         dead += result.dead_letters.len();
     }
     let transform_secs = started.elapsed().as_secs_f64();
@@ -73,17 +73,25 @@ fn main() -> anyhow::Result<()> {
                 .map(|i| event(&table, i))
                 .collect();
             if with_transform {
-                for e in set.apply(&batch).cleansed {
+                for run in set.apply(&batch).cleansed {
+                    let (Some(first), Some(last)) = (run.events.first(), run.events.last()) else {
+                        continue;
+                    };
+                    let (first, last) = (first.event.seq, last.event.seq);
                     let file = match &mut cleansed {
                         Some(f) => f,
                         None => cleansed.insert(ParquetFile::create(
                             "cleansed",
-                            e.table.clone(),
+                            run.table.clone(),
                             dir.path().join("cleansed.parquet"),
                             day,
                         )?),
                     };
-                    file.push(e)?;
+                    file.push_batch(
+                        &run.to_record_batch(&arrow_schema(&run.table))?,
+                        first,
+                        last,
+                    )?;
                 }
             }
             for e in batch {

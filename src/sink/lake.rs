@@ -68,6 +68,26 @@ pub struct LakeRoot {
     commits: String,
 }
 
+/// The local folder where data files are written before they are published.
+#[derive(Debug, Clone)]
+pub struct Staging(PathBuf);
+
+impl Staging {
+    pub fn new(dir: PathBuf) -> Staging {
+        Staging(dir)
+    }
+
+    /// A fresh path in it.
+    pub fn new_path(&self) -> io::Result<PathBuf> {
+        fs::create_dir_all(&self.0)?;
+        Ok(self.0.join(format!(
+            "{:016x}{:016x}.parquet",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        )))
+    }
+}
+
 /// The embedded pipeline's (the only writer's) folders.
 const TMP: &str = "_sluice/tmp";
 const COMMITS: &str = "_sluice/commits";
@@ -144,12 +164,12 @@ impl LakeRoot {
 
     /// A fresh local path to write a data file to.
     pub fn staging_path(&self) -> io::Result<PathBuf> {
-        fs::create_dir_all(&self.staging)?;
-        Ok(self.staging.join(format!(
-            "{:016x}{:016x}.parquet",
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        )))
+        self.staging().new_path()
+    }
+
+    /// Where data files are written before they are published (for a writer on another thread).
+    pub fn staging(&self) -> Staging {
+        Staging(self.staging.clone())
     }
 
     /// Make a complete, durable staged file available to commits: its name in `_sluice/tmp/`.

@@ -10,15 +10,19 @@
 //!
 //! A commit always includes every accepted event (all open files are sealed first), so the
 //! positions and sequence marks in a commit never run ahead of the data in it.
+//!
+//! The files are encoded on two threads (see `files.rs`), the raw zone's and the transforms'
+//! zones', while this one cuts and transforms the next batch.
 
 pub mod compact;
 pub mod ddl;
+pub mod files;
 pub mod lake;
 pub mod ods;
 pub mod parquet;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +34,9 @@ use crate::metrics as m;
 use crate::source::{CommittedPositions, SeqCut, SourceBatch, SourcePosition};
 use crate::status::SharedStatus;
 use crate::transform::TransformSet;
+use files::{FileSet, ZoneWriter};
 use lake::{Commit, CommittedFile, LakeRoot};
-use parquet::{ParquetFile, SealedFile, WriteError};
+use parquet::{SealedFile, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -86,8 +91,11 @@ pub struct ParquetSink {
     /// Whether raw events are written (`raw` in sink.zones); transforms run either way.
     write_raw: bool,
     transforms: TransformSet,
-    /// Open files by stream, then commit day.
-    open: HashMap<String, HashMap<i64, ParquetFile>>,
+    /// The raw zone's files, written on their own thread.
+    raw: ZoneWriter,
+    /// The other zones' files (cleansed, dlq), written on another thread.
+    derived: ZoneWriter,
+    /// Files sealed and published, for the next commit.
     sealed: Vec<SealedFile>,
     /// The latest resumable position of each source (not yet committed, possibly).
     positions: BTreeMap<String, SourcePosition>,
@@ -157,13 +165,19 @@ impl ParquetSink {
             compaction,
         } = settings;
         let (acks, acks_rx) = watch::channel(Arc::new(last.positions.clone()));
+        let raw = ZoneWriter::start("raw-zone", FileSet::new(lake.staging(), rotate.clone()))?;
+        let derived = ZoneWriter::start(
+            "derived-zones",
+            FileSet::new(lake.staging(), rotate.clone()),
+        )?;
         Ok((
             ParquetSink {
                 lake,
                 rotate,
                 write_raw: zones.contains(&Zone::Raw),
                 transforms,
-                open: HashMap::new(),
+                raw,
+                derived,
                 sealed: Vec::new(),
                 positions: last.positions.clone(),
                 awaiting_position: BTreeSet::new(),
@@ -231,31 +245,29 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Take a batch in; returns whether a file reached its rotation size (and was sealed).
+    /// Hand a batch to the file writers; returns whether a commit is due because a file reached
+    /// its rotation size (sealed, so that no file exceeds it) since the last call.
     pub(crate) fn accept(&mut self, batch: SourceBatch) -> Result<bool, SinkError> {
         if !batch.events.is_empty() && batch.resume.is_none() {
             self.awaiting_position.insert(batch.source.to_string());
         }
-        let rotate = match batch.zone {
-            Some(zone) => {
-                let mut rotate = false;
-                for event in batch.events {
-                    rotate |= self.write(zone, event)?;
-                }
-                rotate
-            }
+        match batch.zone {
+            Some(zone) if zone == Zone::Raw.as_str() => self.raw.write(zone, batch.events)?,
+            Some(zone) => self.derived.write(zone, batch.events)?,
             None => self.accept_raw(&batch.source, batch.events)?,
         };
         if let Some(pos) = batch.resume {
             self.awaiting_position.remove(&*batch.source);
             self.positions.insert(batch.source.to_string(), pos);
         }
-        Ok(rotate)
+        // Both, so that neither's flag lingers into a later commit.
+        let raw_due = self.raw.take_due();
+        let derived_due = self.derived.take_due();
+        Ok(raw_due || derived_due)
     }
 
     /// Raw events from a source: cut by sequence, transformed, written to the raw zone.
-    fn accept_raw(&mut self, source: &str, events: Vec<ChangeEvent>) -> Result<bool, SinkError> {
-        let mut rotate = false;
+    fn accept_raw(&mut self, source: &str, events: Vec<ChangeEvent>) -> Result<(), SinkError> {
         let mut skipped = 0u64;
         let mut accepted = Vec::with_capacity(events.len());
         for event in events {
@@ -266,68 +278,20 @@ impl ParquetSink {
             accepted.push(event);
         }
         if !self.transforms.is_empty() {
+            // The writer threads are still writing the previous batch meanwhile.
             let out = self.transforms.apply(&accepted);
-            for event in out.cleansed {
-                rotate |= self.write(Zone::Cleansed.as_str(), event)?;
-            }
-            for event in out.dead_letters {
-                rotate |= self.write(DLQ_ZONE, event)?;
-            }
+            self.derived
+                .write_runs(Zone::Cleansed.as_str(), out.cleansed)?;
+            self.derived.write(DLQ_ZONE, out.dead_letters)?;
         }
         if self.write_raw {
-            for event in accepted {
-                rotate |= self.write(Zone::Raw.as_str(), event)?;
-            }
+            self.raw.write(Zone::Raw.as_str(), accepted)?;
         }
         if skipped > 0 {
             metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => source.to_string())
                 .increment(skipped);
         }
-        Ok(rotate)
-    }
-
-    fn write(&mut self, zone: &'static str, event: ChangeEvent) -> Result<bool, SinkError> {
-        let day = event.commit_ts_us.div_euclid(86_400_000_000);
-        let stream = event.table.stream.as_str();
-        // A schema change starts new files, so a file has one schema.
-        let stale = self
-            .open
-            .get(stream)
-            .and_then(|days| days.get(&day))
-            .is_some_and(|f| f.table.version != event.table.version);
-        if stale {
-            let file = self
-                .open
-                .get_mut(stream)
-                .and_then(|d| d.remove(&day))
-                .expect("checked above");
-            self.push_sealed(file.seal()?)?;
-        }
-        if !self.open.contains_key(stream) {
-            // Only a new stream pays for its name's copy, not every row.
-            self.open.insert(stream.to_string(), HashMap::new());
-        }
-        let days = self.open.get_mut(stream).expect("inserted above");
-        let file = match days.entry(day) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(ParquetFile::create(
-                zone,
-                event.table.clone(),
-                self.lake.staging_path().map_err(|source| SinkError::Io {
-                    path: "staging".into(),
-                    source,
-                })?,
-                day,
-            )?),
-        };
-        file.push(event)?;
-        if file.rows < self.rotate.rows && file.estimated_bytes() < self.rotate.bytes.0 {
-            return Ok(false);
-        }
-        // Full: seal it now so no file exceeds the limit; the caller commits after the batch.
-        let full = days.remove(&day).expect("just written");
-        self.push_sealed(full.seal()?)?;
-        Ok(true)
+        Ok(())
     }
 
     /// A sealed file joins the next commit once it is published to the lake's tmp/.
@@ -367,18 +331,18 @@ impl ParquetSink {
     }
 
     pub(crate) fn has_news(&self) -> bool {
-        !self.open.is_empty() || !self.sealed.is_empty() || self.positions != self.last.positions
+        self.raw.has_pending()
+            || self.derived.has_pending()
+            || !self.sealed.is_empty()
+            || self.positions != self.last.positions
     }
 
     /// Seal every open file and, if every source's data is covered by a position, commit.
     pub(crate) fn seal_and_commit(&mut self) -> Result<(), SinkError> {
-        let open: Vec<ParquetFile> = self
-            .open
-            .drain()
-            .flat_map(|(_, days)| days.into_values())
-            .collect();
-        for file in open {
-            self.push_sealed(file.seal()?)?;
+        let raw = self.raw.seal()?;
+        let derived = self.derived.seal()?;
+        for file in raw.into_iter().chain(derived) {
+            self.push_sealed(file)?;
         }
         if !self.awaiting_position.is_empty() {
             return Ok(()); // a snapshot in progress: its files wait in tmp/ for its end

@@ -156,11 +156,14 @@ fn mostly_distinct(column: &ArrayRef) -> bool {
     hashes.len() * 2 > rows
 }
 
-/// A Parquet writer that opens at the first record batch, so that its properties can follow the
-/// data (see [`writer_properties`]).
+/// A Parquet writer that opens once it has a sample of the data, so that its properties can
+/// follow it (see [`writer_properties`]): it holds small first batches back until they add up to
+/// the sample's rows, or the file is finished.
 pub struct LakeWriter {
     file: Option<File>,
     schema: SchemaRef,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
     writer: Option<ArrowWriter<File>>,
 }
 
@@ -169,27 +172,70 @@ impl LakeWriter {
         LakeWriter {
             file: Some(file),
             schema,
+            held: Vec::new(),
+            held_rows: 0,
             writer: None,
         }
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
-        self.open(Some(batch))?.write(batch)?;
+        if let Some(writer) = &mut self.writer {
+            writer.write(batch)?;
+            return Ok(());
+        }
+        if self.held.is_empty() && batch.num_rows() >= DICTIONARY_SAMPLE_ROWS {
+            self.open(Some(batch))?.write(batch)?;
+            return Ok(());
+        }
+        self.held.push(batch.clone());
+        self.held_rows += batch.num_rows();
+        if self.held_rows >= DICTIONARY_SAMPLE_ROWS {
+            self.write_held()?;
+        }
         Ok(())
     }
 
-    /// Bytes written so far plus what the encoder holds.
+    /// Bytes written so far plus what the encoder (or the held batches) hold.
     pub fn bytes(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+        let held: usize = self.held.iter().map(|b| b.get_array_memory_size()).sum();
+        held as u64
+            + self
+                .writer
+                .as_ref()
+                .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
     }
 
     /// Finish the file (an empty one still gets its schema) and hand it back, unsynced.
     pub fn finish(mut self) -> Result<File, WriteError> {
+        self.write_held()?;
         self.open(None)?;
         let writer = self.writer.take().ok_or_else(never_opened)?;
         Ok(writer.into_inner()?)
+    }
+
+    /// Open the writer on the held batches (sampled as one) and write them.
+    fn write_held(&mut self) -> Result<(), WriteError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        let mut sample_parts = Vec::new();
+        let mut sampled = 0;
+        for batch in &held {
+            let rows = batch.num_rows().min(DICTIONARY_SAMPLE_ROWS - sampled);
+            sample_parts.push(batch.slice(0, rows));
+            sampled += rows;
+            if sampled == DICTIONARY_SAMPLE_ROWS {
+                break;
+            }
+        }
+        let sample = arrow::compute::concat_batches(&self.schema, &sample_parts)?;
+        let writer = self.open(Some(&sample))?;
+        for batch in &held {
+            writer.write(batch)?;
+        }
+        Ok(())
     }
 
     fn open(&mut self, first: Option<&RecordBatch>) -> Result<&mut ArrowWriter<File>, WriteError> {
@@ -283,6 +329,26 @@ impl ParquetFile {
         Ok(())
     }
 
+    /// Append rows already in Arrow, in this file's schema (a transform's output), with the
+    /// sequences of their first and last rows.
+    pub fn push_batch(
+        &mut self,
+        batch: &RecordBatch,
+        first_seq: Seq,
+        last_seq: Seq,
+    ) -> Result<(), WriteError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.encode_buffered()?; // rows keep their order
+        self.first_seq.get_or_insert(first_seq);
+        self.last_seq = Some(last_seq);
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch)?;
+        self.encoded_bytes = self.writer.bytes();
+        Ok(())
+    }
+
     /// Bytes this file will take, roughly: what is written plus what is buffered in the encoder.
     pub fn estimated_bytes(&self) -> u64 {
         self.encoded_bytes
@@ -336,6 +402,15 @@ pub fn to_record_batch(
             .map(|e| e.row_image().and_then(|r| r.get(i)).unwrap_or(&Value::Null));
         columns.push(column_array(&col.ty, values, n)?);
     }
+    columns.extend(change_log_columns(events.iter()));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The change-log columns of events: `_op`, `_seq`, `_ts_ms`, `_source_pos`, `_tx_id`.
+pub fn change_log_columns<'a>(
+    events: impl ExactSizeIterator<Item = &'a ChangeEvent>,
+) -> [ArrayRef; 5] {
+    let n = events.len();
     let mut op = StringBuilder::with_capacity(n, n);
     let mut seq = StringBuilder::with_capacity(n, n * 32);
     let mut ts = Int64Builder::with_capacity(n);
@@ -351,12 +426,13 @@ pub fn to_record_batch(
         pos.append_value(&text);
         tx.append_option(e.tx_id.map(|t| t as i64));
     }
-    columns.push(Arc::new(op.finish()));
-    columns.push(Arc::new(seq.finish()));
-    columns.push(Arc::new(ts.finish()));
-    columns.push(Arc::new(pos.finish()));
-    columns.push(Arc::new(tx.finish()));
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    [
+        Arc::new(op.finish()),
+        Arc::new(seq.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(pos.finish()),
+        Arc::new(tx.finish()),
+    ]
 }
 
 /// Append values of one column to the builder of its type. A value that does not fit its column
@@ -519,15 +595,21 @@ mod tests {
     }
 
     fn batch(rows: i64) -> RecordBatch {
+        batch_of(0, rows)
+    }
+
+    /// Rows `first..first + rows`: distinct ids and names, a status of two values.
+    fn batch_of(first: i64, rows: i64) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("status", DataType::Utf8, true),
             Field::new("name", DataType::Utf8, true),
         ]));
-        let ids = Int64Array::from_iter_values(0..rows);
+        let range = first..first + rows;
+        let ids = Int64Array::from_iter_values(range.clone());
         let status =
-            StringArray::from_iter_values((0..rows).map(|i| ["new", "paid"][i as usize % 2]));
-        let names = StringArray::from_iter_values((0..rows).map(|i| format!("name-{i}")));
+            StringArray::from_iter_values(range.clone().map(|i| ["new", "paid"][i as usize % 2]));
+        let names = StringArray::from_iter_values(range.map(|i| format!("name-{i}")));
         RecordBatch::try_new(
             schema,
             vec![Arc::new(ids), Arc::new(status), Arc::new(names)],
@@ -540,6 +622,24 @@ mod tests {
         let b = batch(2000);
         let (rows, _, columns) = dictionaries(&[b.clone(), b.clone()], b.schema());
         assert_eq!(rows, 4000);
+        assert_eq!(
+            columns,
+            vec![
+                ("id".to_string(), false),
+                ("status".to_string(), true),
+                ("name".to_string(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn small_first_batches_are_sampled_together() {
+        // A live stream's batches are small (here 40 rows, too few to tell alone): held back
+        // until they make a sample, the distinct ids and names still lose their dictionary, and
+        // no row is lost on the way.
+        let batches: Vec<RecordBatch> = (0..30).map(|i| batch_of(i * 40, 40)).collect();
+        let (rows, _, columns) = dictionaries(&batches, batches[0].schema());
+        assert_eq!(rows, 1200);
         assert_eq!(
             columns,
             vec![

@@ -13,25 +13,139 @@
 //! Evaluation is vectorised on one record batch of every image; when it fails (a failed cast, a
 //! function error), the rows are evaluated one by one so that only the rows at fault go to the
 //! dead-letter queue, with the error.
+//!
+//! The output images stay in the projection's Arrow arrays ([`CleansedRun`]): the lake file takes
+//! them as they are, which spared a tenth of a catch-up's CPU against turning them into rows and
+//! back. Kafka mode turns them into rows for its encoders.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, DynComparator, RecordBatch, RecordBatchOptions,
+    UInt32Array, make_comparator,
+};
+use arrow::compute::{SortOptions, cast, concat_batches, filter_record_batch, nullif, take};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::plan::{Compiled, clean_message};
 use super::values::{for_each_value, rows_to_batch};
-use crate::event::{ChangeEvent, Op, Row, Value};
+use crate::event::{ChangeEvent, Op, Row, TableSchema, Value};
+use crate::sink::parquet::{WriteError, arrow_type, change_log_columns};
 
 /// What one run of raw events became.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outcome {
-    pub cleansed: Vec<ChangeEvent>,
+    pub cleansed: CleansedRun,
     /// Raw events the transform could not process, with the error.
     pub dead: Vec<(ChangeEvent, String)>,
     /// Raw events that produced nothing (filtered out on both sides).
     pub filtered: u64,
+}
+
+/// A transform's output events for one run of raw events. Their images stay in the Arrow arrays
+/// the projection computed: the lake writes them as they are ([`CleansedRun::to_record_batch`]),
+/// and only Kafka mode and `sluice transform test` turn them into rows.
+#[derive(Debug, Clone)]
+pub struct CleansedRun {
+    pub table: Arc<TableSchema>,
+    /// The projected images, one column per output column, in its lake type.
+    projected: RecordBatch,
+    pub events: Vec<CleansedEvent>,
+}
+
+/// One output event: its change-log fields, and its images as rows of the run's projection.
+#[derive(Debug, Clone)]
+pub struct CleansedEvent {
+    /// Everything but the images (its `before` and `after` are `None`).
+    pub event: ChangeEvent,
+    pub before: Option<ImageRow>,
+    pub after: Option<ImageRow>,
+}
+
+/// A row of a run's projection, and whether only its key counts (its other columns are null: a
+/// delete's key, as Postgres sends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageRow {
+    pub row: u32,
+    pub key_only: bool,
+}
+
+impl CleansedRun {
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The output events with their images as rows (Kafka mode, `sluice transform test`).
+    pub fn to_events(&self) -> Result<Vec<ChangeEvent>, WriteError> {
+        let mut rows: Vec<Row> = (0..self.projected.num_rows())
+            .map(|_| Vec::with_capacity(self.table.columns.len()))
+            .collect();
+        for (array, column) in self.projected.columns().iter().zip(&self.table.columns) {
+            let mut next_row = rows.iter_mut();
+            for_each_value(array, &column.ty, |v| {
+                if let Some(row) = next_row.next() {
+                    row.push(v);
+                }
+            })?;
+        }
+        let image = |i: Option<ImageRow>| {
+            i.and_then(|i| {
+                let mut row = rows.get(i.row as usize)?.clone();
+                if i.key_only {
+                    for (v, column) in row.iter_mut().zip(&self.table.columns) {
+                        if !column.key {
+                            *v = Value::Null;
+                        }
+                    }
+                }
+                Some(row)
+            })
+        };
+        Ok(self
+            .events
+            .iter()
+            .map(|e| ChangeEvent {
+                before: image(e.before),
+                after: image(e.after),
+                ..e.event.clone()
+            })
+            .collect())
+    }
+
+    /// The change-log record batch of the lake file schema `schema` (the output table's): each
+    /// event's row image (after; the before image for deletes) and its change-log columns.
+    pub fn to_record_batch(&self, schema: &SchemaRef) -> Result<RecordBatch, WriteError> {
+        let images: Vec<Option<ImageRow>> =
+            self.events.iter().map(|e| e.after.or(e.before)).collect();
+        let indices: UInt32Array = images.iter().map(|i| i.map(|i| i.row)).collect();
+        let key_only =
+            images
+                .iter()
+                .any(|i| i.is_some_and(|i| i.key_only))
+                .then(|| -> BooleanArray {
+                    images
+                        .iter()
+                        .map(|i| Some(i.is_some_and(|i| i.key_only)))
+                        .collect()
+                });
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (array, column) in self.projected.columns().iter().zip(&self.table.columns) {
+            let taken = take(array, &indices, None)?;
+            columns.push(match &key_only {
+                Some(mask) if !column.key => nullif(&taken, mask)?,
+                _ => taken,
+            });
+        }
+        columns.extend(change_log_columns(self.events.iter().map(|e| &e.event)));
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
 }
 
 /// Which image of an event a batch row is.
@@ -41,12 +155,33 @@ enum Side {
     After,
 }
 
-/// Per image: did it pass the filter, and its projected row (projected when it passed, or when
-/// the output needs its key regardless).
-#[derive(Debug, Default, Clone)]
+/// Per image: did it pass the filter, and its row in the projection (projected when it passed,
+/// or when the output needs its key regardless).
+#[derive(Debug, Default, Clone, Copy)]
 struct Image {
     passes: bool,
-    row: Option<Row>,
+    row: Option<u32>,
+}
+
+/// Whether two rows of a projection have the same key.
+struct SameKey(Vec<DynComparator>);
+
+impl SameKey {
+    fn new(projected: &RecordBatch, key: &[usize]) -> Result<SameKey, ArrowError> {
+        key.iter()
+            .map(|&i| {
+                let column = projected.column(i);
+                make_comparator(column, column, SortOptions::default())
+            })
+            .collect::<Result<_, _>>()
+            .map(SameKey)
+    }
+
+    fn test(&self, a: u32, b: u32) -> bool {
+        self.0
+            .iter()
+            .all(|cmp| cmp(a as usize, b as usize) == Ordering::Equal)
+    }
 }
 
 impl Compiled {
@@ -65,17 +200,21 @@ impl Compiled {
         }
         let rows: Vec<&Row> = images.iter().map(|(_, _, r)| *r).collect();
         let mut errors: Vec<Option<String>> = vec![None; events.len()];
-        let evaluated = match rows_to_batch(&self.input, &self.raw, &rows, &self.reads) {
-            Ok(batch) => self.evaluate(&batch, &images, events),
-            Err(e) => Err(e.to_string()),
-        };
-        let results = match evaluated {
-            Ok(results) => results,
+        let evaluated = rows_to_batch(&self.input, &self.raw, &rows, &self.reads)
+            .map_err(|e| e.to_string())
+            .and_then(|batch| self.evaluate(&batch, &images, events))
+            .and_then(|(projected, results)| {
+                let same_key = SameKey::new(&projected, &self.key).map_err(|e| e.to_string())?;
+                Ok((projected, results, same_key))
+            });
+        let (projected, results, same_key) = match evaluated {
+            Ok(evaluated) => evaluated,
             Err(e) => {
                 // The batch itself could not be built: every event of it is dead.
                 return Outcome {
+                    cleansed: self.cleansed(self.project_none()),
                     dead: events.iter().map(|ev| (ev.clone(), e.clone())).collect(),
-                    ..Outcome::default()
+                    filtered: 0,
                 };
             }
         };
@@ -89,13 +228,17 @@ impl Compiled {
                 Err(e) => errors[*event] = Some(e),
             }
         }
-        let mut out = Outcome::default();
+        let mut out = Outcome {
+            cleansed: self.cleansed(projected),
+            dead: Vec::new(),
+            filtered: 0,
+        };
         for ((event, (before, after)), error) in events.iter().zip(per_event).zip(errors) {
             if let Some(error) = error {
                 out.dead.push((event.clone(), error));
                 continue;
             }
-            let produced = self.derive(event, before, after, &mut out.cleansed);
+            let produced = self.derive(event, before, after, &same_key, &mut out.cleansed.events);
             if produced == 0 {
                 out.filtered += 1;
             }
@@ -103,13 +246,21 @@ impl Compiled {
         out
     }
 
-    /// Filter and project every image; per image, its result or its error.
+    fn cleansed(&self, projected: RecordBatch) -> CleansedRun {
+        CleansedRun {
+            table: self.output.clone(),
+            projected,
+            events: Vec::new(),
+        }
+    }
+
+    /// Filter and project every image: the projection, and per image its result or its error.
     fn evaluate(
         &self,
         batch: &RecordBatch,
         images: &[(usize, Side, &Row)],
         events: &[ChangeEvent],
-    ) -> Result<Vec<Result<Image, String>>, String> {
+    ) -> Result<(RecordBatch, Vec<Result<Image, String>>), String> {
         let passes: Vec<Result<bool, String>> = match &self.filter {
             None => vec![Ok(true); batch.num_rows()],
             Some(filter) => per_row(batch, |b| {
@@ -132,40 +283,80 @@ impl Compiled {
             .collect();
         let selected = filter_record_batch(batch, &BooleanArray::from(wanted.clone()))
             .map_err(|e| e.to_string())?;
-        let projected: Vec<Result<Row, String>> = per_row(&selected, |b| self.project(b));
-        let mut projected = projected.into_iter();
-        Ok(passes
+        let (projected, rows) = self.project_each(&selected)?;
+        let mut rows = rows.into_iter();
+        let images = passes
             .into_iter()
             .zip(wanted)
             .map(|(pass, wanted)| {
                 let passes = pass?;
                 let row = if wanted {
-                    Some(projected.next().expect("one projection per wanted row")?)
+                    Some(rows.next().expect("one projection per wanted row")?)
                 } else {
                     None
                 };
                 Ok(Image { passes, row })
             })
-            .collect())
+            .collect();
+        Ok((projected, images))
     }
 
-    /// The projection of every row of `batch`.
-    fn project(&self, batch: &RecordBatch) -> Result<Vec<Row>, String> {
-        // Each row with room for every column (`vec![row; n]` would clone away the capacity).
-        let mut rows: Vec<Row> = (0..batch.num_rows())
-            .map(|_| Vec::with_capacity(self.projection.len()))
-            .collect();
-        for (expr, column) in self.projection.iter().zip(&self.output.columns) {
-            let array = evaluate_array(expr, batch)?;
-            let mut next_row = rows.iter_mut();
-            for_each_value(&array, &column.ty, |v| {
-                if let Some(row) = next_row.next() {
-                    row.push(v);
+    /// The projection of `batch`, and per row its row in it or its error: when the batch fails
+    /// (a failed cast, a function error), its rows are projected one by one so that only the
+    /// rows at fault fail.
+    #[allow(clippy::type_complexity)]
+    fn project_each(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(RecordBatch, Vec<Result<u32, String>>), String> {
+        let n = batch.num_rows();
+        match self.project(batch) {
+            Ok(projected) => return Ok((projected, (0..n as u32).map(Ok).collect())),
+            Err(e) if n <= 1 => {
+                return Ok((self.project_none(), vec![Err(e)]));
+            }
+            Err(_) => {}
+        }
+        let (mut parts, mut rows) = (Vec::new(), Vec::with_capacity(n));
+        for i in 0..n {
+            match self.project(&batch.slice(i, 1)) {
+                Ok(part) => {
+                    rows.push(Ok(parts.len() as u32));
+                    parts.push(part);
+                }
+                Err(e) => rows.push(Err(e)),
+            }
+        }
+        let projected = concat_batches(&self.output_schema, &parts).map_err(|e| e.to_string())?;
+        Ok((projected, rows))
+    }
+
+    fn project_none(&self) -> RecordBatch {
+        RecordBatch::new_empty(self.output_schema.clone())
+    }
+
+    /// The projection of every row of `batch`, each column in its lake type.
+    fn project(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let columns = self
+            .projection
+            .iter()
+            .zip(&self.output.columns)
+            .map(|(expr, column)| {
+                let array = evaluate_array(expr, batch)?;
+                let target = arrow_type(&column.ty);
+                if array.data_type() == &target {
+                    Ok(array)
+                } else {
+                    cast(&array, &target).map_err(|e| clean_message(&e.to_string()))
                 }
             })
-            .map_err(|e| e.to_string())?;
-        }
-        Ok(rows)
+            .collect::<Result<Vec<ArrayRef>, String>>()?;
+        RecordBatch::try_new_with_options(
+            self.output_schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// The output events of one raw event; returns how many.
@@ -174,54 +365,69 @@ impl Compiled {
         event: &ChangeEvent,
         before: Option<Image>,
         after: Option<Image>,
-        out: &mut Vec<ChangeEvent>,
+        same_key: &SameKey,
+        out: &mut Vec<CleansedEvent>,
     ) -> usize {
         let start = out.len();
-        let emit = |op: Op, before: Option<Row>, after: Option<Row>| ChangeEvent {
-            table: self.output.clone(),
-            op,
+        let emit = |op: Op, before: Option<ImageRow>, after: Option<ImageRow>| CleansedEvent {
+            event: ChangeEvent {
+                table: self.output.clone(),
+                op,
+                before: None,
+                after: None,
+                seq: event.seq,
+                commit_ts_us: event.commit_ts_us,
+                pos: event.pos.clone(),
+                tx_id: event.tx_id,
+                snapshot: event.snapshot,
+                partial_before: false,
+            },
             before,
             after,
-            seq: event.seq,
-            commit_ts_us: event.commit_ts_us,
-            pos: event.pos.clone(),
-            tx_id: event.tx_id,
-            snapshot: event.snapshot,
-            partial_before: false,
+        };
+        let whole = |row: u32| ImageRow {
+            row,
+            key_only: false,
+        };
+        let key_only = |row: u32| ImageRow {
+            row,
+            key_only: true,
         };
         let passing = |image: Option<Image>| image.filter(|i| i.passes).and_then(|i| i.row);
         match event.op {
             Op::Read | Op::Create => {
                 if let Some(a) = passing(after) {
-                    out.push(emit(event.op, None, Some(a)));
+                    out.push(emit(event.op, None, Some(whole(a))));
                 }
             }
             Op::Truncate => out.push(emit(Op::Truncate, None, None)),
             Op::Delete if event.partial_before => {
                 if let Some(b) = before.and_then(|i| i.row) {
-                    out.push(emit(Op::Delete, Some(self.key_only(b)), None));
+                    out.push(emit(Op::Delete, Some(key_only(b)), None));
                 }
             }
             Op::Delete => {
                 if let Some(b) = passing(before) {
-                    out.push(emit(Op::Delete, Some(b), None));
+                    out.push(emit(Op::Delete, Some(whole(b)), None));
                 }
             }
             Op::Update if event.before.is_some() && !event.partial_before => {
                 match (passing(before), passing(after)) {
-                    (Some(b), Some(a)) if self.key_of(&b) != self.key_of(&a) => {
-                        out.push(emit(Op::Delete, Some(b), None));
-                        out.push(emit(Op::Create, None, Some(a)));
+                    (Some(b), Some(a)) if !same_key.test(b, a) => {
+                        out.push(emit(Op::Delete, Some(whole(b)), None));
+                        out.push(emit(Op::Create, None, Some(whole(a))));
                     }
-                    (Some(b), Some(a)) => out.push(emit(Op::Update, Some(b), Some(a))),
-                    (None, Some(a)) => out.push(emit(Op::Create, None, Some(a))),
-                    (Some(b), None) => out.push(emit(Op::Delete, Some(b), None)),
+                    (Some(b), Some(a)) => {
+                        out.push(emit(Op::Update, Some(whole(b)), Some(whole(a))))
+                    }
+                    (None, Some(a)) => out.push(emit(Op::Create, None, Some(whole(a)))),
+                    (Some(b), None) => out.push(emit(Op::Delete, Some(whole(b)), None)),
                     (None, None) => {}
                 }
             }
             Op::Update => {
                 // No full before image: whether the old row was in the view is unknown.
-                let old_key = before.and_then(|i| i.row).map(|b| self.key_only(b));
+                let old_key = before.and_then(|i| i.row);
                 let Some(Image {
                     passes,
                     row: new_row,
@@ -229,37 +435,20 @@ impl Compiled {
                 else {
                     return 0;
                 };
-                if let (Some(old), Some(new)) = (old_key, &new_row)
-                    && self.key_of(&old) != self.key_of(new)
+                if let (Some(old), Some(new)) = (old_key, new_row)
+                    && !same_key.test(old, new)
                 {
-                    out.push(emit(Op::Delete, Some(old), None));
+                    out.push(emit(Op::Delete, Some(key_only(old)), None));
                 }
                 match (passes, new_row) {
-                    (true, Some(a)) => out.push(emit(Op::Update, None, Some(a))),
+                    (true, Some(a)) => out.push(emit(Op::Update, None, Some(whole(a)))),
                     // A delete of the old key above is of another key, so this one is needed.
-                    (false, Some(a)) => out.push(emit(Op::Delete, Some(self.key_only(a)), None)),
+                    (false, Some(a)) => out.push(emit(Op::Delete, Some(key_only(a)), None)),
                     (_, None) => {}
                 }
             }
         }
         out.len() - start
-    }
-
-    fn key_of<'r>(&self, row: &'r Row) -> Vec<&'r Value> {
-        self.key
-            .iter()
-            .map(|&i| row.get(i).unwrap_or(&Value::Null))
-            .collect()
-    }
-
-    /// The row with every non-key column null: a delete's key, as Postgres sends it.
-    fn key_only(&self, mut row: Row) -> Row {
-        for (i, v) in row.iter_mut().enumerate() {
-            if !self.key.contains(&i) {
-                *v = Value::Null;
-            }
-        }
-        row
     }
 }
 

@@ -23,14 +23,16 @@ use std::time::Instant;
 use crate::event::debezium::envelope_json;
 use crate::event::{ChangeEvent, Column, ColumnType, Op, SourceInfo, TableId, TableSchema, Value};
 use crate::metrics as m;
+pub use changelog::CleansedRun;
 pub use definition::TransformDef;
 pub use plan::{Compiled, PlanError};
 
 /// What a batch of raw events became.
 #[derive(Debug, Default)]
 pub struct TransformOutput {
-    /// For the lake's `cleansed/` zone.
-    pub cleansed: Vec<ChangeEvent>,
+    /// For the lake's `cleansed/` zone (or the cleansed topics): per run of raw events and
+    /// transform, its output.
+    pub cleansed: Vec<CleansedRun>,
     /// For the lake's `dlq/` zone: rows of the dead-letter streams.
     pub dead_letters: Vec<ChangeEvent>,
 }
@@ -130,8 +132,8 @@ impl Running {
         };
         let outcome = compiled.apply(run);
         let mut by_op: HashMap<Op, u64> = HashMap::new();
-        for e in &outcome.cleansed {
-            *by_op.entry(e.op).or_default() += 1;
+        for e in &outcome.cleansed.events {
+            *by_op.entry(e.event.op).or_default() += 1;
         }
         for (op, n) in by_op {
             metrics::counter!(m::TRANSFORM_EVENTS_OUT, "transform" => name.clone(), "op" => op.code()).increment(n);
@@ -147,7 +149,9 @@ impl Running {
         for (event, error) in &outcome.dead {
             out.dead_letters.push(self.dead_letter(event, error));
         }
-        out.cleansed.extend(outcome.cleansed);
+        if !outcome.cleansed.is_empty() {
+            out.cleansed.push(outcome.cleansed);
+        }
         metrics::histogram!(m::TRANSFORM_BATCH_SECONDS, "transform" => name)
             .record(started.elapsed().as_secs_f64());
     }
@@ -266,13 +270,22 @@ pub fn run_offline(
             }
         };
         let result = set.apply(std::slice::from_ref(&event));
-        for e in &result.cleansed {
-            out.push(serde_json::json!({
-                "stream": e.table.stream,
-                "op": e.op.code(),
-                "key": key_json(e),
-                "value": envelope_json(e, e.commit_ts_us),
-            }));
+        for run in &result.cleansed {
+            match run.to_events() {
+                Ok(events) => out.extend(events.iter().map(|e| {
+                    serde_json::json!({
+                        "stream": e.table.stream,
+                        "op": e.op.code(),
+                        "key": key_json(e),
+                        "value": envelope_json(e, e.commit_ts_us),
+                    })
+                })),
+                // The projection's arrays always convert to rows; said, not dropped, if not.
+                Err(e) => out.push(serde_json::json!({
+                    "stream": run.table.stream,
+                    "error": format!("line {}: cannot turn the output into records: {e}", n + 1),
+                })),
+            }
         }
         for d in &result.dead_letters {
             let text = |i: usize| match d.after.as_ref().and_then(|r| r.get(i)) {

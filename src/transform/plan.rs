@@ -34,6 +34,8 @@ pub struct Compiled {
     pub projection: Vec<Arc<dyn PhysicalExpr>>,
     /// The cleansed stream's schema: its columns, key flags and name.
     pub output: Arc<TableSchema>,
+    /// Arrow schema of the projection (the output's columns in their lake types).
+    pub output_schema: SchemaRef,
     /// Positions of the output's key columns.
     pub key: Vec<usize>,
     /// Per raw column: whether the filter or the projection reads it. Only those are turned
@@ -162,6 +164,7 @@ pub fn compile(def: &TransformDef, raw: &Arc<TableSchema>) -> Result<Compiled, P
         input,
         filter,
         projection: exprs,
+        output_schema: super::values::row_schema(&output),
         output,
         key,
         reads,

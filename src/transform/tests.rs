@@ -73,6 +73,29 @@ fn compiled(sql: &str) -> Compiled {
     plan::compile(&def, &raw_table()).expect("plans")
 }
 
+/// What a run of raw events became, its output events as rows.
+struct Applied {
+    cleansed: Vec<ChangeEvent>,
+    dead: Vec<(ChangeEvent, String)>,
+    filtered: u64,
+}
+
+/// Run `t` on `events`. Every case also checks that the lake's record batch, built from the
+/// projection's arrays, is the one the output events as rows give.
+fn apply(t: &Compiled, events: &[ChangeEvent]) -> Applied {
+    let out = t.apply(events);
+    let cleansed = out.cleansed.to_events().expect("rows of the projection");
+    let schema = crate::sink::parquet::arrow_schema(&t.output);
+    let from_arrays = out.cleansed.to_record_batch(&schema).expect("a batch");
+    let from_rows = crate::sink::parquet::to_record_batch(&schema, &t.output, &cleansed).unwrap();
+    assert_eq!(from_arrays, from_rows);
+    Applied {
+        cleansed,
+        dead: out.dead,
+        filtered: out.filtered,
+    }
+}
+
 /// (op, before id, after id) of each output event.
 fn ops(events: &[ChangeEvent]) -> Vec<(&'static str, Option<i64>, Option<i64>)> {
     let id = |r: &Option<Row>| match r.as_ref().map(|r| r[0].clone()) {
@@ -88,12 +111,15 @@ fn ops(events: &[ChangeEvent]) -> Vec<(&'static str, Option<i64>, Option<i64>)> 
 #[test]
 fn inserts_and_snapshot_rows_pass_or_vanish() {
     let t = compiled(ORDERS);
-    let out = t.apply(&[
-        event(Op::Read, None, Some(row(1, "new", "a@x", "5")), 1),
-        event(Op::Read, None, Some(row(2, "test", "b@x", "5")), 2),
-        event(Op::Create, None, Some(row(3, "new", "c@x", "7")), 3),
-        event(Op::Create, None, Some(row(4, "test", "d@x", "7")), 4),
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(Op::Read, None, Some(row(1, "new", "a@x", "5")), 1),
+            event(Op::Read, None, Some(row(2, "test", "b@x", "5")), 2),
+            event(Op::Create, None, Some(row(3, "new", "c@x", "7")), 3),
+            event(Op::Create, None, Some(row(4, "test", "d@x", "7")), 4),
+        ],
+    );
     assert_eq!(
         ops(&out.cleansed),
         vec![("r", None, Some(1)), ("c", None, Some(3))]
@@ -113,13 +139,16 @@ fn updates_with_full_before_image_follow_the_view() {
     let t = compiled(ORDERS);
     let live = |id| row(id, "new", "e@x", "1");
     let test = |id| row(id, "test", "e@x", "1");
-    let out = t.apply(&[
-        event(Op::Update, Some(live(1)), Some(live(1)), 1), // both pass → u
-        event(Op::Update, Some(test(2)), Some(live(2)), 2), // only after → c
-        event(Op::Update, Some(live(3)), Some(test(3)), 3), // only before → d
-        event(Op::Update, Some(test(4)), Some(test(4)), 4), // neither → nothing
-        event(Op::Update, Some(live(5)), Some(live(6)), 5), // key changed → d + c
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(Op::Update, Some(live(1)), Some(live(1)), 1), // both pass → u
+            event(Op::Update, Some(test(2)), Some(live(2)), 2), // only after → c
+            event(Op::Update, Some(live(3)), Some(test(3)), 3), // only before → d
+            event(Op::Update, Some(test(4)), Some(test(4)), 4), // neither → nothing
+            event(Op::Update, Some(live(5)), Some(live(6)), 5), // key changed → d + c
+        ],
+    );
     assert_eq!(
         ops(&out.cleansed),
         vec![
@@ -138,11 +167,14 @@ fn deletes_follow_the_before_image_or_delete_the_key() {
     let t = compiled(ORDERS);
     let mut partial = event(Op::Delete, Some(key_only(3)), None, 3);
     partial.partial_before = true;
-    let out = t.apply(&[
-        event(Op::Delete, Some(row(1, "new", "a", "1")), None, 1),
-        event(Op::Delete, Some(row(2, "test", "a", "1")), None, 2),
-        partial,
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(Op::Delete, Some(row(1, "new", "a", "1")), None, 1),
+            event(Op::Delete, Some(row(2, "test", "a", "1")), None, 2),
+            partial,
+        ],
+    );
     assert_eq!(
         ops(&out.cleansed),
         vec![("d", Some(1), None), ("d", Some(3), None)]
@@ -159,11 +191,14 @@ fn updates_without_before_image_upsert_or_delete_the_key() {
         3,
     );
     key_change.partial_before = true;
-    let out = t.apply(&[
-        event(Op::Update, None, Some(row(1, "new", "a", "1")), 1),
-        event(Op::Update, None, Some(row(2, "test", "a", "1")), 2),
-        key_change,
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(Op::Update, None, Some(row(1, "new", "a", "1")), 1),
+            event(Op::Update, None, Some(row(2, "test", "a", "1")), 2),
+            key_change,
+        ],
+    );
     assert_eq!(
         ops(&out.cleansed),
         vec![
@@ -182,20 +217,23 @@ fn updates_without_before_image_upsert_or_delete_the_key() {
 
 #[test]
 fn truncate_passes_through() {
-    let out = compiled(ORDERS).apply(&[event(Op::Truncate, None, None, 1)]);
+    let out = apply(&compiled(ORDERS), &[event(Op::Truncate, None, None, 1)]);
     assert_eq!(ops(&out.cleansed), vec![("t", None, None)]);
 }
 
 #[test]
 fn a_poison_row_is_dead_and_its_neighbours_are_not() {
     let t = compiled(ORDERS);
-    let out = t.apply(&[
-        event(Op::Create, None, Some(row(1, "new", "a", "10")), 1),
-        event(Op::Create, None, Some(row(2, "new", "b", "ten")), 2),
-        event(Op::Create, None, Some(row(3, "new", "c", "30")), 3),
-        // A filtered row is not evaluated by the projection, so it cannot fail it.
-        event(Op::Create, None, Some(row(4, "test", "d", "forty")), 4),
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(Op::Create, None, Some(row(1, "new", "a", "10")), 1),
+            event(Op::Create, None, Some(row(2, "new", "b", "ten")), 2),
+            event(Op::Create, None, Some(row(3, "new", "c", "30")), 3),
+            // A filtered row is not evaluated by the projection, so it cannot fail it.
+            event(Op::Create, None, Some(row(4, "test", "d", "forty")), 4),
+        ],
+    );
     assert_eq!(
         ops(&out.cleansed),
         vec![("c", None, Some(1)), ("c", None, Some(3))]
@@ -213,20 +251,23 @@ fn key_option_makes_a_changed_key_a_delete_and_an_insert() {
     );
     assert_eq!(t.key, vec![0]);
     assert!(t.output.columns[0].key && !t.output.columns[1].key);
-    let out = t.apply(&[
-        event(
-            Op::Update,
-            Some(row(1, "n", "a", "1")),
-            Some(row(1, "n", "b", "1")),
-            1,
-        ),
-        event(
-            Op::Update,
-            Some(row(1, "n", "b", "1")),
-            Some(row(1, "x", "b", "1")),
-            2,
-        ),
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(
+                Op::Update,
+                Some(row(1, "n", "a", "1")),
+                Some(row(1, "n", "b", "1")),
+                1,
+            ),
+            event(
+                Op::Update,
+                Some(row(1, "n", "b", "1")),
+                Some(row(1, "x", "b", "1")),
+                2,
+            ),
+        ],
+    );
     assert_eq!(
         ops(&out.cleansed).iter().map(|o| o.0).collect::<Vec<_>>(),
         vec!["d", "c", "u"]
@@ -271,12 +312,15 @@ fn json_fields_are_extracted() {
     let t = compiled(
         "CREATE STREAM c AS SELECT id, json_get_str(email, 'city') AS city, CAST(json_get_int(email, 'n') AS INT) AS n FROM shop.public.orders",
     );
-    let out = t.apply(&[event(
-        Op::Create,
-        None,
-        Some(row(1, "x", r#"{"city": "Oslo", "n": 3}"#, "1")),
-        1,
-    )]);
+    let out = apply(
+        &t,
+        &[event(
+            Op::Create,
+            None,
+            Some(row(1, "x", r#"{"city": "Oslo", "n": 3}"#, "1")),
+            1,
+        )],
+    );
     assert_eq!(
         out.cleansed[0].after.as_ref().unwrap(),
         &vec![Value::Int(1), Value::Text("Oslo".into()), Value::Int(3)]
@@ -301,7 +345,7 @@ fn set_routes_streams_and_dead_letters_carry_the_record() {
     let streams: Vec<&str> = out
         .cleansed
         .iter()
-        .map(|e| e.table.stream.as_str())
+        .flat_map(|run| run.events.iter().map(|e| e.event.table.stream.as_str()))
         .collect();
     assert_eq!(streams, vec!["clean.tests"]);
     assert_eq!(out.dead_letters.len(), 1);
@@ -325,10 +369,13 @@ fn only_the_columns_the_sql_reads_are_converted() {
         "CREATE STREAM clean.orders AS\nSELECT id, upper(email) AS email\nFROM shop.public.orders\nWHERE CAST(amount AS INT) > 1;",
     );
     assert_eq!(t.reads, vec![true, false, true, true]);
-    let out = t.apply(&[
-        event(Op::Create, None, Some(row(1, "new", "a@x", "5")), 1),
-        event(Op::Create, None, Some(row(2, "new", "b@x", "1")), 2),
-    ]);
+    let out = apply(
+        &t,
+        &[
+            event(Op::Create, None, Some(row(1, "new", "a@x", "5")), 1),
+            event(Op::Create, None, Some(row(2, "new", "b@x", "1")), 2),
+        ],
+    );
     assert!(out.dead.is_empty(), "{:?}", out.dead);
     assert_eq!(ops(&out.cleansed), vec![("c", None, Some(1))]);
     assert_eq!(

@@ -188,7 +188,11 @@ impl Worker {
             .begin_transaction()
             .map_err(KafkaError::client("beginning a transaction"))?;
         let mut produced = 0u64;
-        for event in out.cleansed.iter().chain(&out.dead_letters) {
+        let mut cleansed = Vec::new();
+        for run in &out.cleansed {
+            cleansed.extend(run.to_events().map_err(crate::sink::SinkError::from)?);
+        }
+        for event in cleansed.iter().chain(&out.dead_letters) {
             let topic = self.settings.topic(&event.table.stream);
             produce(&self.producer, &topic, self.encoder.encode(&topic, event)?)?;
             produced += 1;
