@@ -316,6 +316,37 @@ impl ChangeEvent {
     }
 }
 
+/// A Postgres table `source.namespace.table` of `(name, type, is key)` columns, for tests.
+#[cfg(test)]
+pub fn test_table(
+    (source, namespace, table): (&str, &str, &str),
+    columns: &[(&str, ColumnType, bool)],
+) -> Arc<TableSchema> {
+    Arc::new(TableSchema::new(
+        TableId {
+            source: source.into(),
+            namespace: namespace.into(),
+            table: table.into(),
+        },
+        columns
+            .iter()
+            .map(|(name, ty, key)| Column {
+                name: (*name).into(),
+                ty: ty.clone(),
+                nullable: !key,
+                key: *key,
+                source_type: String::new(),
+            })
+            .collect(),
+        1,
+        SourceInfo {
+            connector: "postgresql",
+            db: source.into(),
+            documents: false,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -321,36 +321,19 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
-    use crate::event::{Column, ColumnType, Op, Seq, SourceInfo, SourcePos, TableId, Value};
+    use crate::event::{ColumnType, Op, Seq, SourcePos, Value};
     use crate::transform::{TransformSet, definition};
 
     const DAY_US: i64 = 86_400_000_000;
 
     fn table() -> Arc<TableSchema> {
-        let column = |name: &str, ty: ColumnType, key: bool| Column {
-            name: name.into(),
-            ty,
-            nullable: !key,
-            key,
-            source_type: String::new(),
-        };
-        Arc::new(TableSchema::new(
-            TableId {
-                source: "s".into(),
-                namespace: "p".into(),
-                table: "t".into(),
-            },
-            vec![
-                column("id", ColumnType::Int64, true),
-                column("name", ColumnType::Text, false),
+        crate::event::test_table(
+            ("s", "p", "t"),
+            &[
+                ("id", ColumnType::Int64, true),
+                ("name", ColumnType::Text, false),
             ],
-            1,
-            SourceInfo {
-                connector: "postgresql",
-                db: "d".into(),
-                documents: false,
-            },
-        ))
+        )
     }
 
     fn insert(table: &Arc<TableSchema>, id: i64, day: i64) -> ChangeEvent {

@@ -7,32 +7,15 @@ use super::*;
 use crate::event::{Row, Seq, SourcePos};
 
 fn raw_table() -> Arc<TableSchema> {
-    let col = |name: &str, ty: ColumnType, key: bool| Column {
-        name: name.into(),
-        ty,
-        nullable: !key,
-        key,
-        source_type: String::new(),
-    };
-    Arc::new(TableSchema::new(
-        TableId {
-            source: "shop".into(),
-            namespace: "public".into(),
-            table: "orders".into(),
-        },
-        vec![
-            col("id", ColumnType::Int64, true),
-            col("status", ColumnType::Text, false),
-            col("email", ColumnType::Text, false),
-            col("amount", ColumnType::Text, false),
+    crate::event::test_table(
+        ("shop", "public", "orders"),
+        &[
+            ("id", ColumnType::Int64, true),
+            ("status", ColumnType::Text, false),
+            ("email", ColumnType::Text, false),
+            ("amount", ColumnType::Text, false),
         ],
-        1,
-        SourceInfo {
-            connector: "postgresql",
-            db: "shop".into(),
-            documents: false,
-        },
-    ))
+    )
 }
 
 fn row(id: i64, status: &str, email: &str, amount: &str) -> Row {
