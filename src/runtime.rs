@@ -357,3 +357,12 @@ async fn supervise(
         None => Ok(()),
     }
 }
+
+/// Sleep until `deadline`, or for ever without one: a `select!` branch for a timer that may not
+/// be running (a batch's linger, a transaction's interval).
+pub async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -255,8 +255,28 @@ pub(crate) fn commit_transaction(
     timeout: Duration,
 ) -> KafkaResult<()> {
     // Not delivered in time: the commit's own flush waits on, and reports the failure.
-    wait_delivered(|| producer.in_flight_count(), std::thread::sleep, timeout);
+    wait_delivered(
+        || producer.in_flight_count(),
+        |step| send_lingering(producer, step),
+        timeout,
+    );
     producer.commit_transaction(timeout)
+}
+
+/// Send what waits out `linger.ms` at once, and wait up to `step` for deliveries.
+///
+/// librdkafka ignores the linger only while a `rd_kafka_flush` call lasts: rdkafka's `flush`
+/// calls it with no wait (over before the broker threads look) and then polls in 100 ms steps.
+/// Without this a record produced just before a commit sat out the linger (5 ms) first, which
+/// was that much of every commit and of Kafka mode's latency.
+fn send_lingering(producer: &ThreadedProducer<DefaultProducerContext>, step: Duration) {
+    let millis = i32::try_from(step.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: the handle is the live producer's, which outlives the call; librdkafka's flush
+    // may be called from any thread, alongside the producer's polling thread. Its result (timed
+    // out, or not) is read from `in_flight_count` by the caller.
+    unsafe {
+        rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), millis);
+    }
 }
 
 /// Send an encoded event to `topic`, keyed (a keyless truncate goes to partition 0).

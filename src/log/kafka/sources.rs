@@ -114,9 +114,17 @@ impl RawTopicWriter {
     /// Produce batches until every sender is gone, then commit what can be committed.
     pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) -> Result<(), KafkaError> {
         let interval = self.settings.config.transaction_interval.0;
-        let mut ticker = tokio::time::interval((interval / 4).max(Duration::from_millis(5)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A commit costs a round of broker requests, and nothing is produced meanwhile. While
+        // a backlog waits (the channel from the sources at least half full) the transaction
+        // stays open longer (up to ten intervals, at least a second), so catching up pays for
+        // few commits; a live stream commits every interval, however busy, because its latency
+        // is the interval plus the commit.
+        let backlog_limit = (interval * 10).max(Duration::from_secs(1));
         loop {
+            let backlog = input.len() * 2 >= input.max_capacity();
+            let hold = if backlog { backlog_limit } else { interval };
+            // Woken at the moment the transaction is due, not on a ticker's next beat.
+            let due_at = self.open_since.map(|t| t + hold);
             tokio::select! {
                 batch = input.recv() => match batch {
                     Some(batch) => {
@@ -126,20 +134,9 @@ impl RawTopicWriter {
                     }
                     None => break,
                 },
-                _ = ticker.tick() => {}
+                _ = crate::runtime::sleep_until(due_at) => {}
             }
-            // A commit costs a round of broker requests, and nothing is produced meanwhile.
-            // While a backlog waits (the channel from the sources at least half full) the
-            // transaction stays open longer (up to ten intervals, at least a second), so
-            // catching up pays for few commits; a live stream commits every interval, however
-            // busy, because its latency is the interval plus the commit.
-            let backlog_limit = (interval * 10).max(Duration::from_secs(1));
-            let backlog = input.len() * 2 >= input.max_capacity();
-            let due = self.open_since.is_some_and(|t| {
-                let open = t.elapsed();
-                open >= interval && (!backlog || open >= backlog_limit)
-            });
-            if due {
+            if self.open_since.is_some_and(|t| t.elapsed() >= hold) {
                 tokio::task::block_in_place(|| self.commit())?;
             }
         }

@@ -110,7 +110,7 @@ impl MongoSource {
                         self.on_commit(&p, &mut cur);
                     }
                 }
-                _ = tokio::time::sleep_until(linger.unwrap_or_else(far_future).into()), if linger.is_some() => {
+                _ = crate::runtime::sleep_until(linger) => {
                     cur.unsent_since = None;
                     self.flush_at(&mut cur).await?;
                 }
@@ -579,8 +579,4 @@ async fn read_stream(
             return;
         }
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
 }

@@ -119,7 +119,7 @@ impl MysqlSource {
                     }
                 }
                 _ = health.tick() => self.binlog_health(&cur).await?,
-                _ = tokio::time::sleep_until(linger.unwrap_or_else(far_future).into()), if linger.is_some() => {
+                _ = crate::runtime::sleep_until(linger) => {
                     cur.unsent_since = None;
                     let resume = cur.resume.clone();
                     self.flush(Some(&resume)).await?;
@@ -142,6 +142,14 @@ impl MysqlSource {
                         let resume = cur.resume.clone();
                         self.flush(Some(&resume)).await?;
                     }
+                }
+                // Polled last: the binlog has nothing more ready and no transaction is open, so
+                // the batch goes now instead of after the linger, which would be all latency in
+                // Kafka mode. A catch-up, whose events are always ready, still fills batches.
+                _ = std::future::ready(()), if cur.tx.is_none() && !self.batch.is_empty() => {
+                    cur.unsent_since = None;
+                    let resume = cur.resume.clone();
+                    self.flush(Some(&resume)).await?;
                 }
             }
         }
@@ -679,8 +687,4 @@ impl MysqlSource {
         }
         Ok(())
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(3600)
 }

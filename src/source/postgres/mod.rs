@@ -27,7 +27,7 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio_postgres::{Client, NoTls};
@@ -267,6 +267,8 @@ impl PostgresSource {
         let mut acks = self.ctx.acks.clone();
         let mut health = tokio::time::interval(self.ctx.config.heartbeat.0);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The last message was a transaction's commit: a batch can go as it is.
+        let mut at_commit = false;
         loop {
             let linger = self.batch.deadline();
             tokio::select! {
@@ -285,13 +287,14 @@ impl PostgresSource {
                     }
                 }
                 _ = health.tick() => self.slot_health(slot).await?,
-                _ = tokio::time::sleep_until(linger.unwrap_or_else(far_future).into()), if linger.is_some() => {
+                _ = crate::runtime::sleep_until(linger) => {
                     self.flush(Some(self.position(slot, resume))).await?;
                 }
                 event = repl.recv() => {
                     let Some(event) = event? else {
                         return Err(PgError::Setup("the replication stream ended".into()));
                     };
+                    at_commit = matches!(event, ReplicationEvent::Commit { .. });
                     match event {
                         ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
                             tx = TxState {
@@ -323,6 +326,13 @@ impl PostgresSource {
                         ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
                         ReplicationEvent::StoppedAt { .. } => return Ok(()),
                     }
+                }
+                // Polled last: the stream has nothing more ready and its last transaction is
+                // whole, so the batch goes now instead of after the linger, which would be all
+                // latency in Kafka mode. A catch-up, whose messages are always ready, still
+                // fills its batches.
+                _ = std::future::ready(()), if at_commit && !self.batch.is_empty() => {
+                    self.flush(Some(self.position(slot, resume))).await?;
                 }
             }
         }
@@ -537,10 +547,6 @@ struct TxState {
     commit_ts_us: i64,
     /// Position of the next change within the transaction: the minor part of the sequence.
     index: u64,
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(3600)
 }
 
 pub fn now_us() -> i64 {
