@@ -182,7 +182,9 @@ impl Batcher {
     pub const MAX_BYTES: usize = 1 << 20;
     /// Short, because it is all latency in Kafka mode (a 10 ms transaction interval commits each
     /// batch as it comes: at 10k changes/s the commit-to-topic median was 54 ms with 50 ms here).
-    /// A busy stream fills its batches long before it; a quiet one sends small ones.
+    /// A busy stream fills its batches long before it; a quiet one sends small ones. The
+    /// Postgres and MySQL streams do not wait it out once a whole transaction is in and nothing
+    /// more is ready: it bounds a transaction whose changes arrive slowly.
     pub const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
     pub fn push(&mut self, event: ChangeEvent) {
