@@ -45,7 +45,7 @@ async fn every_type_family_reads_the_same_from_snapshot_and_stream() {
         "{ rows: 100, interval: 200ms }",
     );
     d.start();
-    wait_for("the snapshot row", Duration::from_secs(30), || async {
+    wait_for("the snapshot row", FIRST_SNAPSHOT, || async {
         lake_rows(&d.lake, "typ.public.types").len() == 1
     })
     .await;
@@ -207,7 +207,7 @@ async fn unchanged_toast_values_resolved_with_full_identity_and_counted_without(
     assert!(!text.contains("table public.big_full stores"), "{text}");
 
     d.start();
-    wait_for("the slot", Duration::from_secs(30), || async {
+    wait_for("the slot", FIRST_SNAPSHOT, || async {
         !db.slots().await.is_empty()
     })
     .await;
@@ -276,7 +276,7 @@ async fn alter_table_while_streaming_starts_files_with_the_new_schema() {
         "{ rows: 1000, interval: 200ms }",
     );
     d.start();
-    wait_for("the snapshot", Duration::from_secs(30), || async {
+    wait_for("the snapshot", FIRST_SNAPSHOT, || async {
         lake_rows(&d.lake, "ddl.public.t").len() == 1
     })
     .await;
@@ -356,7 +356,7 @@ async fn a_new_table_under_a_glob_is_captured_from_its_first_row() {
         "{ rows: 1000, interval: 200ms }",
     );
     d.start();
-    wait_for("the snapshot", Duration::from_secs(30), || async {
+    wait_for("the snapshot", FIRST_SNAPSHOT, || async {
         lake_rows(&d.lake, "glob.public.orders_2024").len() == 1
     })
     .await;
@@ -403,7 +403,7 @@ async fn heartbeats_advance_the_slot_of_a_filtered_database() {
     .unwrap();
     let mut d = d;
     d.start();
-    wait_for("the slot", Duration::from_secs(30), || async {
+    wait_for("the slot", FIRST_SNAPSHOT, || async {
         !db.slots().await.is_empty()
     })
     .await;
@@ -453,7 +453,7 @@ async fn a_dropped_slot_stops_the_source_with_the_recovery() {
         "{ rows: 1000, interval: 200ms }",
     );
     d.start();
-    wait_for("the snapshot", Duration::from_secs(30), || async {
+    wait_for("the snapshot", FIRST_SNAPSHOT, || async {
         lake_rows(&d.lake, "lost.public.t").len() == 1
     })
     .await;
@@ -518,7 +518,7 @@ async fn tls_modes_and_password_file() {
 
     std::fs::write(&source, with_tls("verify-ca")).unwrap();
     d.start();
-    let ok = wait_until(Duration::from_secs(30), || async {
+    let ok = wait_until(FIRST_SNAPSHOT, || async {
         lake_rows(&d.lake, "tls.public.t").len() == 1
     })
     .await;

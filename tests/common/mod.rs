@@ -16,6 +16,13 @@ use arrow::datatypes::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_postgres::{Client, NoTls};
 
+/// How long a test waits for a Postgres daemon's first snapshot or slot. Creating a logical slot
+/// waits until the transactions running at that moment have ended, learnt from the
+/// `xl_running_xacts` records the background writer logs every 15 s, and it can take two of
+/// them: when the tests beside it keep writing, that is up to 30 s before the snapshot starts
+/// (a 30 s wait timed out once in a full run).
+pub const FIRST_SNAPSHOT: Duration = Duration::from_secs(90);
+
 pub fn pg_admin_url() -> String {
     std::env::var("SLUICE_PG_URL")
         .unwrap_or_else(|_| "postgres://sluice:sluice@127.0.0.1:5432/sluice".into())
