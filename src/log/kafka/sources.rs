@@ -120,11 +120,13 @@ impl RawTopicWriter {
         // few commits; a live stream commits every interval, however busy, because its latency
         // is the interval plus the commit.
         let backlog_limit = (interval * 10).max(Duration::from_secs(1));
-        loop {
+        let hold = |input: &mpsc::Receiver<SourceBatch>| {
             let backlog = input.len() * 2 >= input.max_capacity();
-            let hold = if backlog { backlog_limit } else { interval };
+            if backlog { backlog_limit } else { interval }
+        };
+        loop {
             // Woken at the moment the transaction is due, not on a ticker's next beat.
-            let due_at = self.open_since.map(|t| t + hold);
+            let due_at = self.open_since.map(|t| t + hold(&input));
             tokio::select! {
                 batch = input.recv() => match batch {
                     Some(batch) => {
@@ -136,7 +138,8 @@ impl RawTopicWriter {
                 },
                 _ = crate::runtime::sleep_until(due_at) => {}
             }
-            if self.open_since.is_some_and(|t| t.elapsed() >= hold) {
+            // The channel as it is now: a batch just taken may have ended the backlog.
+            if self.open_since.is_some_and(|t| t.elapsed() >= hold(&input)) {
                 tokio::task::block_in_place(|| self.commit())?;
             }
         }

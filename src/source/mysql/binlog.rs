@@ -104,8 +104,7 @@ impl MysqlSource {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
-                    let resume = cur.resume.clone();
-                    self.flush(Some(&resume)).await?;
+                    self.flush_resume(&mut cur).await?;
                     return Ok(());
                 }
                 changed = acks.changed() => {
@@ -120,9 +119,7 @@ impl MysqlSource {
                 }
                 _ = health.tick() => self.binlog_health(&cur).await?,
                 _ = crate::runtime::sleep_until(linger) => {
-                    cur.unsent_since = None;
-                    let resume = cur.resume.clone();
-                    self.flush(Some(&resume)).await?;
+                    self.flush_resume(&mut cur).await?;
                 }
                 event = stream.next() => {
                     let event = match event {
@@ -138,21 +135,24 @@ impl MysqlSource {
                     if self.batch.is_full() {
                         // Mid-transaction: resume from the last whole one; the sink cuts the
                         // replayed part of this one by sequence.
-                        cur.unsent_since = None;
-                        let resume = cur.resume.clone();
-                        self.flush(Some(&resume)).await?;
+                        self.flush_resume(&mut cur).await?;
                     }
                 }
                 // Polled last: the binlog has nothing more ready and no transaction is open, so
                 // the batch goes now instead of after the linger, which would be all latency in
                 // Kafka mode. A catch-up, whose events are always ready, still fills batches.
                 _ = std::future::ready(()), if cur.tx.is_none() && !self.batch.is_empty() => {
-                    cur.unsent_since = None;
-                    let resume = cur.resume.clone();
-                    self.flush(Some(&resume)).await?;
+                    self.flush_resume(&mut cur).await?;
                 }
             }
         }
+    }
+
+    /// Send the batch with the last whole transaction's end as its position.
+    async fn flush_resume(&mut self, cur: &mut Cursor) -> Result<(), MyError> {
+        cur.unsent_since = None;
+        let resume = cur.resume.clone();
+        self.flush(Some(&resume)).await
     }
 
     /// Register as a replica and ask for the binlog from `from` (by GTID where there is one).
