@@ -22,3 +22,6 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod transform;
+
+#[cfg(test)]
+mod golden_tests;

@@ -30,7 +30,7 @@ const ODS_FILE: &str = "part-0.parquet";
 const OUTPUT_ROWS: usize = 8192;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct MergeState {
+pub(crate) struct MergeState {
     /// Change-log files (relative to the lake root) already in the ODS version.
     merged: BTreeSet<String>,
 }

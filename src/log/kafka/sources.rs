@@ -26,7 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A source's record in the offsets topic (keyed by the source's name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct OffsetRecord {
+pub(crate) struct OffsetRecord {
     position: SourcePosition,
     /// Highest sequence in the raw topics, per stream of this source (fixed hex).
     high_seq: BTreeMap<String, String>,
