@@ -11,8 +11,8 @@ use std::time::Instant;
 mod bench_table;
 
 use bench_table::{event, schema};
-use sluice::sink::lake::{Commit, CommittedFile, LakeRoot};
-use sluice::sink::parquet::ParquetFile;
+use sluice::lake::commit::{Commit, CommittedFile, LakeRoot};
+use sluice::lake::parquet::ParquetFile;
 
 const ROWS_PER_FILE: u64 = 1_000_000;
 
@@ -36,7 +36,12 @@ async fn main() -> anyhow::Result<()> {
         let (mut written, mut bytes) = (0u64, 0u64);
         while written < rows {
             let n = ROWS_PER_FILE.min(rows - written);
-            let mut file = ParquetFile::create("raw", table.clone(), lake.staging_path()?, day)?;
+            let mut file = ParquetFile::create(
+                sluice::config::Zone::Raw,
+                table.clone(),
+                lake.staging_path()?,
+                day,
+            )?;
             for i in written..written + n {
                 file.push(event(&table, i))?;
             }

@@ -11,7 +11,7 @@ use std::time::Instant;
 mod bench_table;
 
 use bench_table::{event, schema};
-use sluice::sink::parquet::{ParquetFile, arrow_schema};
+use sluice::lake::parquet::{ParquetFile, arrow_schema};
 use sluice::transform::{TransformSet, definition};
 
 /// What the sink hands a transform at a time (a source batch).
@@ -65,8 +65,12 @@ fn main() -> anyhow::Result<()> {
     for with_transform in [false, true] {
         let mut set = TransformSet::new(vec![def.clone()]);
         let started = Instant::now();
-        let mut raw =
-            ParquetFile::create("raw", table.clone(), dir.path().join("raw.parquet"), day)?;
+        let mut raw = ParquetFile::create(
+            sluice::config::Zone::Raw,
+            table.clone(),
+            dir.path().join("raw.parquet"),
+            day,
+        )?;
         let mut cleansed = None;
         for start in (0..events).step_by(BATCH as usize) {
             let batch: Vec<_> = (start..(start + BATCH).min(events))
@@ -81,7 +85,7 @@ fn main() -> anyhow::Result<()> {
                     let file = match &mut cleansed {
                         Some(f) => f,
                         None => cleansed.insert(ParquetFile::create(
-                            "cleansed",
+                            sluice::config::Zone::Cleansed,
                             run.table.clone(),
                             dir.path().join("cleansed.parquet"),
                             day,

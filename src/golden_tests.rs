@@ -14,14 +14,16 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::log::kafka::sources::OffsetRecord;
-use crate::sink::lake::Commit;
-use crate::sink::ods::MergeState;
+use crate::lake::commit::Commit;
+use crate::lake::ods::MergeState;
 use crate::source::mongodb::documents::Schemas as MongoSchemas;
 use crate::source::mysql::ddl::Tables as MysqlTables;
+use crate::topology::kafka::sources_to_raw::OffsetRecord;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -1,27 +1,34 @@
 //! sluice: change-data-capture from database logs into a Parquet lake, exactly once.
 //!
-//! Layout (one module per component, as in Vector):
-//! - [`config`]: `sluice.yaml` and `sources/*.yaml`, with file/line errors.
-//! - [`event`]: the change-event model and the Debezium envelope.
-//! - [`source`]: database sources (Postgres logical replication, MySQL/MariaDB binlog).
-//! - [`transform`]: cleansing transforms (SQL on DataFusion) and the dead-letter queue.
-//! - [`sink`]: the Parquet lake and its commit protocol.
-//! - [`log`]: Kafka mode, where topics join the stages (embedded mode joins them in-process).
-//! - [`runtime`]: the topology joining them, supervision and shutdown.
-//! - [`metrics`]: metric names and the admin HTTP endpoint.
-//! - [`check`]: `sluice check`.
-//! - [`status`]: what `/status` and `sluice status` show.
+//! The modules are layers; imports point down only (ARCHITECTURE.md has the picture, and
+//! `architecture_tests.rs` checks every `use`):
+//!
+//! 1. commands: [`command`] (`sluice check`; the CLI itself is `main.rs`)
+//! 2. topologies: [`topology`] (embedded, and Kafka mode's stages), supervision and shutdown
+//! 3. stages and connectors: [`sink`] over [`transform`], [`source`], the [`kafka`] client
+//! 4. storage: [`lake`] (stores, the commit protocol, Parquet, ODS, compaction, DDL, histories)
+//! 5. what stages report: [`status`]
+//! 6. the contract between stages: [`contract`] (batches, acks, the sequence cut, positions)
+//! 7. the model: [`event`] (change events, the Debezium envelope, dead letters)
+//! 8. leaves: [`config`], [`error`], [`finding`], [`metrics`], and the test build's failpoints
 
-pub mod check;
+pub mod command;
 pub mod config;
+pub mod contract;
+pub mod error;
 pub mod event;
-pub mod log;
+mod failpoint;
+pub mod finding;
+pub mod kafka;
+pub mod lake;
 pub mod metrics;
-pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod topology;
 pub mod transform;
 
+#[cfg(test)]
+mod architecture_tests;
 #[cfg(test)]
 mod golden_tests;

@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::config::{Config, LogFormat, LogKind};
-use sluice::runtime;
-use sluice::status::SharedStatus;
+use sluice::status::{SharedStatus, StatusBoard};
+use sluice::topology;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -143,18 +143,21 @@ fn main() -> ExitCode {
     // Several rustls crypto providers are compiled in (through dependencies); TLS code that asks
     // for "the default" needs one chosen up front.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The test suite's build arms failpoints from FAILPOINTS (src/failpoint.rs).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let result =
         match cli.command {
             Command::Run {
                 config: path,
                 only,
                 instance,
-            } => match Config::load(&path) {
+            } => match sluice::transform::load::load(&path) {
                 // Read before any thread starts: how the stages are joined decides how malloc is
                 // set up, which must come first.
-                Ok(config) => {
+                Ok((config, transforms)) => {
                     bound_malloc_caches(config.daemon.log.kind);
-                    block_on(run(config, path, only, instance))
+                    block_on(run(config, transforms, path, only, instance))
                 }
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -246,6 +249,7 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 
 async fn run(
     config: Config,
+    transforms: Vec<sluice::transform::TransformDef>,
     config_path: PathBuf,
     only: Option<Stage>,
     instance: Option<String>,
@@ -260,11 +264,11 @@ async fn run(
             config_path.display()
         );
     }
-    let options = runtime::RunOptions {
+    let options = topology::RunOptions {
         only: only.map(|stage| match stage {
-            Stage::Sources => runtime::Role::Sources,
-            Stage::Transforms => runtime::Role::Transforms,
-            Stage::Sinks => runtime::Role::Sinks,
+            Stage::Sources => topology::Role::Sources,
+            Stage::Transforms => topology::Role::Transforms,
+            Stage::Sinks => topology::Role::Sinks,
         }),
         instance,
     };
@@ -295,13 +299,13 @@ async fn run(
         std::process::exit(130);
     });
     tracing::info!(pipeline = %config.daemon.pipeline, sources = config.sources.len(), metrics = %addr, "sluice starting");
-    match runtime::run(&config, &options, shutdown_rx, healthy, status).await {
+    match topology::run(&config, &transforms, &options, shutdown_rx, healthy, status).await {
         Ok(()) => {
             tracing::info!("stopped cleanly");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let chain = runtime::error_chain(&e);
+            let chain = sluice::error::error_chain(&e);
             tracing::error!(error = %chain, "pipeline stopped");
             eprintln!("error: {chain}");
             Ok(ExitCode::FAILURE)
@@ -334,7 +338,7 @@ impl StopSignals {
 }
 
 async fn check(config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    let findings = sluice::check::run(&config_path).await;
+    let findings = sluice::command::check::run(&config_path).await;
     for f in &findings {
         println!("{f}");
     }
@@ -373,18 +377,20 @@ async fn status(addr: &str, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print_status(&value);
+    let board: StatusBoard = serde_json::from_value(value)
+        .context("the daemon's /status answer is not the status this sluice knows")?;
+    print_status(&board);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `sluice status` as tables: the pipeline, its sources, its streams.
-fn print_status(value: &serde_json::Value) {
+fn print_status(board: &StatusBoard) {
     println!(
         "pipeline: {}   restarts: {}",
-        value["state"].as_str().unwrap_or("?"),
-        value["restarts"]
+        board.state.as_str(),
+        board.restarts
     );
-    if let Some(err) = value["last_error"].as_str() {
+    if let Some(err) = &board.last_error {
         println!("last error: {err}");
     }
     println!();
@@ -392,44 +398,34 @@ fn print_status(value: &serde_json::Value) {
         "{:<14} {:<14} {:<24} {:>9}  SNAPSHOT",
         "SOURCE", "STATE", "POSITION", "LAG"
     );
-    let empty = serde_json::Map::new();
-    let sources = value["sources"].as_object().unwrap_or(&empty);
-    for (name, src) in sources {
-        let pos = &value["committed"][name];
-        // Postgres: the LSN; MySQL/MariaDB: binlog file and offset; MongoDB: cluster time.
-        let lsn = match (
-            pos["lsn"].as_u64(),
-            pos["file"].as_str(),
-            pos["time"].as_u64(),
-        ) {
-            (Some(lsn), _, _) => sluice::event::format_lsn(lsn),
-            (None, Some(file), _) => format!("{file}:{}", pos["pos"]),
-            (None, None, Some(t)) => format!("{}:{}", t >> 32, t & 0xffff_ffff),
-            _ => "-".into(),
-        };
-        let lag = src["lag_seconds"]
-            .as_f64()
+    for (name, src) in &board.sources {
+        let position = board.committed.get(name);
+        let point = position.map_or_else(|| "-".into(), |p| p.log_point());
+        let lag = src
+            .lag_seconds
             .map(|l| format!("{l:.1}s"))
             .unwrap_or_else(|| "-".into());
-        let snapshot = &pos["snapshot"];
-        let progress = if snapshot.is_null() || snapshot["complete"] == true {
-            match src["snapshot_rows"].as_u64() {
-                Some(n) if n > 0 => format!("done ({n} rows this run)"),
-                _ => "done".to_string(),
+        let progress = match position.and_then(|p| p.unfinished_snapshot()) {
+            None if src.snapshot_rows > 0 => {
+                format!("done ({} rows this run)", src.snapshot_rows)
             }
-        } else {
-            let done = snapshot["next_ordinal"].as_u64().unwrap_or(0);
-            let estimate = snapshot["estimated_rows"].as_u64().unwrap_or(0).max(done);
-            let table = snapshot["cursor"]["table"].as_str().unwrap_or("-");
-            let pct = if estimate > 0 {
-                done as f64 * 100.0 / estimate as f64
-            } else {
-                0.0
-            };
-            format!("{done}/{estimate} rows ({pct:.0}%) committed, at {table}")
+            None => "done".to_string(),
+            Some(s) => {
+                let estimate = s.estimated_rows.max(s.rows);
+                let pct = if estimate > 0 {
+                    s.rows as f64 * 100.0 / estimate as f64
+                } else {
+                    0.0
+                };
+                format!(
+                    "{}/{estimate} rows ({pct:.0}%) committed, at {}",
+                    s.rows,
+                    s.table.unwrap_or("-")
+                )
+            }
         };
-        let state = src["state"].as_str().unwrap_or("?");
-        println!("{name:<14} {state:<14} {lsn:<24} {lag:>9}  {progress}");
+        let state = src.state.as_str();
+        println!("{name:<14} {state:<14} {point:<24} {lag:>9}  {progress}");
     }
     println!();
     println!(
@@ -437,32 +433,30 @@ fn print_status(value: &serde_json::Value) {
         "STREAM", "ZONE", "ROWS", "FILES"
     );
     let now_ms = chrono::Utc::now().timestamp_millis();
-    for (name, stream) in value["streams"].as_object().unwrap_or(&empty) {
-        let ago = stream["last_commit_ms"]
-            .as_i64()
-            .map(|t| format!("{:.1}s ago", (now_ms - t) as f64 / 1000.0));
+    for (name, stream) in &board.streams {
+        let ago = format!(
+            "{:.1}s ago",
+            (now_ms - stream.last_commit_ms) as f64 / 1000.0
+        );
         println!(
-            "{name:<40} {:<6} {:>10} {:>6}  {}",
-            stream["zone"].as_str().unwrap_or("?"),
-            stream["rows"].as_u64().unwrap_or(0),
-            stream["files"].as_u64().unwrap_or(0),
-            ago.unwrap_or_default()
+            "{name:<40} {:<6} {:>10} {:>6}  {ago}",
+            stream.zone, stream.rows, stream.files
         );
     }
 }
 
 fn ddl(config_path: PathBuf, dialect: Dialect) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let config = match Config::load(&config_path) {
-        Ok(c) => c,
+    let config = match sluice::transform::load::load(&config_path) {
+        Ok((config, _)) => config,
         Err(errors) => {
             eprintln!("{errors}");
             return Ok(ExitCode::from(2));
         }
     };
-    let lake = sluice::sink::lake::LakeRoot::open(&config.daemon.sink.path)?;
-    let ddl = sluice::sink::ddl::generate(&lake)?;
-    sluice::sink::ddl::write(&lake, &ddl)?;
+    let lake = sluice::lake::commit::LakeRoot::open(&config.daemon.sink.path)?;
+    let ddl = sluice::lake::ddl::generate(&lake)?;
+    sluice::lake::ddl::write(&lake, &ddl)?;
     let mut stdout = std::io::stdout().lock();
     for d in &ddl {
         let texts = [

@@ -4,32 +4,79 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::source::SourcePosition;
+use crate::contract::position::ResumePosition;
 
-#[derive(Debug, Default, Clone, Serialize)]
+/// The pipeline's state (`state` in `/status`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineState {
+    /// The daemon is up; the pipeline has not started yet.
+    #[default]
+    Starting,
+    Running,
+    /// A transient error: restarting from the last commit after a backoff.
+    Restarting,
+    /// A definite error stopped it (`last_error` says which).
+    Failed,
+    Stopped,
+}
+
+/// A source's state (`sources.<name>.state` in `/status`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    #[default]
+    Connecting,
+    Snapshotting,
+    Streaming,
+    Down,
+}
+
+impl PipelineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineState::Starting => "starting",
+            PipelineState::Running => "running",
+            PipelineState::Restarting => "restarting",
+            PipelineState::Failed => "failed",
+            PipelineState::Stopped => "stopped",
+        }
+    }
+}
+
+impl SourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Connecting => "connecting",
+            SourceState::Snapshotting => "snapshotting",
+            SourceState::Streaming => "streaming",
+            SourceState::Down => "down",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct StatusBoard {
-    /// The pipeline: running, restarting, failed, stopped.
-    pub state: String,
+    pub state: PipelineState,
     pub restarts: u64,
     pub last_error: Option<String>,
     /// Positions of the last lake commit, per source.
-    pub committed: BTreeMap<String, SourcePosition>,
+    pub committed: BTreeMap<String, ResumePosition>,
     pub sources: BTreeMap<String, SourceStatus>,
     pub streams: BTreeMap<String, StreamStatus>,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SourceStatus {
-    /// connecting, snapshotting, streaming, down.
-    pub state: String,
+    pub state: SourceState,
     /// Now minus the commit time of the last transaction read, when streaming.
     pub lag_seconds: Option<f64>,
     pub snapshot_rows: u64,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct StreamStatus {
     pub zone: String,
     pub rows: u64,
@@ -53,5 +100,38 @@ impl SharedStatus {
 
     pub fn snapshot(&self) -> StatusBoard {
         self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The states are enums inside and the same words on the wire (`/status`, `sluice status`).
+    #[test]
+    fn states_are_written_and_read_as_their_words() {
+        let pipeline = [
+            PipelineState::Starting,
+            PipelineState::Running,
+            PipelineState::Restarting,
+            PipelineState::Failed,
+            PipelineState::Stopped,
+        ];
+        for state in pipeline {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(serde_json::from_str::<PipelineState>(&json).unwrap(), state);
+        }
+        let source = [
+            SourceState::Connecting,
+            SourceState::Snapshotting,
+            SourceState::Streaming,
+            SourceState::Down,
+        ];
+        for state in source {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(serde_json::from_str::<SourceState>(&json).unwrap(), state);
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sluice::event::{
-    ChangeEvent, Column, ColumnType, Op, Seq, SourceInfo, SourcePos, TableId, TableSchema, Value,
+    ChangeEvent, ChangeOrigin, Column, ColumnType, Op, Seq, SourceInfo, TableId, TableSchema, Value,
 };
 
 pub fn schema() -> Arc<TableSchema> {
@@ -73,7 +73,7 @@ pub fn event(table: &Arc<TableSchema>, i: u64) -> ChangeEvent {
         after: Some(row),
         seq: Seq::new(1, i),
         commit_ts_us: 1_795_000_000_000_000,
-        pos: SourcePos::PgLsn {
+        pos: ChangeOrigin::PgLsn {
             lsn: i,
             commit_lsn: i,
         },

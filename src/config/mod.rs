@@ -5,6 +5,7 @@
 //! expected, so a user can fix the file without reading the code.
 
 mod interpolate;
+pub mod kafka;
 mod units;
 
 use std::collections::BTreeSet;
@@ -105,12 +106,12 @@ pub struct LogConfig {
     #[serde(default)]
     pub kind: LogKind,
     #[serde(default)]
-    pub kafka: Option<crate::log::kafka::KafkaConfig>,
+    pub kafka: Option<kafka::KafkaConfig>,
 }
 
 impl LogConfig {
     /// `log.kafka`, with every default when it is absent.
-    pub fn kafka_config(&self) -> crate::log::kafka::KafkaConfig {
+    pub fn kafka_config(&self) -> kafka::KafkaConfig {
         self.kafka.clone().unwrap_or_else(|| {
             serde_yaml::from_str("{}").expect("every log.kafka key has a default")
         })
@@ -189,15 +190,26 @@ pub enum Zone {
     Raw,
     Cleansed,
     Ods,
+    /// Dead letters: written whenever a transform (or Kafka mode's decoder) rejects a record,
+    /// whatever `sink.zones` says.
+    Dlq,
 }
 
 impl Zone {
+    /// The zone's folder in the lake, and its name in `sink.zones`.
     pub fn as_str(self) -> &'static str {
         match self {
             Zone::Raw => "raw",
             Zone::Cleansed => "cleansed",
             Zone::Ods => "ods",
+            Zone::Dlq => "dlq",
         }
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -395,13 +407,23 @@ pub struct Config {
     pub file: PathBuf,
     pub daemon: DaemonConfig,
     pub sources: Vec<SourceConfig>,
-    /// The cleansing transforms, parsed and checked (what needs no database).
-    pub transforms: Vec<crate::transform::TransformDef>,
+    /// The cleansing transforms' files (`transforms:`), which `crate::transform::load` parses:
+    /// this leaf knows nothing of SQL.
+    pub transform_files: Vec<PathBuf>,
 }
 
 impl Config {
     /// Load and validate `sluice.yaml` and every file it points at, collecting every problem.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with(path, |_, _| {})
+    }
+
+    /// `load`, with `more` checking what the files name (the transforms) against the rest;
+    /// every problem of both is reported at once. `more` runs whenever sluice.yaml parses.
+    pub fn load_with(
+        path: &Path,
+        more: impl FnOnce(&Config, &mut Vec<ConfigProblem>),
+    ) -> Result<Config, ConfigErrors> {
         let mut problems = Vec::new();
         let daemon: DaemonConfig = match parse_yaml_file(path) {
             Ok(d) => d,
@@ -440,28 +462,23 @@ impl Config {
                 problems.push(problem(&s.file, "kind: mongodb sources do not run in Kafka mode yet (their raw records are documents the sink cannot type back); use log.kind: embedded for them".into()));
             }
         }
-        let mut transforms = Vec::new();
-        for file in &transform_files {
-            match crate::transform::definition::parse_file(file) {
-                Ok(t) => transforms.push(t),
-                Err(p) => problems.push(p),
-            }
-        }
-        validate_transforms(path, &daemon, &sources, &transforms, &mut problems);
+        let config = Config {
+            file: path.to_path_buf(),
+            daemon,
+            sources,
+            transform_files,
+        };
+        more(&config, &mut problems);
         if problems.is_empty() {
-            Ok(Config {
-                file: path.to_path_buf(),
-                daemon,
-                sources,
-                transforms,
-            })
+            Ok(config)
         } else {
             Err(ConfigErrors(problems))
         }
     }
 }
 
-fn problem(file: &Path, message: String) -> ConfigProblem {
+/// A problem with a whole file (no line).
+pub fn problem(file: &Path, message: String) -> ConfigProblem {
     ConfigProblem {
         file: file.to_path_buf(),
         line: None,
@@ -518,9 +535,15 @@ fn validate_source(s: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
 }
 
 fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProblem>) {
+    if d.sink.zones.contains(&Zone::Dlq) {
+        problems.push(problem(
+            path,
+            "sink.zones: `dlq` is not chosen: dead letters are always written when a transform rejects a row; remove it from the list".into(),
+        ));
+    }
     if d.log.kind == LogKind::Kafka {
         let kafka = d.log.kafka_config();
-        if kafka.format == crate::log::kafka::Format::Avro && kafka.schema_registry.is_none() {
+        if kafka.format == kafka::Format::Avro && kafka.schema_registry.is_none() {
             problems.push(problem(
                 path,
                 "log.kafka.format: `avro` needs log.kafka.schema_registry, the URL of a Confluent-compatible schema registry (for example http://127.0.0.1:8081)".into(),
@@ -558,73 +581,6 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
                 "sink.path `{}`: use file:///path, a plain path, hdfs://namenode:port/path or s3://bucket/prefix",
                 d.sink.path
             ),
-        ));
-    }
-}
-
-/// Transforms must read a stream some source captures, and name streams of their own.
-fn validate_transforms(
-    path: &Path,
-    daemon: &DaemonConfig,
-    sources: &[SourceConfig],
-    transforms: &[crate::transform::TransformDef],
-    problems: &mut Vec<ConfigProblem>,
-) {
-    let at_select = |t: &crate::transform::TransformDef, message: String| ConfigProblem {
-        file: t.file.clone(),
-        line: Some(t.select_line),
-        column: None,
-        message,
-    };
-    let mut names = BTreeSet::new();
-    for t in transforms {
-        if !names.insert(t.name.clone()) {
-            problems.push(problem(
-                &t.file,
-                format!(
-                    "stream `{}` is created by another transform file too",
-                    t.name
-                ),
-            ));
-        }
-        let (source_name, table) = t.from.split_once('.').unwrap_or((&t.from, ""));
-        match sources.iter().find(|s| s.name == source_name) {
-            None => problems.push(at_select(
-                t,
-                format!(
-                    "unknown stream `{}`: FROM names a raw stream `<source>.<schema>.<table>`, and no source is called `{source_name}` (sources: {})",
-                    t.from,
-                    sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            )),
-            Some(s) if !s.tables.iter().any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(table))) => {
-                problems.push(at_select(
-                    t,
-                    format!(
-                        "unknown stream `{}`: source `{}` captures {:?}, which does not include `{table}`",
-                        t.from, s.name, s.tables
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
-        if sources
-            .iter()
-            .any(|s| t.name.starts_with(&format!("{}.", s.name)))
-        {
-            problems.push(problem(
-                &t.file,
-                format!(
-                    "stream name `{}` starts with a source's name: that is how raw streams are named; choose another prefix, e.g. clean.",
-                    t.name
-                ),
-            ));
-        }
-    }
-    if !transforms.is_empty() && !daemon.sink.zones.contains(&Zone::Cleansed) {
-        problems.push(problem(
-            path,
-            "transforms are defined but sink.zones does not include `cleansed`: add it, e.g. zones: [raw, cleansed, ods]".into(),
         ));
     }
 }

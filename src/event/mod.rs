@@ -5,6 +5,7 @@
 //! in an `Int16` column is a smallint, a `Decimal` carries the unscaled integer of the column's
 //! scale), so an event costs one small allocation per text value and nothing else.
 
+pub mod dead_letter;
 pub mod debezium;
 pub mod seq;
 
@@ -184,7 +185,7 @@ impl Op {
 
 /// Where in the source's log an event came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourcePos {
+pub enum ChangeOrigin {
     /// Postgres: the change's LSN and its transaction's commit LSN.
     PgLsn { lsn: u64, commit_lsn: u64 },
     /// MySQL/MariaDB: the binlog file and the offset where the change's transaction starts,
@@ -206,7 +207,7 @@ pub enum SourcePos {
     },
 }
 
-impl SourcePos {
+impl ChangeOrigin {
     /// Human form for the lake's `_source_pos` column.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -218,9 +219,13 @@ impl SourcePos {
     pub fn render_into(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = match self {
-            SourcePos::PgLsn { lsn, .. } => write!(out, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
-            SourcePos::Binlog { file, pos, .. } => write!(out, "{file}:{pos}"),
-            SourcePos::Mongo { time, .. } => write!(out, "{}:{}", time >> 32, time & 0xffff_ffff),
+            ChangeOrigin::PgLsn { lsn, .. } => {
+                write!(out, "{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+            }
+            ChangeOrigin::Binlog { file, pos, .. } => write!(out, "{file}:{pos}"),
+            ChangeOrigin::Mongo { time, .. } => {
+                write!(out, "{}:{}", time >> 32, time & 0xffff_ffff)
+            }
         };
     }
 }
@@ -244,7 +249,7 @@ pub struct ChangeEvent {
     pub seq: Seq,
     /// Commit time (snapshot: when the snapshot was taken), microseconds since the epoch.
     pub commit_ts_us: i64,
-    pub pos: SourcePos,
+    pub pos: ChangeOrigin,
     pub tx_id: Option<u64>,
     /// True for snapshot rows (and the last one carries Debezium's `last`).
     pub snapshot: bool,
@@ -290,7 +295,7 @@ impl ChangeEvent {
 
     /// A change log holds rows by key, so an update that changed the key is a delete of the old
     /// key and a create of the new one (as Debezium emits it). Both keep the update's sequence;
-    /// the source gives them consecutive ones ([`crate::source::Batcher::push_change`]). Any
+    /// the source gives them consecutive ones ([`crate::contract::batch::Batcher::push_change`]). Any
     /// other event stays as it is.
     pub fn split_key_change(self) -> (Option<ChangeEvent>, ChangeEvent) {
         if !self.changes_key() {
@@ -347,6 +352,14 @@ pub fn test_table(
     ))
 }
 
+/// Now, in microseconds since the epoch (the unit of every timestamp in the model).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,7 +394,7 @@ mod tests {
             partial_before: false,
             seq: Seq::new(7, 1),
             commit_ts_us: 0,
-            pos: SourcePos::PgLsn {
+            pos: ChangeOrigin::PgLsn {
                 lsn: 1,
                 commit_lsn: 1,
             },

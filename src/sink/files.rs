@@ -16,10 +16,10 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::SinkError;
-use super::lake::Staging;
-use super::parquet::{ParquetFile, SealedFile, arrow_schema};
-use crate::config::RotateConfig;
+use crate::config::{RotateConfig, Zone};
 use crate::event::{ChangeEvent, TableSchema};
+use crate::lake::commit::Staging;
+use crate::lake::parquet::{ParquetFile, SealedFile, arrow_schema};
 use crate::transform::changelog::CleansedRun;
 
 /// Open change-log files by stream and commit day, and the files sealed since they were last
@@ -43,7 +43,7 @@ impl FileSet {
 
     /// Write one event to its file; returns whether a file reached its rotation size (and was
     /// sealed, so that no file exceeds the limit: its commit is due).
-    pub fn write(&mut self, zone: &'static str, event: ChangeEvent) -> Result<bool, SinkError> {
+    pub fn write(&mut self, zone: Zone, event: ChangeEvent) -> Result<bool, SinkError> {
         let day = day_of(&event);
         let table = event.table.clone();
         self.file(zone, &table, day)?.push(event)?;
@@ -52,7 +52,7 @@ impl FileSet {
 
     /// Write a transform's output (rows already in Arrow) to its files; returns whether a file
     /// reached its rotation size.
-    pub fn write_run(&mut self, zone: &'static str, run: CleansedRun) -> Result<bool, SinkError> {
+    pub fn write_run(&mut self, zone: Zone, run: CleansedRun) -> Result<bool, SinkError> {
         if run.is_empty() {
             return Ok(false);
         }
@@ -86,7 +86,7 @@ impl FileSet {
     /// table's schema changed, so a file has one schema).
     fn file(
         &mut self,
-        zone: &'static str,
+        zone: Zone,
         table: &Arc<TableSchema>,
         day: i64,
     ) -> Result<&mut ParquetFile, SinkError> {
@@ -153,8 +153,8 @@ impl FileSet {
 }
 
 enum Work {
-    Write(&'static str, Vec<ChangeEvent>),
-    WriteRuns(&'static str, Vec<CleansedRun>),
+    Write(Zone, Vec<ChangeEvent>),
+    WriteRuns(Zone, Vec<CleansedRun>),
     Seal,
 }
 
@@ -224,7 +224,7 @@ impl ZoneWriter {
     }
 
     /// Hand events of `zone` over to be written.
-    pub fn write(&mut self, zone: &'static str, events: Vec<ChangeEvent>) -> Result<(), SinkError> {
+    pub fn write(&mut self, zone: Zone, events: Vec<ChangeEvent>) -> Result<(), SinkError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -233,11 +233,7 @@ impl ZoneWriter {
     }
 
     /// Hand a transform's output runs for `zone` over to be written.
-    pub fn write_runs(
-        &mut self,
-        zone: &'static str,
-        runs: Vec<CleansedRun>,
-    ) -> Result<(), SinkError> {
+    pub fn write_runs(&mut self, zone: Zone, runs: Vec<CleansedRun>) -> Result<(), SinkError> {
         if runs.iter().all(CleansedRun::is_empty) {
             return Ok(());
         }
@@ -321,7 +317,7 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
-    use crate::event::{ColumnType, Op, Seq, SourcePos, Value};
+    use crate::event::{ChangeOrigin, ColumnType, Op, Seq, Value};
     use crate::transform::{TransformSet, definition};
 
     const DAY_US: i64 = 86_400_000_000;
@@ -345,7 +341,7 @@ mod tests {
             partial_before: false,
             seq: Seq::new(id as u64, 0),
             commit_ts_us: day * DAY_US + id,
-            pos: SourcePos::PgLsn {
+            pos: ChangeOrigin::PgLsn {
                 lsn: id as u64,
                 commit_lsn: id as u64,
             },
@@ -387,7 +383,7 @@ mod tests {
         let mut runs = TransformSet::new(vec![def]).apply(&events).cleansed;
         assert_eq!(runs.len(), 1);
         assert!(
-            files.write_run("cleansed", runs.remove(0)).unwrap(),
+            files.write_run(Zone::Cleansed, runs.remove(0)).unwrap(),
             "a file filled up"
         );
         let mut sealed = files.seal_all().unwrap();
@@ -408,7 +404,7 @@ mod tests {
         assert!(
             sealed
                 .iter()
-                .all(|f| f.stream == "clean.t" && f.zone == "cleansed")
+                .all(|f| f.stream == "clean.t" && f.zone == Zone::Cleansed)
         );
     }
 
@@ -425,7 +421,7 @@ mod tests {
             let events = (start..start + 100)
                 .map(|id| insert(&raw, id, 20_000))
                 .collect();
-            writer.write("raw", events).unwrap();
+            writer.write(Zone::Raw, events).unwrap();
         }
         assert!(writer.has_pending());
         let sealed = writer.seal().unwrap();
@@ -450,11 +446,11 @@ mod tests {
         );
         let mut writer = ZoneWriter::start("test", files).unwrap();
         writer
-            .write("raw", vec![insert(&table(), 1, 20_000)])
+            .write(Zone::Raw, vec![insert(&table(), 1, 20_000)])
             .unwrap();
         assert!(writer.seal().is_err());
         // The events it could not write must never be committed past.
-        let _ = writer.write("raw", vec![insert(&table(), 2, 20_000)]);
+        let _ = writer.write(Zone::Raw, vec![insert(&table(), 2, 20_000)]);
         assert!(writer.seal().is_err());
     }
 }

@@ -14,13 +14,7 @@
 //! The files are encoded on two threads (see `files.rs`), the raw zone's and the transforms'
 //! zones', while this one cuts and transforms the next batch.
 
-pub mod compact;
-pub mod ddl;
 pub mod files;
-pub mod lake;
-pub mod ods;
-pub mod parquet;
-pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,14 +23,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{RotateConfig, Zone};
+use crate::contract::ack::CommittedPositions;
+use crate::contract::batch::SourceBatch;
+use crate::contract::cut::SeqCut;
+use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, Seq};
+use crate::failpoint::crash_point;
+use crate::lake::commit::{Commit, CommittedFile, LakeRoot};
+use crate::lake::parquet::{SealedFile, WriteError};
+use crate::lake::{compact, ods};
 use crate::metrics as m;
-use crate::source::{CommittedPositions, SeqCut, SourceBatch, SourcePosition};
 use crate::status::SharedStatus;
 use crate::transform::TransformSet;
 use files::{FileSet, ZoneWriter};
-use lake::{Commit, CommittedFile, LakeRoot};
-use parquet::{SealedFile, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -56,9 +55,6 @@ fn date_of_day(day: i64) -> String {
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "1970-01-01".into())
 }
-
-/// The lake zone of dead letters (always written when a transform dead-letters a row).
-pub const DLQ_ZONE: &str = "dlq";
 
 /// How the sink writes: from `sink:` in sluice.yaml.
 #[derive(Debug, Clone)]
@@ -98,7 +94,7 @@ pub struct ParquetSink {
     /// Files sealed and published, for the next commit.
     sealed: Vec<SealedFile>,
     /// The latest resumable position of each source (not yet committed, possibly).
-    positions: BTreeMap<String, SourcePosition>,
+    positions: BTreeMap<String, ResumePosition>,
     /// Sources that handed over events with no resume position since their last one.
     awaiting_position: BTreeSet<String>,
     /// Highest sequence accepted per raw stream, committed or not.
@@ -200,7 +196,7 @@ impl ParquetSink {
     }
 
     /// Positions of the last commit, per source: where sources resume.
-    pub fn committed_positions(&self) -> BTreeMap<String, SourcePosition> {
+    pub fn committed_positions(&self) -> BTreeMap<String, ResumePosition> {
         self.last.positions.clone()
     }
 
@@ -252,7 +248,7 @@ impl ParquetSink {
             self.awaiting_position.insert(batch.source.to_string());
         }
         match batch.zone {
-            Some(zone) if zone == Zone::Raw.as_str() => self.raw.write(zone, batch.events)?,
+            Some(Zone::Raw) => self.raw.write(Zone::Raw, batch.events)?,
             Some(zone) => self.derived.write(zone, batch.events)?,
             None => self.accept_raw(&batch.source, batch.events)?,
         };
@@ -280,12 +276,11 @@ impl ParquetSink {
         if !self.transforms.is_empty() {
             // The writer threads are still writing the previous batch meanwhile.
             let out = self.transforms.apply(&accepted);
-            self.derived
-                .write_runs(Zone::Cleansed.as_str(), out.cleansed)?;
-            self.derived.write(DLQ_ZONE, out.dead_letters)?;
+            self.derived.write_runs(Zone::Cleansed, out.cleansed)?;
+            self.derived.write(Zone::Dlq, out.dead_letters)?;
         }
         if self.write_raw {
-            self.raw.write(Zone::Raw.as_str(), accepted)?;
+            self.raw.write(Zone::Raw, accepted)?;
         }
         if skipped > 0 {
             metrics::counter!(m::SINK_REPLAYED_SKIPPED, "source" => source.to_string())
@@ -414,12 +409,13 @@ impl ParquetSink {
         self.sealed.clear();
         self.last = commit;
         self.last_commit_at = Instant::now();
+        crash_point!("sink.before_ack");
         self.acks
             .send_replace(Arc::new(self.last.positions.clone()));
         self.ods_pending.extend(
             commit_logs
                 .iter()
-                .filter(|log| !log.starts_with(DLQ_ZONE))
+                .filter(|log| !log.starts_with(Zone::Dlq.as_str()))
                 .cloned(),
         );
         self.compact_streams.extend(commit_logs);

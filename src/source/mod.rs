@@ -1,116 +1,31 @@
 //! Sources read a database's log and hand batches of [`ChangeEvent`]s downstream.
 //!
-//! Every batch says from where a restart would be correct ([`SourceBatch::resume`]): the sink
+//! Every batch says from where a restart would be correct (`SourceBatch::resume`): the sink
 //! records that position in the same commit as the data, and only then is the position
-//! acknowledged to the database ([`Acks`]). A restart resumes from the committed position and the
-//! sink cuts what it already has by sequence, so nothing is lost or written twice.
+//! acknowledged to the database (`contract::ack`). A restart resumes from the committed position
+//! and the sink cuts what it already has by sequence, so nothing is lost or written twice.
+//!
+//! This file is the one place that knows the kinds of source ([`register_sources!`] below).
+//! Adding one: a folder beside `postgres/`, `mysql/` and `mongodb/` with a type that implements
+//! [`Source`] and an error that implements [`SourceFailure`], its `kind:` in
+//! `config::SourceKind`, its checkpoint shape in `contract::position::ResumePosition`, and one
+//! line in the registration.
 
-pub mod history;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub mod snapshot;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::SourceConfig;
-use crate::event::{ChangeEvent, Op, Seq};
+use crate::config::{SourceConfig, SourceKind};
+use crate::contract::ack::Acks;
+use crate::contract::batch::SourceBatch;
+use crate::contract::position::ResumePosition;
+use crate::error::Classify;
+use crate::event::{ChangeEvent, Op, TableSchema};
+use crate::finding::Finding;
 use crate::metrics as m;
-
-/// A source's durable position, stored in the lake's commit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourcePosition {
-    /// Postgres: stream from `lsn` (the end of the last transaction wholly in the lake; during
-    /// the snapshot, the slot's consistent point). `slot` names the slot the position belongs to.
-    Postgres {
-        lsn: u64,
-        slot: String,
-        /// An unfinished snapshot, or a finished one whose phase filter still applies.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        snapshot: Option<snapshot::SnapshotState>,
-    },
-    /// MySQL / MariaDB: binlog file and offset, GTID state, and the schema history there.
-    Mysql(mysql::BinlogPosition),
-    /// MongoDB: the change stream's resume token (or the cluster time to start at), the
-    /// inferred schemas there, and an unfinished snapshot.
-    Mongo(mongodb::MongoPosition),
-    /// Kafka mode's sinks: the next offset to read of one topic partition.
-    Kafka {
-        topic: String,
-        partition: i32,
-        next_offset: i64,
-    },
-}
-
-/// A group of events from one source, in log order.
-#[derive(Debug)]
-pub struct SourceBatch {
-    pub source: Arc<str>,
-    pub events: Vec<ChangeEvent>,
-    /// Where to restart so that, with the sink's sequence cut, nothing is lost. `None` while
-    /// nothing resumable exists yet (during the initial snapshot), so such data is committed only
-    /// together with a later batch that has a position.
-    pub resume: Option<SourcePosition>,
-    /// `None`: raw events from a source, cut by sequence, transformed, and written to the raw
-    /// zone. `Some(zone)`: events read back from a Kafka topic of that zone, written as they are
-    /// (their offsets, in `resume`, are the cut).
-    pub zone: Option<&'static str>,
-}
-
-impl SourceBatch {
-    /// A batch of raw events from a source.
-    pub fn raw(source: Arc<str>, events: Vec<ChangeEvent>, resume: Option<SourcePosition>) -> Self {
-        SourceBatch {
-            source,
-            events,
-            resume,
-            zone: None,
-        }
-    }
-}
-
-/// Replays are cut by sequence: per raw stream, the highest sequence already taken, so an
-/// event at or below it (a source re-reading from its last resumable position) is skipped.
-#[derive(Debug, Default, Clone)]
-pub struct SeqCut {
-    high: std::collections::HashMap<String, Seq>,
-}
-
-impl SeqCut {
-    pub fn new(high: std::collections::HashMap<String, Seq>) -> Self {
-        SeqCut { high }
-    }
-
-    /// Take the event (true) or skip it as a replay (false).
-    pub fn admit(&mut self, event: &ChangeEvent) -> bool {
-        match self.high.get_mut(&event.table.stream) {
-            Some(high) if event.seq <= *high => false,
-            Some(high) => {
-                *high = event.seq;
-                true
-            }
-            None => {
-                self.high.insert(event.table.stream.clone(), event.seq);
-                true
-            }
-        }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Seq)> {
-        self.high.iter()
-    }
-}
-
-/// Positions the sink has committed, per source; sources acknowledge these to their database.
-pub type CommittedPositions = Arc<BTreeMap<String, SourcePosition>>;
-
-/// The receiving end sources watch for commits.
-pub type Acks = watch::Receiver<CommittedPositions>;
 
 /// Everything a run of a source needs from the runtime.
 pub struct SourceContext {
@@ -119,7 +34,7 @@ pub struct SourceContext {
     pub acks: Acks,
     pub shutdown: watch::Receiver<bool>,
     /// The position the lake has committed for this source, if any.
-    pub committed: Option<SourcePosition>,
+    pub committed: Option<ResumePosition>,
     /// Where this source reports its state for `/status`.
     pub status: crate::status::SharedStatus,
     /// The sink's path: a source that keeps state next to its positions (the MySQL schema
@@ -127,115 +42,88 @@ pub struct SourceContext {
     pub lake_path: String,
 }
 
-/// Whether retrying can help. Materialize's split: definite errors mean the data or the setup is
-/// wrong (stop with a clear message); transient ones are the network or a restarting server.
-pub trait Classify {
-    fn is_transient(&self) -> bool;
+/// A kind of source: how it runs and how `sluice check` examines it.
+pub(crate) trait Source: Sized {
+    type Error: SourceFailure;
+    /// Connect, check the prerequisites, resolve the configured tables.
+    async fn connect(ctx: SourceContext) -> Result<Self, Self::Error>;
+    /// Snapshot and stream until the context's shutdown turns true (then Ok) or an error.
+    async fn run(self) -> Result<(), Self::Error>;
+    /// `sluice check` of one source: every problem found, and the captured tables' schemas
+    /// (empty when the source could not be reached).
+    async fn check(config: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>);
 }
 
-/// An error of any source.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error(transparent)]
-    Postgres(#[from] postgres::PgError),
-    #[error(transparent)]
-    Mysql(#[from] mysql::MyError),
-    #[error(transparent)]
-    Mongo(#[from] mongodb::MongoError),
+/// What every source's error says beyond transient or definite.
+pub trait SourceFailure: std::error::Error + Classify + Send + Sync + 'static {
+    /// The source's log position is gone (slot dropped, binlog purged, resume token expired):
+    /// only a new snapshot can go on.
+    fn is_position_lost(&self) -> bool;
+}
+
+/// An error of any source, its chain intact.
+#[derive(Debug)]
+pub struct SourceError(Box<dyn SourceFailure>);
+
+impl<E: SourceFailure> From<E> for SourceError {
+    fn from(error: E) -> Self {
+        SourceError(Box::new(error))
+    }
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl Classify for SourceError {
     fn is_transient(&self) -> bool {
-        match self {
-            SourceError::Postgres(e) => e.is_transient(),
-            SourceError::Mysql(e) => e.is_transient(),
-            SourceError::Mongo(e) => e.is_transient(),
-        }
+        self.0.is_transient()
     }
 }
 
 impl SourceError {
-    /// The source's log position is gone (slot dropped, binlog purged).
     pub fn is_position_lost(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Postgres(postgres::PgError::SlotLost { .. })
-                | SourceError::Mysql(mysql::MyError::PositionLost { .. })
-                | SourceError::Mongo(mongodb::MongoError::PositionLost { .. })
-        )
+        self.0.is_position_lost()
     }
 }
 
-/// The batch a source is building. It goes downstream when it holds [`Batcher::MAX_EVENTS`]
-/// events or [`Batcher::MAX_BYTES`] bytes, whichever comes first (so the memory in flight, a
-/// few batches, is bounded whatever the row width), or when it has waited [`Batcher::LINGER`]
-/// (so a quiet stream still reaches the lake).
-#[derive(Debug, Default)]
-pub struct Batcher {
-    events: Vec<ChangeEvent>,
-    bytes: usize,
-    started: Option<std::time::Instant>,
-}
-
-impl Batcher {
-    pub const MAX_EVENTS: usize = 4096;
-    pub const MAX_BYTES: usize = 1 << 20;
-    /// Short, because it is all latency in Kafka mode (a 10 ms transaction interval commits each
-    /// batch as it comes: at 10k changes/s the commit-to-topic median was 54 ms with 50 ms here).
-    /// A busy stream fills its batches long before it; a quiet one sends small ones. The
-    /// Postgres and MySQL streams do not wait it out once a whole transaction is in and nothing
-    /// more is ready: it bounds a transaction whose changes arrive slowly.
-    pub const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
-
-    pub fn push(&mut self, event: ChangeEvent) {
-        self.start();
-        self.bytes += event.approx_bytes();
-        self.events.push(event);
-    }
-
-    /// Push a streamed change whose sequence is (its major, `*index`), advancing `*index`. An
-    /// update that changed the key goes as a delete of the old key, then a create of the new
-    /// one, with consecutive sequences: a change log holds rows by key.
-    pub fn push_change(&mut self, event: ChangeEvent, index: &mut u64) {
-        let major = event.seq.major();
-        let (delete, mut event) = event.split_key_change();
-        if let Some(mut delete) = delete {
-            delete.seq = Seq::new(major, *index);
-            self.push(delete);
-            *index += 1;
+/// The registration: one line per kind of source, `Kind => folder::Type`. It makes [`run`] and
+/// [`check`], the only dispatch on the kind.
+macro_rules! register_sources {
+    ($($kind:ident => $source:ty),+ $(,)?) => {
+        /// Run the source `ctx` configures until shutdown; `connected` is called once it has
+        /// connected and checked its prerequisites.
+        pub async fn run(ctx: SourceContext, connected: impl FnOnce()) -> Result<(), SourceError> {
+            match ctx.config.kind {
+                $(SourceKind::$kind => {
+                    let source = <$source as Source>::connect(ctx).await?;
+                    connected();
+                    Ok(<$source as Source>::run(source).await?)
+                })+
+            }
         }
-        event.seq = Seq::new(major, *index);
-        self.push(event);
-        *index += 1;
-    }
 
-    /// Start the linger clock without an event (a position moved past changes of no captured
-    /// table: it should reach the lake too).
-    pub fn start(&mut self) {
-        self.started.get_or_insert_with(std::time::Instant::now);
-    }
+        /// `sluice check` of one source: the problems found, and the captured tables' schemas.
+        pub async fn check(config: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
+            match config.kind {
+                $(SourceKind::$kind => <$source as Source>::check(config).await,)+
+            }
+        }
+    };
+}
 
-    pub fn is_full(&self) -> bool {
-        self.events.len() >= Self::MAX_EVENTS || self.bytes >= Self::MAX_BYTES
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    /// When the batch must go, if it has been started.
-    pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.started.map(|t| t + Self::LINGER)
-    }
-
-    /// The events, leaving an empty batch sized like this one (so the next does not grow by
-    /// reallocating and copying).
-    pub fn take(&mut self) -> Vec<ChangeEvent> {
-        self.started = None;
-        self.bytes = 0;
-        let size = self.events.len();
-        std::mem::replace(&mut self.events, Vec::with_capacity(size))
-    }
+register_sources! {
+    Postgres => postgres::PostgresSource,
+    Mysql => mysql::MysqlSource,
+    Mongodb => mongodb::MongoSource,
 }
 
 /// Count a batch's events by table and op (`sluice_source_events_total`). Runs of one table

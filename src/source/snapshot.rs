@@ -14,41 +14,10 @@
 //! `(C - 1, ordinal)`, so they sort before every streamed change: "last row per key by `_seq`"
 //! stays the current state, with no gap and no duplicate.
 
-use serde::{Deserialize, Serialize};
-
+#[cfg(test)]
+use crate::contract::position::snapshot::Phase;
+use crate::contract::position::snapshot::{Cursor, SnapshotState};
 use crate::event::{ColumnType, Row, TableSchema, Value};
-
-/// Where a snapshot stands; part of the committed source position.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotState {
-    /// Every table has been read.
-    pub complete: bool,
-    /// Ordinal of the next snapshot row (the minor part of its sequence).
-    pub next_ordinal: u64,
-    /// Where reading goes on; `None` before the first table (or when complete).
-    pub cursor: Option<Cursor>,
-    /// Each phase's WAL position and where it started reading.
-    pub phases: Vec<Phase>,
-    /// The server's estimate of all captured tables' rows, for progress (`sluice status`).
-    #[serde(default)]
-    pub estimated_rows: u64,
-}
-
-/// Reading continues in `table` after the integer key `after_key` (from its start if `None`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub table: String,
-    pub after_key: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Phase {
-    /// The phase's log position (Postgres LSN, binlog coordinate): its rows reflect every
-    /// commit before it.
-    pub lsn: u64,
-    /// The first row the phase read (`None`: the first table's start).
-    pub from: Option<Cursor>,
-}
 
 /// Order of keys across tables: (table name, key). A table's start sorts before all its keys;
 /// keys that are not single integers sort at their table's start (such tables are read whole).

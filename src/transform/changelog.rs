@@ -33,7 +33,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use super::plan::{Compiled, clean_message};
 use super::values::{for_each_value, rows_to_batch};
 use crate::event::{ChangeEvent, Op, Row, TableSchema, Value};
-use crate::sink::parquet::{WriteError, arrow_type, change_log_columns};
+use crate::lake::parquet::{WriteError, arrow_type, change_log_columns};
 
 /// What one run of raw events became.
 #[derive(Debug)]

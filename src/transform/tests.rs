@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::event::{Row, Seq, SourcePos};
+use crate::event::{ChangeOrigin, ColumnType, Row, Seq};
 
 fn raw_table() -> Arc<TableSchema> {
     crate::event::test_table(
@@ -40,7 +40,7 @@ fn event(op: Op, before: Option<Row>, after: Option<Row>, seq: u64) -> ChangeEve
         partial_before: false,
         seq: Seq::new(seq, 0),
         commit_ts_us: 1_700_000_000_000_000,
-        pos: SourcePos::PgLsn {
+        pos: ChangeOrigin::PgLsn {
             lsn: seq,
             commit_lsn: seq,
         },
@@ -68,9 +68,9 @@ struct Applied {
 fn apply(t: &Compiled, events: &[ChangeEvent]) -> Applied {
     let out = t.apply(events);
     let cleansed = out.cleansed.to_events().expect("rows of the projection");
-    let schema = crate::sink::parquet::arrow_schema(&t.output);
+    let schema = crate::lake::parquet::arrow_schema(&t.output);
     let from_arrays = out.cleansed.to_record_batch(&schema).expect("a batch");
-    let from_rows = crate::sink::parquet::to_record_batch(&schema, &t.output, &cleansed).unwrap();
+    let from_rows = crate::lake::parquet::to_record_batch(&schema, &t.output, &cleansed).unwrap();
     assert_eq!(from_arrays, from_rows);
     Applied {
         cleansed,

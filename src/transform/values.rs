@@ -13,7 +13,7 @@ use arrow::datatypes::{
 use arrow::error::ArrowError;
 
 use crate::event::{ColumnType, Row, TableSchema, Value};
-use crate::sink::parquet::{arrow_type, column_array};
+use crate::lake::parquet::{arrow_type, column_array};
 
 /// The Arrow schema of a table's own columns, as transforms see them.
 pub fn row_schema(table: &TableSchema) -> SchemaRef {

@@ -305,6 +305,24 @@ impl Daemon {
         }
     }
 
+    /// Wait for the daemon to exit by itself (a failpoint, a definite error) and say how.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("not running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not exit within {timeout:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().unwrap().is_none(),
@@ -677,7 +695,7 @@ pub fn hdfs_url() -> String {
 /// Copy the committed zones of a lake on any store (HDFS) to a local folder, so the local
 /// readers above can check it. Fails (to be retried) if a file changes under it.
 pub fn mirror_lake(url: &str, local: &Path) -> std::io::Result<()> {
-    let store = sluice::sink::store::Store::open(url)?;
+    let store = sluice::lake::store::Store::open(url)?;
     let _ = std::fs::remove_dir_all(local);
     for zone in ["raw", "ods"] {
         for rel in store.list_files(zone)? {

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value as Json};
 
 use crate::event::{
-    ChangeEvent, Column, ColumnType, Op, Row, Seq, SourceInfo, SourcePos, TableId, TableSchema,
+    ChangeEvent, ChangeOrigin, Column, ColumnType, Op, Row, Seq, SourceInfo, TableId, TableSchema,
     Value,
 };
 
@@ -144,14 +144,14 @@ impl Decoder {
             commit_ts_us,
             pos: match source.get("file").and_then(Json::as_str) {
                 // MySQL / MariaDB records name a binlog file and offset.
-                Some(file) => SourcePos::Binlog {
+                Some(file) => ChangeOrigin::Binlog {
                     file: file.into(),
                     pos: source.get("pos").and_then(Json::as_u64).unwrap_or(0),
                     row: source.get("row").and_then(Json::as_u64).unwrap_or(0) as u32,
                     server_id: source.get("server_id").and_then(Json::as_u64).unwrap_or(0) as u32,
                     gtid: source.get("gtid").and_then(Json::as_str).map(Into::into),
                 },
-                None => SourcePos::PgLsn {
+                None => ChangeOrigin::PgLsn {
                     lsn,
                     commit_lsn: lsn,
                 },

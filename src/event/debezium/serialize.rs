@@ -10,7 +10,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use super::{
     CONNECTOR_VERSION, decimal_bytes, non_finite_name, variable_scale_decimal, zoned_timestamp,
 };
-use crate::event::{ChangeEvent, ColumnType, Row, SourcePos, TableSchema, Value};
+use crate::event::{ChangeEvent, ChangeOrigin, ColumnType, Row, TableSchema, Value};
 
 /// `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}` of one event.
 pub struct Envelope<'a> {
@@ -69,7 +69,7 @@ impl Serialize for Key<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let event = self.0;
         let schema = &*event.table;
-        if let (true, SourcePos::Mongo { id, .. }) = (schema.source_info.documents, &event.pos) {
+        if let (true, ChangeOrigin::Mongo { id, .. }) = (schema.source_info.documents, &event.pos) {
             let mut map = s.serialize_map(Some(1))?;
             map.serialize_entry("id", id.as_ref())?;
             return map.end();
@@ -141,7 +141,7 @@ impl Serialize for Source<'_> {
         map.serialize_entry("snapshot", if event.snapshot { "true" } else { "false" })?;
         map.serialize_entry("db", &schema.source_info.db)?;
         match &event.pos {
-            SourcePos::PgLsn { lsn, commit_lsn } => {
+            ChangeOrigin::PgLsn { lsn, commit_lsn } => {
                 // Debezium: ["<last commit lsn>", "<lsn>"] as a JSON string.
                 map.serialize_entry("sequence", &format!("[\"{commit_lsn}\",\"{lsn}\"]"))?;
                 map.serialize_entry("ts_us", &ts_us)?;
@@ -154,7 +154,7 @@ impl Serialize for Source<'_> {
                 map.serialize_entry("origin", &())?;
                 map.serialize_entry("origin_lsn", &())?;
             }
-            SourcePos::Binlog {
+            ChangeOrigin::Binlog {
                 file,
                 pos,
                 row,
@@ -173,7 +173,7 @@ impl Serialize for Source<'_> {
                 map.serialize_entry("thread", &())?;
                 map.serialize_entry("query", &())?;
             }
-            SourcePos::Mongo {
+            ChangeOrigin::Mongo {
                 time, txn_number, ..
             } => {
                 map.serialize_entry("sequence", &())?;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::event::{Column, Seq, SourceInfo, SourcePos, TableId};
+use crate::event::{ChangeOrigin, Column, Seq, SourceInfo, TableId};
 
 fn bench_schema() -> Arc<TableSchema> {
     // Nullability as in the benchmark table (id, i32, name and created_at are NOT NULL).
@@ -83,7 +83,7 @@ fn update_matches_debezium_before_after_key_and_source() {
         after: Some(after),
         seq: Seq::new(267185912, 0),
         commit_ts_us: 1795239333446691,
-        pos: SourcePos::PgLsn {
+        pos: ChangeOrigin::PgLsn {
             lsn: 267185968,
             commit_lsn: 267185912,
         },
@@ -200,7 +200,7 @@ fn embedded_schemas_match_debezium_json_converter() {
         after: Some(vec![Value::Int(1); 11]),
         seq: Seq::new(1, 0),
         commit_ts_us: 0,
-        pos: SourcePos::PgLsn {
+        pos: ChangeOrigin::PgLsn {
             lsn: 1,
             commit_lsn: 1,
         },
@@ -269,7 +269,7 @@ fn mariadb_update_matches_debezium() {
         after: Some(after),
         seq: Seq::new(1, 0),
         commit_ts_us: 1795239447000000,
-        pos: SourcePos::Binlog {
+        pos: ChangeOrigin::Binlog {
             file: "mysql-bin.000003".into(),
             pos: 314278256,
             row: 0,
@@ -357,7 +357,7 @@ fn mongo_update_matches_debezium_mongodb_envelope() {
         partial_before: false,
         seq: Seq::new(time, 0),
         commit_ts_us: 1_716_000_000_123_000,
-        pos: SourcePos::Mongo {
+        pos: ChangeOrigin::Mongo {
             time,
             txn_number: Some(7),
             id: "{\"$oid\":\"6650a1b2c3d4e5f601234567\"}".into(),

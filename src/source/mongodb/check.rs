@@ -8,9 +8,9 @@ use mongodb::bson::{Bson, Document, doc};
 
 use super::MongoError;
 use super::documents::CollectionSchema;
-use crate::check::Finding;
 use crate::config::SourceConfig;
 use crate::event::TableSchema;
+use crate::finding::Finding;
 
 /// A prerequisite that does not hold, and how to fix it.
 pub struct Problem {

@@ -4,7 +4,7 @@
 
 use mongodb::error::{Error, ErrorKind};
 
-use crate::source::Classify;
+use crate::error::Classify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MongoError {
@@ -114,6 +114,12 @@ impl Classify for MongoError {
             MongoError::History(_) | MongoError::Downstream => true,
             MongoError::Setup(_) | MongoError::PositionLost { .. } => false,
         }
+    }
+}
+
+impl crate::source::SourceFailure for MongoError {
+    fn is_position_lost(&self) -> bool {
+        matches!(self, MongoError::PositionLost { .. })
     }
 }
 

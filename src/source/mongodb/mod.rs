@@ -31,36 +31,17 @@ use std::sync::Arc;
 
 use mongodb::Client;
 use mongodb::bson::{Bson, Document, Timestamp, doc};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{SnapshotMode, SourceConfig, TlsMode};
+use crate::contract::batch::{Batcher, SourceBatch};
+use crate::contract::position::mongodb::MongoSnapshot;
+use crate::contract::position::{MongoPosition, ResumePosition};
 use crate::event::{Row, SourceInfo, TableId, TableSchema};
-use crate::source::history::HistoryStore;
-use crate::source::{Batcher, SourceBatch, SourceContext, SourcePosition};
+use crate::lake::schema_history::HistoryStore;
+use crate::source::SourceContext;
 use documents::{CollectionSchema, Schemas};
 pub use error::MongoError;
-use snapshot::{MongoSnapshot, SnapshotFilter};
-
-/// A MongoDB source position, stored in the lake's commit records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MongoPosition {
-    /// Resume after this change stream token (its relaxed extended JSON); None before the first
-    /// event, when the stream starts at `start_at`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// The cluster time (seconds << 32 | increment) streaming starts at without a token: the
-    /// snapshot's T0.
-    #[serde(default)]
-    pub start_at: u64,
-    /// The cluster time the position covers (the last whole group's; `start_at` before any).
-    #[serde(default)]
-    pub time: u64,
-    /// The inferred schemas valid here (`_sluice/schemas/<source>/<id>.json`).
-    pub schemas: String,
-    /// An unfinished snapshot, or a finished one whose filter still applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<MongoSnapshot>,
-}
+use snapshot::SnapshotFilter;
 
 /// Where streaming resumes: after a token, or at a cluster time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +128,7 @@ impl MongoSource {
     /// Run until shutdown (Ok) or an error.
     pub async fn run(mut self) -> Result<(), MongoError> {
         let committed = match &self.ctx.committed {
-            Some(SourcePosition::Mongo(p)) => Some(p.clone()),
+            Some(ResumePosition::Mongo(p)) => Some(p.clone()),
             _ => None,
         };
         let from = match committed {
@@ -270,7 +251,7 @@ impl MongoSource {
 
     /// The position for `from`, covering cluster time `time`, with the schemas (saved first if
     /// they changed) and the snapshot while its filter still applies after `time`.
-    fn position(&mut self, from: &StreamFrom, time: u64) -> Result<SourcePosition, MongoError> {
+    fn position(&mut self, from: &StreamFrom, time: u64) -> Result<ResumePosition, MongoError> {
         let id = match &self.history_id {
             Some(id) => id.clone(),
             None => {
@@ -289,7 +270,7 @@ impl MongoSource {
             .as_ref()
             .filter(|(s, _)| time <= s.filter_until())
             .map(|(s, _)| s.clone());
-        Ok(SourcePosition::Mongo(MongoPosition {
+        Ok(ResumePosition::Mongo(MongoPosition {
             token,
             start_at,
             time,
@@ -298,7 +279,7 @@ impl MongoSource {
         }))
     }
 
-    async fn send(&mut self, resume: Option<SourcePosition>) -> Result<(), MongoError> {
+    async fn send(&mut self, resume: Option<ResumePosition>) -> Result<(), MongoError> {
         let events = self.batch.take();
         crate::source::count_events(&self.name, &events);
         self.ctx
@@ -400,6 +381,24 @@ pub async fn resolve_collections(
     }
     out.sort();
     Ok(out)
+}
+
+impl crate::source::Source for MongoSource {
+    type Error = MongoError;
+
+    async fn connect(ctx: SourceContext) -> Result<Self, MongoError> {
+        MongoSource::connect(ctx).await
+    }
+
+    async fn run(self) -> Result<(), MongoError> {
+        MongoSource::run(self).await
+    }
+
+    async fn check(
+        config: &SourceConfig,
+    ) -> (Vec<crate::finding::Finding>, Vec<crate::event::TableSchema>) {
+        check::check(config).await
+    }
 }
 
 #[cfg(test)]

@@ -19,54 +19,14 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use mongodb::bson::{Bson, Document, doc};
-use serde::{Deserialize, Serialize};
 
 use super::documents::{self, ID};
 use super::window::{FirstChange, Range, WindowWatch};
 use super::{MongoError, MongoSource, StreamFrom, cluster_time};
-use crate::event::{ChangeEvent, Op, Seq, SourcePos};
+use crate::contract::position::ResumePosition;
+use crate::contract::position::mongodb::{Chunk, Cursor, MongoSnapshot};
+use crate::event::{ChangeEvent, ChangeOrigin, Op, Seq};
 use crate::metrics as m;
-use crate::source::SourcePosition;
-
-/// Where a snapshot stands; part of the committed source position.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MongoSnapshot {
-    /// Every collection has been read.
-    pub complete: bool,
-    /// Ordinal of the next snapshot row (the minor part of its sequence).
-    pub next_ordinal: u64,
-    /// Where reading goes on; `None` before the first collection (or when complete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<Cursor>,
-    /// The chunks read, in order: each covers its collection's `_id`s after `after` up to the
-    /// next chunk's `after`.
-    #[serde(default)]
-    pub chunks: Vec<Chunk>,
-    /// The server's estimate of all captured collections' documents, for progress.
-    #[serde(default)]
-    pub estimated_rows: u64,
-}
-
-/// Reading continues in `table` (`db.collection`) after the `_id` `after` (canonical extended
-/// JSON, so its BSON type survives), from its start if `None`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub table: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    pub table: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-    /// The cluster time the chunk holds the state at (L).
-    pub read_at: u64,
-    /// The cluster time before the read began (L plus the margin, unless T0 bounds L).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<u64>,
-}
 
 impl MongoSnapshot {
     /// The cluster time up to which streamed changes may still be dropped for some `_id`s.
@@ -163,9 +123,9 @@ impl MongoSource {
         let running =
             metrics::gauge!(m::SOURCE_SNAPSHOT_RUNNING, "source" => self.name.to_string());
         running.set(1.0);
-        self.ctx
-            .status
-            .source(&self.name, |s| s.state = "snapshotting".into());
+        self.ctx.status.source(&self.name, |s| {
+            s.state = crate::status::SourceState::Snapshotting
+        });
         let mut collections = self.collections.clone();
         if let Some(cursor) = &state.cursor {
             collections.retain(|c| *c >= cursor.table);
@@ -396,7 +356,7 @@ impl MongoSource {
         let id = d.get(ID).map(documents::extjson).unwrap_or_default();
         let commit_ts_us = *self
             .snapshot_taken_at
-            .get_or_insert_with(crate::source::postgres::now_us);
+            .get_or_insert_with(crate::event::now_us);
         self.batch.push(ChangeEvent {
             table,
             op: Op::Read,
@@ -405,7 +365,7 @@ impl MongoSource {
             partial_before: false,
             seq: Seq::new(t0.saturating_sub(1), state.next_ordinal),
             commit_ts_us,
-            pos: SourcePos::Mongo {
+            pos: ChangeOrigin::Mongo {
                 time: read_at,
                 txn_number: None,
                 id: id.into(),
@@ -422,7 +382,7 @@ impl MongoSource {
         state: &MongoSnapshot,
     ) -> Result<(), MongoError> {
         let mut position = self.position(&StreamFrom::Time(t0), t0)?;
-        if let SourcePosition::Mongo(p) = &mut position {
+        if let ResumePosition::Mongo(p) = &mut position {
             p.snapshot = Some(state.clone());
         }
         self.send(Some(position)).await

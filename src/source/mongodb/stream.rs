@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use super::documents::{self, ID, apply_update};
 use super::error::code_is_position_lost;
 use super::{MongoError, MongoSource, StreamFrom, cluster_time, timestamp};
-use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos};
+use crate::contract::position::ResumePosition;
+use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq};
 use crate::metrics as m;
-use crate::source::SourcePosition;
 
 /// What the reader task hands over.
 enum Item {
@@ -75,9 +75,9 @@ impl MongoSource {
             StreamFrom::Token(_) => self.committed_time(),
         };
         let mut events = self.open_stream(&from).await?;
-        self.ctx
-            .status
-            .source(&self.name, |s| s.state = "streaming".into());
+        self.ctx.status.source(&self.name, |s| {
+            s.state = crate::status::SourceState::Streaming
+        });
         tracing::info!(source = %self.name, "streaming");
         let mut cur = Cursor {
             resume: from,
@@ -106,11 +106,11 @@ impl MongoSource {
                         return Err(MongoError::Downstream);
                     }
                     let committed = acks.borrow_and_update().get(&*self.name).cloned();
-                    if let Some(SourcePosition::Mongo(p)) = committed {
+                    if let Some(ResumePosition::Mongo(p)) = committed {
                         self.on_commit(&p, &mut cur);
                     }
                 }
-                _ = crate::runtime::sleep_until(linger) => {
+                _ = crate::contract::batch::sleep_until(linger) => {
                     cur.unsent_since = None;
                     self.flush_at(&mut cur).await?;
                 }
@@ -143,7 +143,7 @@ impl MongoSource {
 
     fn committed_time(&self) -> u64 {
         match &self.ctx.committed {
-            Some(SourcePosition::Mongo(p)) => p.time,
+            Some(ResumePosition::Mongo(p)) => p.time,
             _ => 0,
         }
     }
@@ -217,7 +217,7 @@ impl MongoSource {
         self.send(Some(position)).await
     }
 
-    fn on_commit(&mut self, p: &super::MongoPosition, cur: &mut Cursor) {
+    fn on_commit(&mut self, p: &crate::contract::position::MongoPosition, cur: &mut Cursor) {
         metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string())
             .set((p.time >> 32) as f64);
         if let Some(token) = &p.token
@@ -292,7 +292,7 @@ impl MongoSource {
             .wall_time
             .map(|w| w.timestamp_millis().saturating_mul(1000))
             .unwrap_or(((time >> 32) as i64).saturating_mul(1_000_000));
-        let lag = (crate::source::postgres::now_us() - wall_us) as f64 / 1e6;
+        let lag = (crate::event::now_us() - wall_us) as f64 / 1e6;
         metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
         let name = ev
             .ns
@@ -549,8 +549,8 @@ struct EventContext {
 }
 
 impl EventContext {
-    fn pos(&self, id: &Bson) -> SourcePos {
-        SourcePos::Mongo {
+    fn pos(&self, id: &Bson) -> ChangeOrigin {
+        ChangeOrigin::Mongo {
             time: self.time,
             txn_number: self.txn_number,
             id: documents::extjson(id).into(),

@@ -21,7 +21,7 @@ use super::gtid::{MariaGtidPos, MysqlGtidSet, format_uuid};
 use super::rows::{self, RowDecoder, RowsKind, TableMap};
 use super::{BinlogPoint, MyError, MysqlSource, catalog::Flavor, coord, file_index};
 use crate::config::ResumeBy;
-use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos};
+use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq};
 use crate::metrics as m;
 use crate::source::snapshot;
 
@@ -65,9 +65,9 @@ struct Cursor {
 impl MysqlSource {
     pub(super) async fn stream(&mut self, from: BinlogPoint) -> Result<(), MyError> {
         let mut stream = self.open_binlog(&from).await?;
-        self.ctx
-            .status
-            .source(&self.name, |s| s.state = "streaming".into());
+        self.ctx.status.source(&self.name, |s| {
+            s.state = crate::status::SourceState::Streaming
+        });
         tracing::info!(source = %self.name, at = %from, "streaming");
         let mut cur = Cursor {
             file: Arc::from(from.file.as_str()),
@@ -111,14 +111,14 @@ impl MysqlSource {
                     if changed.is_err() {
                         return Err(MyError::Downstream);
                     }
-                    if let Some(crate::source::SourcePosition::Mysql(p)) = acks.borrow_and_update().get(&*self.name) {
+                    if let Some(crate::contract::position::ResumePosition::Mysql(p)) = acks.borrow_and_update().get(&*self.name) {
                         metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string())
                             .set(coord(file_index(&p.file), p.pos) as f64);
                         cur.committed = Some((p.file.clone(), p.pos));
                     }
                 }
                 _ = health.tick() => self.binlog_health(&cur).await?,
-                _ = crate::runtime::sleep_until(linger) => {
+                _ = crate::contract::batch::sleep_until(linger) => {
                     self.flush_resume(&mut cur).await?;
                 }
                 event = stream.next() => {
@@ -369,7 +369,7 @@ impl MysqlSource {
             },
         };
         cur.unsent_since.get_or_insert_with(Instant::now);
-        let lag = (crate::source::postgres::now_us() - timestamp as i64 * 1_000_000) as f64 / 1e6;
+        let lag = (crate::event::now_us() - timestamp as i64 * 1_000_000) as f64 / 1e6;
         metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
         self.ctx
             .status
@@ -646,7 +646,7 @@ impl MysqlSource {
             partial_before: false,
             seq: Seq::new(tx.coord, 0),
             commit_ts_us: tx.ts_us,
-            pos: SourcePos::Binlog {
+            pos: ChangeOrigin::Binlog {
                 file: cur.file.clone(),
                 pos: tx.start_pos,
                 row,

@@ -7,9 +7,9 @@ use mysql_async::prelude::Queryable;
 
 use super::MyError;
 use super::catalog::{self, Flavor, ServerInfo};
-use crate::check::Finding;
 use crate::config::SourceConfig;
 use crate::event::TableSchema;
+use crate::finding::Finding;
 
 fn subject(source: &SourceConfig) -> String {
     format!("source `{}` ({})", source.name, source.file.display())

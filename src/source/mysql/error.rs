@@ -6,7 +6,7 @@
 //! (`FromRow`, `UnexpectedPacket` payloads), so no error message can leak data into the logs.
 
 use super::rows::RowError;
-use crate::source::Classify;
+use crate::error::Classify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MyError {
@@ -153,6 +153,12 @@ impl Classify for MyError {
             | MyError::Setup(_)
             | MyError::PositionLost { .. } => false,
         }
+    }
+}
+
+impl crate::source::SourceFailure for MyError {
+    fn is_position_lost(&self) -> bool {
+        matches!(self, MyError::PositionLost { .. })
     }
 }
 

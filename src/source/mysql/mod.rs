@@ -41,34 +41,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mysql_async::Conn;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{SnapshotMode, SourceConfig};
+use crate::contract::batch::{Batcher, SourceBatch};
+use crate::contract::position::SnapshotState;
+use crate::contract::position::{BinlogPosition, ResumePosition};
+use crate::lake::schema_history::HistoryStore;
 use crate::metrics as m;
-use crate::source::history::HistoryStore;
-use crate::source::snapshot::SnapshotState;
-use crate::source::{Batcher, SourceBatch, SourceContext, SourcePosition};
+use crate::source::SourceContext;
 use catalog::ServerInfo;
 pub use error::MyError;
 use schema::History;
-
-/// A MySQL/MariaDB source position, stored in the lake's commit records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BinlogPosition {
-    /// Read on from here: the binlog file and the offset after the last whole transaction
-    /// (during the snapshot, the snapshot's binlog point).
-    pub file: String,
-    pub pos: u64,
-    /// The GTID state at that point (MariaDB `domain-server-seq,…`, MySQL `uuid:1-N,…`), when
-    /// the server has GTIDs; a restart resumes by it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gtid: Option<String>,
-    /// The schema history valid at that point (`_sluice/schemas/<source>/<id>.json`).
-    pub schemas: String,
-    /// An unfinished snapshot, or a finished one whose phase filter still applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotState>,
-}
 
 /// A point in the binlog: where to read on from, and the GTID state there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +225,7 @@ impl MysqlSource {
 
     fn decide_start(&self) -> Start {
         match &self.ctx.committed {
-            Some(SourcePosition::Mysql(at)) => match &at.snapshot {
+            Some(ResumePosition::Mysql(at)) => match &at.snapshot {
                 Some(state) if !state.complete => Start::ResumeSnapshot {
                     at: at.clone(),
                     state: state.clone(),
@@ -270,7 +253,7 @@ impl MysqlSource {
 
     /// The position of `at` with the current schema history (saved first if it changed) and the
     /// phase filter while it still applies.
-    fn position(&mut self, at: &BinlogPoint) -> Result<SourcePosition, MyError> {
+    fn position(&mut self, at: &BinlogPoint) -> Result<ResumePosition, MyError> {
         let id = match &self.history_id {
             Some(id) => id.clone(),
             None => {
@@ -284,7 +267,7 @@ impl MysqlSource {
             .snapshot_filter
             .clone()
             .filter(|s| at.coord() < s.filter_until());
-        Ok(SourcePosition::Mysql(BinlogPosition {
+        Ok(ResumePosition::Mysql(BinlogPosition {
             file: at.file.clone(),
             pos: at.pos,
             gtid: at.gtid.clone(),
@@ -299,7 +282,7 @@ impl MysqlSource {
         self.send(resume).await
     }
 
-    async fn send(&mut self, resume: Option<SourcePosition>) -> Result<(), MyError> {
+    async fn send(&mut self, resume: Option<ResumePosition>) -> Result<(), MyError> {
         let events = self.batch.take();
         crate::source::count_events(&self.name, &events);
         let batch = SourceBatch::raw(self.name.clone(), events, resume);
@@ -352,6 +335,24 @@ pub fn server_id(config: &SourceConfig) -> u32 {
         });
         (1 << 30) | (hash & 0x3fff_ffff)
     })
+}
+
+impl crate::source::Source for MysqlSource {
+    type Error = MyError;
+
+    async fn connect(ctx: SourceContext) -> Result<Self, MyError> {
+        MysqlSource::connect(ctx).await
+    }
+
+    async fn run(self) -> Result<(), MyError> {
+        MysqlSource::run(self).await
+    }
+
+    async fn check(
+        config: &SourceConfig,
+    ) -> (Vec<crate::finding::Finding>, Vec<crate::event::TableSchema>) {
+        check::check(config).await
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! The history moves with the binlog: the snapshot (or the catalog, when streaming starts
 //! without one) gives the first definitions, DDL in the stream changes them (ddl.rs). A source
 //! position names the history valid at it by a content hash; the definitions themselves are
-//! written once to the lake by the shared [`crate::source::history::HistoryStore`] before any
+//! written once to the lake by the shared [`crate::lake::schema_history::HistoryStore`] before any
 //! position naming them is handed to the sink. So a restart at an old position decodes its rows
 //! with the definitions of that time, and a commit record stays small however many tables there
 //! are.

@@ -21,10 +21,12 @@ use super::rows::{self, Lossy};
 use super::schema::Tracked;
 use super::types::{Charset, Kind};
 use super::{BinlogPoint, MyError, MysqlSource};
-use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
+use crate::contract::position::ResumePosition;
+use crate::contract::position::SnapshotState;
+use crate::contract::position::snapshot::{Cursor, Phase};
+use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value};
 use crate::metrics as m;
-use crate::source::SourcePosition;
-use crate::source::snapshot::{Cursor, Phase, SnapshotState, chunk_key};
+use crate::source::snapshot::chunk_key;
 
 /// Open a consistent read view on `conn` and return its binlog point.
 pub async fn open_consistent_view(conn: &mut Conn, flavor: Flavor) -> Result<BinlogPoint, MyError> {
@@ -139,9 +141,9 @@ impl MysqlSource {
         let running =
             metrics::gauge!(m::SOURCE_SNAPSHOT_RUNNING, "source" => self.name.to_string());
         running.set(1.0);
-        self.ctx
-            .status
-            .source(&self.name, |s| s.state = "snapshotting".into());
+        self.ctx.status.source(&self.name, |s| {
+            s.state = crate::status::SourceState::Snapshotting
+        });
         let mut tables = self.tables.clone();
         tables.sort();
         if let Some(cursor) = &state.cursor {
@@ -315,8 +317,8 @@ impl MysqlSource {
             seq: Seq::new(consistent_point.saturating_sub(1), state.next_ordinal),
             commit_ts_us: *self
                 .snapshot_taken_at
-                .get_or_insert_with(crate::source::postgres::now_us),
-            pos: SourcePos::Binlog {
+                .get_or_insert_with(crate::event::now_us),
+            pos: ChangeOrigin::Binlog {
                 file: Arc::from(phase.file.as_str()),
                 pos: phase.pos,
                 row: 0,
@@ -333,9 +335,9 @@ impl MysqlSource {
         &mut self,
         stream_from: &BinlogPoint,
         state: &SnapshotState,
-    ) -> Result<SourcePosition, MyError> {
+    ) -> Result<ResumePosition, MyError> {
         let mut position = self.position(stream_from)?;
-        if let SourcePosition::Mysql(p) = &mut position {
+        if let ResumePosition::Mysql(p) = &mut position {
             p.snapshot = Some(state.clone());
         }
         Ok(position)

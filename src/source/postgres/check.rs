@@ -4,9 +4,9 @@
 use tokio_postgres::Client;
 
 use super::{catalog, connect_sql};
-use crate::check::Finding;
 use crate::config::SourceConfig;
 use crate::event::TableSchema;
+use crate::finding::Finding;
 
 fn subject(source: &SourceConfig) -> String {
     format!("source `{}` ({})", source.name, source.file.display())

@@ -4,7 +4,7 @@ use pgwire_replication::PgWireError;
 
 use super::pgoutput::DecodeError;
 use super::text::ValueError;
-use crate::source::Classify;
+use crate::error::Classify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -90,6 +90,12 @@ impl Classify for PgError {
             | PgError::Setup(_)
             | PgError::SlotLost { .. } => false,
         }
+    }
+}
+
+impl crate::source::SourceFailure for PgError {
+    fn is_position_lost(&self) -> bool {
+        matches!(self, PgError::SlotLost { .. })
     }
 }
 

@@ -33,9 +33,11 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{SnapshotMode, SourceConfig};
-use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
+use crate::contract::batch::{Batcher, SourceBatch};
+use crate::contract::position::ResumePosition;
+use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value, now_us};
 use crate::metrics as m;
-use crate::source::{Batcher, SourceBatch, SourceContext, SourcePosition, count_events};
+use crate::source::{SourceContext, count_events};
 use catalog::{PgTable, SESSION_OPTIONS};
 pub use error::PgError;
 use pgoutput::{Message, TupleValue};
@@ -174,9 +176,9 @@ impl PostgresSource {
             }
         };
         repl.wait_started().await?;
-        self.ctx
-            .status
-            .source(&self.name, |s| s.state = "streaming".into());
+        self.ctx.status.source(&self.name, |s| {
+            s.state = crate::status::SourceState::Streaming
+        });
         tracing::info!(source = %self.name, slot, lsn = %crate::event::format_lsn(start_lsn), "streaming");
         let result = self.stream(&mut repl, &slot, start_lsn).await;
         repl.stop();
@@ -186,7 +188,7 @@ impl PostgresSource {
     async fn decide_start(&mut self, slot: &str) -> Result<Start, PgError> {
         let slot_state = catalog::slot_confirmed_lsn(&self.client, slot).await?;
         let committed = match &self.ctx.committed {
-            Some(SourcePosition::Postgres {
+            Some(ResumePosition::Postgres {
                 lsn,
                 slot: s,
                 snapshot,
@@ -220,12 +222,12 @@ impl PostgresSource {
     }
 
     /// The position to resume streaming at `lsn`, with the phase filter while it still applies.
-    fn position(&self, slot: &str, lsn: u64) -> SourcePosition {
+    fn position(&self, slot: &str, lsn: u64) -> ResumePosition {
         let snapshot = self
             .snapshot_filter
             .clone()
             .filter(|s| lsn < s.filter_until());
-        SourcePosition::Postgres {
+        ResumePosition::Postgres {
             lsn,
             slot: slot.to_string(),
             snapshot,
@@ -281,13 +283,13 @@ impl PostgresSource {
                     if changed.is_err() {
                         return Err(PgError::Downstream);
                     }
-                    if let Some(SourcePosition::Postgres { lsn, .. }) = acks.borrow_and_update().get(&*self.name) {
+                    if let Some(ResumePosition::Postgres { lsn, .. }) = acks.borrow_and_update().get(&*self.name) {
                         repl.update_applied_lsn(Lsn::from_u64(*lsn));
                         metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string()).set(*lsn as f64);
                     }
                 }
                 _ = health.tick() => self.slot_health(slot).await?,
-                _ = crate::runtime::sleep_until(linger) => {
+                _ = crate::contract::batch::sleep_until(linger) => {
                     self.flush(Some(self.position(slot, resume))).await?;
                 }
                 event = repl.recv() => {
@@ -403,7 +405,7 @@ impl PostgresSource {
             partial_before,
             seq: Seq::new(tx.commit_lsn, 0),
             commit_ts_us: tx.commit_ts_us,
-            pos: SourcePos::PgLsn {
+            pos: ChangeOrigin::PgLsn {
                 lsn,
                 commit_lsn: tx.commit_lsn,
             },
@@ -528,7 +530,7 @@ impl PostgresSource {
     }
 
     /// Hand the current batch downstream (waiting while the pipeline is full: backpressure).
-    async fn flush(&mut self, resume: Option<SourcePosition>) -> Result<(), PgError> {
+    async fn flush(&mut self, resume: Option<ResumePosition>) -> Result<(), PgError> {
         let events = self.batch.take();
         count_events(&self.name, &events);
         let batch = SourceBatch::raw(self.name.clone(), events, resume);
@@ -547,13 +549,6 @@ struct TxState {
     commit_ts_us: i64,
     /// Position of the next change within the transaction: the minor part of the sequence.
     index: u64,
-}
-
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// One COPY text line → a row.
@@ -771,4 +766,22 @@ async fn create_slot(
             PgError::Setup("CREATE_REPLICATION_SLOT returned no consistent point".into())
         })?;
     Ok((consistent_point, if export { text(2) } else { None }))
+}
+
+impl crate::source::Source for PostgresSource {
+    type Error = PgError;
+
+    async fn connect(ctx: SourceContext) -> Result<Self, PgError> {
+        PostgresSource::connect(ctx).await
+    }
+
+    async fn run(self) -> Result<(), PgError> {
+        PostgresSource::run(self).await
+    }
+
+    async fn check(
+        config: &SourceConfig,
+    ) -> (Vec<crate::finding::Finding>, Vec<crate::event::TableSchema>) {
+        check::check(config).await
+    }
 }

@@ -7,10 +7,13 @@
 use std::sync::Arc;
 
 use super::catalog::{self, PgTable};
-use super::{PgError, PostgresSource, copy_row, now_us};
-use crate::event::{ChangeEvent, Op, Row, Seq, SourcePos, TableSchema, Value};
+use super::{PgError, PostgresSource, copy_row};
+pub use crate::contract::position::SnapshotState;
+pub use crate::contract::position::snapshot::{Cursor, Phase};
+use crate::event::now_us;
+use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value};
 use crate::metrics as m;
-pub use crate::source::snapshot::{Cursor, Phase, SnapshotState, chunk_key, int_key};
+pub use crate::source::snapshot::{chunk_key, int_key};
 use bytes::BytesMut;
 use futures::StreamExt;
 
@@ -32,9 +35,9 @@ impl PostgresSource {
         let running =
             metrics::gauge!(m::SOURCE_SNAPSHOT_RUNNING, "source" => self.name.to_string());
         running.set(1.0);
-        self.ctx
-            .status
-            .source(&self.name, |s| s.state = "snapshotting".into());
+        self.ctx.status.source(&self.name, |s| {
+            s.state = crate::status::SourceState::Snapshotting
+        });
         // A connection of its own: the transaction holds the imported snapshot while rows stream.
         let (mut snapshot_client, _) = super::connect_sql(&self.ctx.config).await?;
         let tx = snapshot_client
@@ -199,7 +202,7 @@ impl PostgresSource {
             after: Some(row),
             seq: Seq::new(consistent_point.saturating_sub(1), state.next_ordinal),
             commit_ts_us: self.snapshot_taken_at.get_or_insert_with(now_us).to_owned(),
-            pos: SourcePos::PgLsn {
+            pos: ChangeOrigin::PgLsn {
                 lsn: phase_lsn,
                 commit_lsn: phase_lsn,
             },
@@ -242,8 +245,8 @@ impl PostgresSource {
         slot: &str,
         stream_lsn: u64,
         state: &SnapshotState,
-    ) -> crate::source::SourcePosition {
-        crate::source::SourcePosition::Postgres {
+    ) -> crate::contract::position::ResumePosition {
+        crate::contract::position::ResumePosition::Postgres {
             lsn: stream_lsn,
             slot: slot.to_string(),
             snapshot: Some(state.clone()),

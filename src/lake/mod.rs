@@ -1,0 +1,13 @@
+//! The lake: storage below every stage. Where files live ([`store`]: a local folder, HDFS or S3),
+//! how a set of files becomes visible at once with the source positions it covers ([`commit`],
+//! the exactly-once protocol), how rows become Parquet ([`parquet`]), the current-state zone
+//! ([`ods`]), small files merged ([`compact`]), table definitions for query engines ([`ddl`]) and
+//! the schema histories sources keep beside their positions ([`schema_history`]).
+
+pub mod commit;
+pub mod compact;
+pub mod ddl;
+pub mod ods;
+pub mod parquet;
+pub mod schema_history;
+pub mod store;
