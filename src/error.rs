@@ -4,7 +4,7 @@
 
 /// Whether retrying can help. Materialize's split: definite errors mean the data or the setup is
 /// wrong (stop with a clear message); transient ones are the network or a restarting server.
-pub trait Classify {
+pub(crate) trait Classify {
     fn is_transient(&self) -> bool;
 }
 

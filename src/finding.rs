@@ -5,15 +5,15 @@
 /// One problem found, with what to do about it.
 #[derive(Debug, Clone)]
 pub struct Finding {
-    pub subject: String,
-    pub problem: String,
-    pub fix: String,
+    pub(crate) subject: String,
+    pub(crate) problem: String,
+    pub(crate) fix: String,
     /// A risk worth knowing that does not stop the pipeline (the exit code stays 0).
     pub warning: bool,
 }
 
 impl Finding {
-    pub fn problem(subject: &str, problem: String, fix: String) -> Finding {
+    pub(crate) fn problem(subject: &str, problem: String, fix: String) -> Finding {
         Finding {
             subject: subject.to_string(),
             problem,
@@ -22,7 +22,7 @@ impl Finding {
         }
     }
 
-    pub fn warning(subject: &str, problem: String, fix: String) -> Finding {
+    pub(crate) fn warning(subject: &str, problem: String, fix: String) -> Finding {
         Finding {
             subject: subject.to_string(),
             problem,

@@ -12,59 +12,59 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 // Sources, labels {source, table, op} / {source}.
-pub const SOURCE_EVENTS: &str = "sluice_source_events_total";
-pub const SOURCE_SNAPSHOT_ROWS: &str = "sluice_source_snapshot_rows_total";
-pub const SOURCE_SNAPSHOT_ROWS_ESTIMATED: &str = "sluice_source_snapshot_rows_estimated";
-pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
-pub const SOURCE_LAG_BYTES: &str = "sluice_source_lag_bytes";
-pub const SOURCE_COMMITTED_POSITION: &str = "sluice_source_committed_position";
-pub const SOURCE_UNCHANGED_TOAST: &str = "sluice_source_unchanged_toast_total";
-pub const SOURCE_ERRORS: &str = "sluice_source_errors_total";
-pub const SOURCE_LOSSY_VALUES: &str = "sluice_source_lossy_values_total";
-pub const SOURCE_UNMAPPED_TYPES: &str = "sluice_source_unmapped_type_columns";
-pub const SOURCE_UP: &str = "sluice_source_up";
-pub const SOURCE_POSITION_LOST: &str = "sluice_source_position_lost";
-pub const SOURCE_SNAPSHOT_RUNNING: &str = "sluice_source_snapshot_running";
-pub const SOURCE_DDL_UNPARSED: &str = "sluice_source_ddl_unparsed_total";
+pub(crate) const SOURCE_EVENTS: &str = "sluice_source_events_total";
+pub(crate) const SOURCE_SNAPSHOT_ROWS: &str = "sluice_source_snapshot_rows_total";
+pub(crate) const SOURCE_SNAPSHOT_ROWS_ESTIMATED: &str = "sluice_source_snapshot_rows_estimated";
+pub(crate) const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
+pub(crate) const SOURCE_LAG_BYTES: &str = "sluice_source_lag_bytes";
+pub(crate) const SOURCE_COMMITTED_POSITION: &str = "sluice_source_committed_position";
+pub(crate) const SOURCE_UNCHANGED_TOAST: &str = "sluice_source_unchanged_toast_total";
+pub(crate) const SOURCE_ERRORS: &str = "sluice_source_errors_total";
+pub(crate) const SOURCE_LOSSY_VALUES: &str = "sluice_source_lossy_values_total";
+pub(crate) const SOURCE_UNMAPPED_TYPES: &str = "sluice_source_unmapped_type_columns";
+pub(crate) const SOURCE_UP: &str = "sluice_source_up";
+pub(crate) const SOURCE_POSITION_LOST: &str = "sluice_source_position_lost";
+pub(crate) const SOURCE_SNAPSHOT_RUNNING: &str = "sluice_source_snapshot_running";
+pub(crate) const SOURCE_DDL_UNPARSED: &str = "sluice_source_ddl_unparsed_total";
 
 // Sinks, labels {zone, stream}.
-pub const SINK_ROWS: &str = "sluice_sink_rows_total";
-pub const SINK_FILES: &str = "sluice_sink_files_total";
-pub const SINK_BYTES: &str = "sluice_sink_bytes_total";
-pub const SINK_COMMITS: &str = "sluice_sink_commits_total";
-pub const SINK_COMMIT_SECONDS: &str = "sluice_sink_commit_duration_seconds";
-pub const SINK_LAST_COMMIT_TIMESTAMP: &str = "sluice_sink_last_commit_timestamp_seconds";
-pub const SINK_SECONDS_SINCE_COMMIT: &str = "sluice_sink_seconds_since_last_commit";
-pub const SINK_REPLAYED_SKIPPED: &str = "sluice_sink_replayed_events_skipped_total";
-pub const SINK_TYPE_MISMATCH: &str = "sluice_sink_type_mismatch_total";
+pub(crate) const SINK_ROWS: &str = "sluice_sink_rows_total";
+pub(crate) const SINK_FILES: &str = "sluice_sink_files_total";
+pub(crate) const SINK_BYTES: &str = "sluice_sink_bytes_total";
+pub(crate) const SINK_COMMITS: &str = "sluice_sink_commits_total";
+pub(crate) const SINK_COMMIT_SECONDS: &str = "sluice_sink_commit_duration_seconds";
+pub(crate) const SINK_LAST_COMMIT_TIMESTAMP: &str = "sluice_sink_last_commit_timestamp_seconds";
+pub(crate) const SINK_SECONDS_SINCE_COMMIT: &str = "sluice_sink_seconds_since_last_commit";
+pub(crate) const SINK_REPLAYED_SKIPPED: &str = "sluice_sink_replayed_events_skipped_total";
+pub(crate) const SINK_TYPE_MISMATCH: &str = "sluice_sink_type_mismatch_total";
 
 // Transforms, labels {transform} (and {op} for output events).
-pub const TRANSFORM_EVENTS_IN: &str = "sluice_transform_events_in_total";
-pub const TRANSFORM_EVENTS_OUT: &str = "sluice_transform_events_out_total";
-pub const TRANSFORM_FILTERED: &str = "sluice_transform_filtered_total";
-pub const TRANSFORM_DEAD_LETTERS: &str = "sluice_transform_dead_letters_total";
-pub const TRANSFORM_ERRORS: &str = "sluice_transform_errors_total";
-pub const TRANSFORM_BATCH_SECONDS: &str = "sluice_transform_batch_duration_seconds";
+pub(crate) const TRANSFORM_EVENTS_IN: &str = "sluice_transform_events_in_total";
+pub(crate) const TRANSFORM_EVENTS_OUT: &str = "sluice_transform_events_out_total";
+pub(crate) const TRANSFORM_FILTERED: &str = "sluice_transform_filtered_total";
+pub(crate) const TRANSFORM_DEAD_LETTERS: &str = "sluice_transform_dead_letters_total";
+pub(crate) const TRANSFORM_ERRORS: &str = "sluice_transform_errors_total";
+pub(crate) const TRANSFORM_BATCH_SECONDS: &str = "sluice_transform_batch_duration_seconds";
 
 // Lake maintenance.
-pub const SINK_COMPACTIONS: &str = "sluice_sink_compactions_total";
-pub const SINK_FILES_COMPACTED: &str = "sluice_sink_files_compacted_total";
-pub const ODS_MERGE_SECONDS: &str = "sluice_ods_merge_duration_seconds";
-pub const ODS_ROWS: &str = "sluice_ods_rows";
+pub(crate) const SINK_COMPACTIONS: &str = "sluice_sink_compactions_total";
+pub(crate) const SINK_FILES_COMPACTED: &str = "sluice_sink_files_compacted_total";
+pub(crate) const ODS_MERGE_SECONDS: &str = "sluice_ods_merge_duration_seconds";
+pub(crate) const ODS_ROWS: &str = "sluice_ods_rows";
 
 // Process.
-pub const QUEUE_DEPTH: &str = "sluice_queue_depth_batches";
-pub const RESIDENT_MEMORY: &str = "sluice_process_resident_memory_bytes";
-pub const PIPELINE_RESTARTS: &str = "sluice_pipeline_restarts_total";
+pub(crate) const QUEUE_DEPTH: &str = "sluice_queue_depth_batches";
+pub(crate) const RESIDENT_MEMORY: &str = "sluice_process_resident_memory_bytes";
+pub(crate) const PIPELINE_RESTARTS: &str = "sluice_pipeline_restarts_total";
 
 // Kafka mode.
-pub const KAFKA_PRODUCED: &str = "sluice_kafka_produced_records_total";
-pub const KAFKA_TRANSACTIONS: &str = "sluice_kafka_transactions_total";
-pub const KAFKA_COMMIT_SECONDS: &str = "sluice_kafka_transaction_commit_duration_seconds";
-pub const KAFKA_TRANSACTION_SECONDS: &str = "sluice_kafka_transaction_duration_seconds";
-pub const KAFKA_CONSUMER_LAG: &str = "sluice_kafka_consumer_lag_records";
-pub const KAFKA_UNDECODABLE: &str = "sluice_kafka_undecodable_records_total";
-pub const KAFKA_IN_FLIGHT: &str = "sluice_kafka_producer_in_flight_records";
+pub(crate) const KAFKA_PRODUCED: &str = "sluice_kafka_produced_records_total";
+pub(crate) const KAFKA_TRANSACTIONS: &str = "sluice_kafka_transactions_total";
+pub(crate) const KAFKA_COMMIT_SECONDS: &str = "sluice_kafka_transaction_commit_duration_seconds";
+pub(crate) const KAFKA_TRANSACTION_SECONDS: &str = "sluice_kafka_transaction_duration_seconds";
+pub(crate) const KAFKA_CONSUMER_LAG: &str = "sluice_kafka_consumer_lag_records";
+pub(crate) const KAFKA_UNDECODABLE: &str = "sluice_kafka_undecodable_records_total";
+pub(crate) const KAFKA_IN_FLIGHT: &str = "sluice_kafka_producer_in_flight_records";
 
 /// Install the global recorder. Safe to call once per process.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -79,7 +79,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 /// Every metric sluice exports: name, kind and help text. `describe` registers them all, and the
 /// tests check that docs/metrics.md lists exactly these.
-pub const CATALOG: &[(&str, Kind, &str)] = &[
+pub(crate) const CATALOG: &[(&str, Kind, &str)] = &[
     (
         TRANSFORM_EVENTS_IN,
         Kind::Counter,
@@ -286,7 +286,7 @@ pub const CATALOG: &[(&str, Kind, &str)] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
     Histogram,
@@ -303,7 +303,7 @@ fn describe() {
 }
 
 /// Resident set size from /proc (Linux), in bytes.
-pub fn resident_memory_bytes() -> Option<u64> {
+pub(crate) fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

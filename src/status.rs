@@ -88,13 +88,13 @@ pub struct StreamStatus {
 pub struct SharedStatus(Arc<Mutex<StatusBoard>>);
 
 impl SharedStatus {
-    pub fn update(&self, f: impl FnOnce(&mut StatusBoard)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut StatusBoard)) {
         if let Ok(mut board) = self.0.lock() {
             f(&mut board);
         }
     }
 
-    pub fn source(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
+    pub(crate) fn source(&self, name: &str, f: impl FnOnce(&mut SourceStatus)) {
         self.update(|b| f(b.sources.entry(name.to_string()).or_default()));
     }
 

@@ -3,7 +3,7 @@
 /// Replace every `${VAR}` with the environment's value. `$$` is a literal `$`. A variable that is
 /// unset and has no default is an error naming the line, so a typo never becomes an empty URL.
 /// Comment lines (first non-blank character `#`) are left as they are.
-pub fn interpolate_env(text: &str) -> Result<String, (usize, String)> {
+pub(crate) fn interpolate_env(text: &str) -> Result<String, (usize, String)> {
     interpolate_with(text, |name| std::env::var(name).ok())
 }
 

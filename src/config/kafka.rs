@@ -11,48 +11,48 @@ use super::HumanDuration;
 /// `log.kafka` in sluice.yaml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
+pub(crate) struct KafkaConfig {
     /// `host:port[,host:port…]`.
     #[serde(default = "default_brokers")]
-    pub brokers: String,
+    pub(crate) brokers: String,
     /// How records are encoded: `json` (Debezium's JsonConverter) or `avro`.
     #[serde(default)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// JSON only: embed the Connect schema in every key and value (JsonConverter's
     /// `schemas.enable`, its default too). Downstream stages then know every column's exact
     /// type; without it they infer types from the values.
     #[serde(default = "default_true")]
-    pub schemas: bool,
+    pub(crate) schemas: bool,
     /// The Confluent-compatible schema registry, for `format: avro`: its URL, or
     /// `{url, username, password}` for HTTP basic authentication.
     #[serde(default)]
-    pub schema_registry: Option<RegistryConfig>,
+    pub(crate) schema_registry: Option<RegistryConfig>,
     /// Put before every topic name sluice reads or writes.
     #[serde(default)]
-    pub topic_prefix: String,
+    pub(crate) topic_prefix: String,
     /// For topics sluice creates.
     #[serde(default = "default_partitions")]
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     #[serde(default = "default_replication")]
-    pub replication_factor: i32,
+    pub(crate) replication_factor: i32,
     #[serde(default)]
-    pub security: Security,
+    pub(crate) security: Security,
     /// librdkafka properties for producers and consumers, applied last.
     #[serde(default)]
-    pub producer: BTreeMap<String, String>,
+    pub(crate) producer: BTreeMap<String, String>,
     #[serde(default)]
-    pub consumer: BTreeMap<String, String>,
+    pub(crate) consumer: BTreeMap<String, String>,
     /// How long a source's transaction collects changes before it commits (the raw topics'
     /// latency against the per-transaction cost). 10 ms: about a batch of a live stream, like
     /// Kafka Connect's transaction per poll; while a backlog waits a transaction stays open up
     /// to ten intervals, at least a second (see `RawTopicWriter::run`).
     #[serde(default = "default_transaction_interval")]
-    pub transaction_interval: HumanDuration,
+    pub(crate) transaction_interval: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub(crate) enum Format {
     #[default]
     Json,
     Avro,
@@ -61,24 +61,24 @@ pub enum Format {
 /// TLS and SASL: librdkafka's `security.protocol`, `sasl.mechanism` and credentials.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Security {
+pub(crate) struct Security {
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub(crate) protocol: Option<String>,
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     #[serde(default)]
-    pub sasl_mechanism: Option<String>,
+    pub(crate) sasl_mechanism: Option<String>,
     #[serde(default)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// PEM files: the CA to trust, and a client certificate and key for mutual TLS.
     #[serde(default)]
-    pub ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
     #[serde(default)]
-    pub cert_file: Option<String>,
+    pub(crate) cert_file: Option<String>,
     #[serde(default)]
-    pub key_file: Option<String>,
+    pub(crate) key_file: Option<String>,
 }
 
 fn default_brokers() -> String {
@@ -100,23 +100,23 @@ fn default_transaction_interval() -> HumanDuration {
 /// `log.kafka.schema_registry`: the registry's URL, or the URL with HTTP basic credentials.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum RegistryConfig {
+pub(crate) enum RegistryConfig {
     Url(String),
     WithCredentials(RegistryCredentials),
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegistryCredentials {
-    pub url: String,
+pub(crate) struct RegistryCredentials {
+    pub(crate) url: String,
     #[serde(default)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 impl RegistryConfig {
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         match self {
             RegistryConfig::Url(url) => url,
             RegistryConfig::WithCredentials(c) => &c.url,

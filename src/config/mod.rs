@@ -5,7 +5,7 @@
 //! expected, so a user can fix the file without reading the code.
 
 mod interpolate;
-pub mod kafka;
+pub(crate) mod kafka;
 mod units;
 
 use std::collections::BTreeSet;
@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use interpolate::interpolate_env;
-pub use units::{ByteSize, HumanDuration};
+pub(crate) use interpolate::interpolate_env;
+pub(crate) use units::{ByteSize, HumanDuration};
 
 /// A problem in one configuration file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
+    pub(crate) file: PathBuf,
+    pub(crate) line: Option<usize>,
+    pub(crate) column: Option<usize>,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigProblem {
@@ -55,10 +55,10 @@ pub struct DaemonConfig {
     pub pipeline: String,
     /// A folder (every `*.yaml` in it) or a list of files, relative to this file.
     #[serde(default = "default_sources")]
-    pub sources: PathList,
+    pub(crate) sources: PathList,
     /// A folder (every `*.sql` in it) or a list of files, relative to this file.
     #[serde(default = "default_transforms")]
-    pub transforms: PathList,
+    pub(crate) transforms: PathList,
     #[serde(default)]
     pub log: LogConfig,
     pub sink: SinkConfig,
@@ -73,7 +73,7 @@ pub struct DaemonConfig {
     /// Capacity, in batches, of each in-process channel between stages. Small on purpose: the
     /// source database's log is the durable buffer, so sluice holds little in memory.
     #[serde(default = "default_channel_batches")]
-    pub channel_batches: usize,
+    pub(crate) channel_batches: usize,
 }
 
 fn default_pipeline() -> String {
@@ -95,7 +95,7 @@ fn default_channel_batches() -> usize {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum PathList {
+pub(crate) enum PathList {
     One(String),
     Many(Vec<String>),
 }
@@ -106,12 +106,12 @@ pub struct LogConfig {
     #[serde(default)]
     pub kind: LogKind,
     #[serde(default)]
-    pub kafka: Option<kafka::KafkaConfig>,
+    pub(crate) kafka: Option<kafka::KafkaConfig>,
 }
 
 impl LogConfig {
     /// `log.kafka`, with every default when it is absent.
-    pub fn kafka_config(&self) -> kafka::KafkaConfig {
+    pub(crate) fn kafka_config(&self) -> kafka::KafkaConfig {
         self.kafka.clone().unwrap_or_else(|| {
             serde_yaml::from_str("{}").expect("every log.kafka key has a default")
         })
@@ -132,28 +132,28 @@ pub struct SinkConfig {
     /// `file:///abs/path` (or a plain path); later `hdfs://…` and `s3://…`.
     pub path: String,
     #[serde(default = "default_zones")]
-    pub zones: Vec<Zone>,
+    pub(crate) zones: Vec<Zone>,
     #[serde(default)]
-    pub rotate: RotateConfig,
+    pub(crate) rotate: RotateConfig,
     /// How often the ODS zone (current state per stream) is merged from the change log, when
     /// `zones` includes `ods`. Fresher costs more merging.
     #[serde(default = "default_ods_interval")]
-    pub ods_interval: HumanDuration,
+    pub(crate) ods_interval: HumanDuration,
     #[serde(default)]
-    pub compaction: CompactConfig,
+    pub(crate) compaction: CompactConfig,
 }
 
 /// Small-file compaction of the change log: every `interval`, a partition with at least
 /// `min_files` files smaller than `small_bytes` has them rewritten as one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CompactConfig {
+pub(crate) struct CompactConfig {
     #[serde(default = "default_compact_interval")]
-    pub interval: HumanDuration,
+    pub(crate) interval: HumanDuration,
     #[serde(default = "default_compact_min_files")]
-    pub min_files: usize,
+    pub(crate) min_files: usize,
     #[serde(default = "default_compact_small_bytes")]
-    pub small_bytes: ByteSize,
+    pub(crate) small_bytes: ByteSize,
 }
 
 impl Default for CompactConfig {
@@ -197,7 +197,7 @@ pub enum Zone {
 
 impl Zone {
     /// The zone's folder in the lake, and its name in `sink.zones`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Zone::Raw => "raw",
             Zone::Cleansed => "cleansed",
@@ -216,13 +216,13 @@ impl fmt::Display for Zone {
 /// When an open Parquet file is closed and committed: whichever limit comes first.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RotateConfig {
+pub(crate) struct RotateConfig {
     #[serde(default = "default_rotate_rows")]
-    pub rows: u64,
+    pub(crate) rows: u64,
     #[serde(default = "default_rotate_bytes")]
-    pub bytes: ByteSize,
+    pub(crate) bytes: ByteSize,
     #[serde(default = "default_rotate_interval")]
-    pub interval: HumanDuration,
+    pub(crate) interval: HumanDuration,
 }
 
 impl Default for RotateConfig {
@@ -278,61 +278,61 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// First part of every stream name of this source.
-    pub name: String,
-    pub kind: SourceKind,
+    pub(crate) name: String,
+    pub(crate) kind: SourceKind,
     pub url: String,
     /// `schema.table` names or globs (`public.*`).
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
     #[serde(default)]
-    pub snapshot: SnapshotMode,
+    pub(crate) snapshot: SnapshotMode,
     /// Postgres: replication slot name (default `sluice_<name>`).
     #[serde(default)]
-    pub slot: Option<String>,
+    pub(crate) slot: Option<String>,
     /// Postgres: publication name (default `sluice_<name>`).
     #[serde(default)]
-    pub publication: Option<String>,
+    pub(crate) publication: Option<String>,
     /// How often the source shows it is alive: Postgres writes a heartbeat into the WAL
     /// (pg_logical_emit_message) so an idle or filtered database still advances the slot and
     /// frees WAL; MySQL/MariaDB asks the server for binlog heartbeats this often and checks that
     /// its binlog file is still there.
     #[serde(default = "default_heartbeat")]
-    pub heartbeat: HumanDuration,
+    pub(crate) heartbeat: HumanDuration,
     /// Rows per snapshot chunk (tables with a single integer primary key are read in key order,
     /// a chunk per query, and a crash resumes after the last committed row).
     #[serde(default = "default_snapshot_chunk_rows")]
-    pub snapshot_chunk_rows: u64,
+    pub(crate) snapshot_chunk_rows: u64,
     /// TLS to the database (Postgres): `{ mode: disable | require | verify-ca | verify-full,
     /// ca_file: /path/ca.pem }`. Without it, the URL's `sslmode` decides (default disable).
     #[serde(default)]
-    pub tls: TlsConfig,
+    pub(crate) tls: TlsConfig,
     /// A file holding the password (e.g. a mounted secret); overrides the URL's password.
     #[serde(default)]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// MySQL/MariaDB: the replica server id sluice registers with (default: derived from the
     /// source name, stable across restarts). It must differ from every server's and replica's.
     #[serde(default)]
-    pub server_id: Option<u32>,
+    pub(crate) server_id: Option<u32>,
     /// MySQL/MariaDB: resume by GTID where the server has GTIDs (default, survives a failover to
     /// a replica with the same GTIDs) or by binlog file and offset.
     #[serde(default)]
-    pub resume_by: ResumeBy,
+    pub(crate) resume_by: ResumeBy,
     /// Where the file was read from, for messages.
     #[serde(skip)]
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     #[serde(default)]
-    pub mode: Option<TlsMode>,
+    pub(crate) mode: Option<TlsMode>,
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     Disable,
     Require,
     VerifyCa,
@@ -341,7 +341,7 @@ pub enum TlsMode {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ResumeBy {
+pub(crate) enum ResumeBy {
     #[default]
     Gtid,
     Position,
@@ -349,7 +349,7 @@ pub enum ResumeBy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     Postgres,
     Mysql,
     Mongodb,
@@ -357,7 +357,7 @@ pub enum SourceKind {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SnapshotMode {
+pub(crate) enum SnapshotMode {
     /// Snapshot the tables once, then stream changes.
     #[default]
     Initial,
@@ -368,12 +368,12 @@ pub enum SnapshotMode {
 }
 
 impl SourceConfig {
-    pub fn slot_name(&self) -> String {
+    pub(crate) fn slot_name(&self) -> String {
         self.slot
             .clone()
             .unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
     }
-    pub fn publication_name(&self) -> String {
+    pub(crate) fn publication_name(&self) -> String {
         self.publication
             .clone()
             .unwrap_or_else(|| format!("sluice_{}", sanitize_identifier(&self.name)))
@@ -404,12 +404,13 @@ fn sanitize_identifier(name: &str) -> String {
 /// Everything the daemon runs: `sluice.yaml` plus the files it names.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The `sluice.yaml` it was loaded from.
     pub file: PathBuf,
     pub daemon: DaemonConfig,
     pub sources: Vec<SourceConfig>,
     /// The cleansing transforms' files (`transforms:`), which `crate::transform::load` parses:
     /// this leaf knows nothing of SQL.
-    pub transform_files: Vec<PathBuf>,
+    pub(crate) transform_files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -420,7 +421,7 @@ impl Config {
 
     /// `load`, with `more` checking what the files name (the transforms) against the rest;
     /// every problem of both is reported at once. `more` runs whenever sluice.yaml parses.
-    pub fn load_with(
+    pub(crate) fn load_with(
         path: &Path,
         more: impl FnOnce(&Config, &mut Vec<ConfigProblem>),
     ) -> Result<Config, ConfigErrors> {
@@ -478,7 +479,7 @@ impl Config {
 }
 
 /// A problem with a whole file (no line).
-pub fn problem(file: &Path, message: String) -> ConfigProblem {
+pub(crate) fn problem(file: &Path, message: String) -> ConfigProblem {
     ConfigProblem {
         file: file.to_path_buf(),
         line: None,
@@ -586,7 +587,9 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
 }
 
 /// Read a YAML file, interpolate `${VAR}`, and deserialize it with unknown keys refused.
-pub fn parse_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigProblem> {
+pub(crate) fn parse_yaml_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<T, ConfigProblem> {
     let text =
         std::fs::read_to_string(path).map_err(|e| problem(path, format!("cannot read: {e}")))?;
     let text = interpolate_env(&text).map_err(|(line, msg)| ConfigProblem {

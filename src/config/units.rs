@@ -6,10 +6,10 @@ use serde::{Deserialize, Deserializer, de};
 
 /// A size in bytes, written as `134217728`, `128MiB`, `1GB`, `512k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
+    pub(crate) fn parse(s: &str) -> Result<ByteSize, String> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
@@ -53,7 +53,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 /// A duration written as `60s`, `500ms`, `5m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

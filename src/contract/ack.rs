@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::position::ResumePosition;
 
 /// Positions the sink has committed, per source; sources acknowledge these to their database.
-pub type CommittedPositions = Arc<BTreeMap<String, ResumePosition>>;
+pub(crate) type CommittedPositions = Arc<BTreeMap<String, ResumePosition>>;
 
 /// The receiving end sources watch for commits.
-pub type Acks = watch::Receiver<CommittedPositions>;
+pub(crate) type Acks = watch::Receiver<CommittedPositions>;

@@ -6,17 +6,17 @@ use crate::event::{ChangeEvent, Seq};
 /// Replays are cut by sequence: per raw stream, the highest sequence already taken, so an
 /// event at or below it (a source re-reading from its last resumable position) is skipped.
 #[derive(Debug, Default, Clone)]
-pub struct SeqCut {
+pub(crate) struct SeqCut {
     high: std::collections::HashMap<String, Seq>,
 }
 
 impl SeqCut {
-    pub fn new(high: std::collections::HashMap<String, Seq>) -> Self {
+    pub(crate) fn new(high: std::collections::HashMap<String, Seq>) -> Self {
         SeqCut { high }
     }
 
     /// Take the event (true) or skip it as a replay (false).
-    pub fn admit(&mut self, event: &ChangeEvent) -> bool {
+    pub(crate) fn admit(&mut self, event: &ChangeEvent) -> bool {
         match self.high.get_mut(&event.table.stream) {
             Some(high) if event.seq <= *high => false,
             Some(high) => {
@@ -30,7 +30,7 @@ impl SeqCut {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Seq)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Seq)> {
         self.high.iter()
     }
 }

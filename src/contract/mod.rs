@@ -4,7 +4,7 @@
 //! ([`position`]). Sources, the sink, the Kafka stages and the status board all speak it; it
 //! depends only on the event model.
 
-pub mod ack;
-pub mod batch;
-pub mod cut;
-pub mod position;
+pub(crate) mod ack;
+pub(crate) mod batch;
+pub(crate) mod cut;
+pub(crate) mod position;

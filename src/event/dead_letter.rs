@@ -9,7 +9,7 @@ use super::{
 };
 
 /// The columns of every dead-letter stream (plus the change-log columns every file has).
-pub fn dead_letter_schema(stream: &str) -> Arc<TableSchema> {
+pub(crate) fn dead_letter_schema(stream: &str) -> Arc<TableSchema> {
     let text = |name: &str, ty: ColumnType| Column {
         name: name.into(),
         source_type: match ty {
@@ -44,7 +44,7 @@ pub fn dead_letter_schema(stream: &str) -> Arc<TableSchema> {
 }
 
 /// A row of a dead-letter stream, stamped now.
-pub fn dead_letter_row(
+pub(crate) fn dead_letter_row(
     schema: &Arc<TableSchema>,
     transform: &str,
     error: &str,
@@ -83,7 +83,7 @@ pub fn dead_letter_row(
 /// A dead letter, for the dead-letter stream `dlq`, of a record that could not be decoded
 /// (Kafka mode: a topic's record) by `reader` (a transform, or the sink): why, where it was
 /// (`topic:partition:offset`), and the record as it was.
-pub fn undecodable_dead_letter(
+pub(crate) fn undecodable_dead_letter(
     dlq: &str,
     reader: &str,
     raw_stream: &str,

@@ -8,19 +8,19 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value as Json, json};
 
-use super::{ChangeEvent, ColumnType, Op, TableSchema, Value};
+use super::{ChangeEvent, ColumnType, Op, TableSchema};
 
 /// The version string in `source.version`: sluice's own, so consumers can tell who wrote it.
-pub const CONNECTOR_VERSION: &str = concat!("sluice-", env!("CARGO_PKG_VERSION"));
+pub(crate) const CONNECTOR_VERSION: &str = concat!("sluice-", env!("CARGO_PKG_VERSION"));
 
 /// The message key: the primary-key columns.
-pub fn key_json(event: &ChangeEvent) -> Json {
+pub(crate) fn key_json(event: &ChangeEvent) -> Json {
     serde_json::to_value(serialize::Key(event)).unwrap_or(Json::Null)
 }
 
 /// The message value: `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}`
 /// (MongoDB's adds `updateDescription`; its images are the documents' extended JSON).
-pub fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
+pub(crate) fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
     serde_json::to_value(serialize::Envelope {
         event,
         processed_at_us,
@@ -29,7 +29,7 @@ pub fn envelope_json(event: &ChangeEvent, processed_at_us: i64) -> Json {
 }
 
 /// The key with Kafka Connect's embedded schema (JsonConverter `schemas.enable=true`).
-pub fn key_json_with_schema(event: &ChangeEvent) -> Json {
+pub(crate) fn key_json_with_schema(event: &ChangeEvent) -> Json {
     let table = &event.table;
     let fields: Vec<Json> = if table.source_info.documents {
         vec![json!({ "type": "string", "optional": false, "field": "id" })]
@@ -45,13 +45,15 @@ pub fn key_json_with_schema(event: &ChangeEvent) -> Json {
     })
 }
 
-/// The envelope with Kafka Connect's embedded schema, as Debezium's JsonConverter writes it.
-pub fn envelope_json_with_schema(event: &ChangeEvent, processed_at_us: i64) -> Json {
+/// The envelope with Kafka Connect's embedded schema, as Debezium's JsonConverter writes it
+/// (the tests compare it with recorded Debezium events; the codec writes the same in pieces).
+#[cfg(test)]
+pub(crate) fn envelope_json_with_schema(event: &ChangeEvent, processed_at_us: i64) -> Json {
     json!({ "schema": envelope_schema(&event.table), "payload": envelope_json(event, processed_at_us) })
 }
 
 /// The Connect schema of the envelope: before/after rows, the source block, transaction, op, times.
-pub fn envelope_schema(table: &TableSchema) -> Json {
+pub(crate) fn envelope_schema(table: &TableSchema) -> Json {
     let row_fields: Vec<Json> = table
         .columns
         .iter()
@@ -208,11 +210,6 @@ fn type_schema(ty: &ColumnType) -> Json {
     }
 }
 
-/// One value in Debezium's JSON encoding for its column type.
-pub fn value_json(ty: &ColumnType, v: &Value) -> Json {
-    serde_json::to_value(serialize::Typed(ty, v)).unwrap_or(Json::Null)
-}
-
 pub(crate) fn non_finite_name(f: f64) -> &'static str {
     if f.is_nan() {
         "NaN"
@@ -224,7 +221,7 @@ pub(crate) fn non_finite_name(f: f64) -> &'static str {
 }
 
 /// Kafka Connect's Decimal: the unscaled value as minimal big-endian two's-complement bytes.
-pub fn decimal_bytes(unscaled: i128) -> Vec<u8> {
+pub(crate) fn decimal_bytes(unscaled: i128) -> Vec<u8> {
     let bytes = unscaled.to_be_bytes();
     let mut start = 0;
     // Drop leading bytes that only repeat the sign, keeping the sign bit in the first byte left.
@@ -287,7 +284,7 @@ pub(crate) fn variable_scale_decimal(text: &str) -> Json {
 }
 
 /// ISO-8601 in UTC with `Z` and the shortest fraction, as Java's ISO_OFFSET_DATE_TIME prints it.
-pub fn zoned_timestamp(micros: i64) -> String {
+pub(crate) fn zoned_timestamp(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000) as u32;
     let Some(dt) = chrono::DateTime::from_timestamp(secs, frac * 1000) else {
@@ -304,7 +301,7 @@ pub fn zoned_timestamp(micros: i64) -> String {
 }
 
 impl Op {
-    pub fn from_code(code: &str) -> Option<Op> {
+    pub(crate) fn from_code(code: &str) -> Option<Op> {
         Some(match code {
             "r" => Op::Read,
             "c" => Op::Create,
@@ -317,7 +314,7 @@ impl Op {
 }
 
 pub mod decode;
-pub mod serialize;
+pub(crate) mod serialize;
 
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,9 @@
 //! in an `Int16` column is a smallint, a `Decimal` carries the unscaled integer of the column's
 //! scale), so an event costs one small allocation per text value and nothing else.
 
-pub mod dead_letter;
+pub(crate) mod dead_letter;
 pub mod debezium;
-pub mod seq;
+pub(crate) mod seq;
 
 use std::sync::Arc;
 
@@ -80,7 +80,7 @@ pub struct TableId {
 
 impl TableId {
     /// `<source>.<schema-or-db>.<table>`: the raw stream (and Kafka topic) name.
-    pub fn stream(&self) -> String {
+    pub(crate) fn stream(&self) -> String {
         format!("{}.{}.{}", self.source, self.namespace, self.table)
     }
 }
@@ -89,11 +89,11 @@ impl TableId {
 /// `TableSchema` with a higher `version`; events point at the schema they were decoded with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSchema {
-    pub id: TableId,
-    pub stream: String,
-    pub columns: Vec<Column>,
-    pub version: u32,
-    pub source_info: SourceInfo,
+    pub(crate) id: TableId,
+    pub(crate) stream: String,
+    pub(crate) columns: Vec<Column>,
+    pub(crate) version: u32,
+    pub(crate) source_info: SourceInfo,
 }
 
 impl TableSchema {
@@ -108,12 +108,12 @@ impl TableSchema {
         }
     }
 
-    pub fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {
+    pub(crate) fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {
         self.columns.iter().enumerate().filter(|(_, c)| c.key)
     }
 
     /// Same columns (names, types, nullability, keys), ignoring the version.
-    pub fn same_shape(&self, other: &TableSchema) -> bool {
+    pub(crate) fn same_shape(&self, other: &TableSchema) -> bool {
         self.columns == other.columns
     }
 }
@@ -153,12 +153,12 @@ pub enum Value {
 
 /// `infinity` / `-infinity` dates and timestamps: the largest and smallest values, as DuckDB
 /// represents them.
-pub const DATE_INFINITY: i64 = i32::MAX as i64;
-pub const DATE_NEG_INFINITY: i64 = -(i32::MAX as i64);
-pub const TIMESTAMP_INFINITY: i64 = i64::MAX;
-pub const TIMESTAMP_NEG_INFINITY: i64 = -i64::MAX;
+pub(crate) const DATE_INFINITY: i64 = i32::MAX as i64;
+pub(crate) const DATE_NEG_INFINITY: i64 = -(i32::MAX as i64);
+pub(crate) const TIMESTAMP_INFINITY: i64 = i64::MAX;
+pub(crate) const TIMESTAMP_NEG_INFINITY: i64 = -i64::MAX;
 
-pub type Row = Vec<Value>;
+pub(crate) type Row = Vec<Value>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -172,7 +172,7 @@ pub enum Op {
 
 impl Op {
     /// Debezium's one-letter code.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Op::Read => "r",
             Op::Create => "c",
@@ -209,14 +209,14 @@ pub enum ChangeOrigin {
 
 impl ChangeOrigin {
     /// Human form for the lake's `_source_pos` column.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.render_into(&mut out);
         out
     }
 
     /// `render` into a buffer the caller reuses (the sink writes one per row).
-    pub fn render_into(&self, out: &mut String) {
+    pub(crate) fn render_into(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = match self {
             ChangeOrigin::PgLsn { lsn, .. } => {
@@ -231,7 +231,7 @@ impl ChangeOrigin {
 }
 
 /// Postgres's `X/Y` notation.
-pub fn format_lsn(lsn: u64) -> String {
+pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
@@ -257,7 +257,7 @@ pub struct ChangeEvent {
 
 impl Value {
     /// Bytes the value holds on the heap (text, bytes, list elements).
-    pub fn heap_bytes(&self) -> usize {
+    pub(crate) fn heap_bytes(&self) -> usize {
         match self {
             Value::Text(s) => s.capacity(),
             Value::Bytes(b) => b.capacity(),
@@ -273,7 +273,7 @@ impl Value {
 impl ChangeEvent {
     /// Roughly the memory the event holds: what batches and buffers are sized by, so memory in
     /// flight stays bounded however wide the rows are.
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         let row = |r: &Option<Row>| {
             r.as_ref().map_or(0, |r| {
                 r.capacity() * std::mem::size_of::<Value>()
@@ -284,7 +284,7 @@ impl ChangeEvent {
     }
 
     /// An update that changed the row's primary key.
-    pub fn changes_key(&self) -> bool {
+    pub(crate) fn changes_key(&self) -> bool {
         let (Op::Update, Some(before), Some(after)) = (self.op, &self.before, &self.after) else {
             return false;
         };
@@ -297,7 +297,7 @@ impl ChangeEvent {
     /// key and a create of the new one (as Debezium emits it). Both keep the update's sequence;
     /// the source gives them consecutive ones ([`crate::contract::batch::Batcher::push_change`]). Any
     /// other event stays as it is.
-    pub fn split_key_change(self) -> (Option<ChangeEvent>, ChangeEvent) {
+    pub(crate) fn split_key_change(self) -> (Option<ChangeEvent>, ChangeEvent) {
         if !self.changes_key() {
             return (None, self);
         }
@@ -316,14 +316,14 @@ impl ChangeEvent {
     }
 
     /// The image that describes the row in a change log: after, or before for deletes.
-    pub fn row_image(&self) -> Option<&Row> {
+    pub(crate) fn row_image(&self) -> Option<&Row> {
         self.after.as_ref().or(self.before.as_ref())
     }
 }
 
 /// A Postgres table `source.namespace.table` of `(name, type, is key)` columns, for tests.
 #[cfg(test)]
-pub fn test_table(
+pub(crate) fn test_table(
     (source, namespace, table): (&str, &str, &str),
     columns: &[(&str, ColumnType, bool)],
 ) -> Arc<TableSchema> {
@@ -353,7 +353,7 @@ pub fn test_table(
 }
 
 /// Now, in microseconds since the epoch (the unit of every timestamp in the model).
-pub fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)

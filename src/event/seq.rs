@@ -16,7 +16,7 @@ impl Seq {
         Seq(((major as u128) << 64) | minor as u128)
     }
 
-    pub fn major(self) -> u64 {
+    pub(crate) fn major(self) -> u64 {
         (self.0 >> 64) as u64
     }
 
@@ -25,13 +25,13 @@ impl Seq {
     }
 
     /// Fixed-width text form; lexical order equals numeric order.
-    pub fn to_fixed_hex(self) -> String {
+    pub(crate) fn to_fixed_hex(self) -> String {
         self.fixed_hex(&mut [0; 32]).to_string()
     }
 
     /// The fixed-width text form written into `buf`, without allocating (the sink writes one per
     /// row).
-    pub fn fixed_hex(self, buf: &mut [u8; 32]) -> &str {
+    pub(crate) fn fixed_hex(self, buf: &mut [u8; 32]) -> &str {
         const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
         for (i, b) in buf.iter_mut().enumerate() {
             *b = DIGITS[((self.0 >> (4 * (31 - i))) & 0xf) as usize];
@@ -40,7 +40,7 @@ impl Seq {
         std::str::from_utf8(buf).unwrap_or_default()
     }
 
-    pub fn from_fixed_hex(s: &str) -> Option<Seq> {
+    pub(crate) fn from_fixed_hex(s: &str) -> Option<Seq> {
         if s.len() != 32 {
             return None;
         }

@@ -25,7 +25,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::event::debezium::decode::kind;
 
 /// The first byte of a record in the Confluent wire format.
-pub const MAGIC: u8 = 0;
+pub(crate) const MAGIC: u8 = 0;
 
 #[derive(Debug, thiserror::Error)]
 #[error("avro: {0}")]
@@ -37,7 +37,7 @@ fn err<T>(message: impl Into<String>) -> Result<T, AvroError> {
 
 /// The schema id and datum of a record in the Confluent wire format, or None when the bytes
 /// are not in it (a JSON record never starts with a zero byte).
-pub fn unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
+pub(crate) fn unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
     match bytes {
         [MAGIC, a, b, c, d, datum @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
         _ => None,
@@ -46,16 +46,16 @@ pub fn unframe(bytes: &[u8]) -> Option<(u32, &[u8])> {
 
 /// A parsed Avro schema with its named types, able to encode JSON payloads and decode datums.
 #[derive(Debug)]
-pub struct AvroSchema {
+pub(crate) struct AvroSchema {
     /// The schema's JSON text, as registered.
-    pub text: String,
+    pub(crate) text: String,
     schema: Schema,
     /// Named types by full name, for `Ref`s.
     named: HashMap<String, Schema>,
 }
 
 impl AvroSchema {
-    pub fn parse(text: &str) -> Result<Self, AvroError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, AvroError> {
         let schema = Schema::parse_str(text)
             .map_err(|e| AvroError(format!("the schema is not valid Avro: {e}")))?;
         let mut named = HashMap::new();
@@ -68,20 +68,20 @@ impl AvroSchema {
     }
 
     /// The schema derived from a Connect schema (JsonConverter's shape).
-    pub fn from_connect(connect: &Json) -> Result<Self, AvroError> {
+    pub(crate) fn from_connect(connect: &Json) -> Result<Self, AvroError> {
         let avro = connect_to_avro(connect, &mut HashSet::new())?;
         Self::parse(&avro.to_string())
     }
 
     /// The Connect schema this Avro schema stands for.
-    pub fn to_connect(&self) -> Result<Json, AvroError> {
+    pub(crate) fn to_connect(&self) -> Result<Json, AvroError> {
         let avro: Json = serde_json::from_str(&self.text)
             .map_err(|e| AvroError(format!("the schema is not JSON: {e}")))?;
         avro_to_connect(&avro, None, &mut HashMap::new())
     }
 
     /// The Confluent-framed record of a JsonConverter payload.
-    pub fn encode_framed(&self, id: u32, payload: &Json) -> Result<Vec<u8>, AvroError> {
+    pub(crate) fn encode_framed(&self, id: u32, payload: &Json) -> Result<Vec<u8>, AvroError> {
         let value = self.to_value(&self.schema, payload)?;
         let datum = apache_avro::to_avro_datum(&self.schema, value)
             .map_err(|e| AvroError(format!("the value does not match its schema: {e}")))?;
@@ -93,7 +93,7 @@ impl AvroSchema {
     }
 
     /// A datum written with this schema, as the JsonConverter's payload.
-    pub fn decode(&self, mut datum: &[u8]) -> Result<Json, AvroError> {
+    pub(crate) fn decode(&self, mut datum: &[u8]) -> Result<Json, AvroError> {
         let value = apache_avro::from_avro_datum(&self.schema, &mut datum, None)
             .map_err(|e| AvroError(format!("the datum does not match its schema: {e}")))?;
         if !datum.is_empty() {
@@ -300,7 +300,7 @@ fn collect_named(schema: &Schema, named: &mut HashMap<String, Schema>) {
 
 /// A name Avro accepts (`[A-Za-z_][A-Za-z0-9_]*`): other characters become `_`, and a leading
 /// digit gets a `_` before it, as Debezium's `field.name.adjustment.mode: avro` does.
-pub fn avro_name_of(name: &str) -> String {
+pub(crate) fn avro_name_of(name: &str) -> String {
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out: String = name
         .chars()

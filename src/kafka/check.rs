@@ -26,7 +26,7 @@ fn named_topics(settings: &KafkaSettings, streams: &[String]) -> Vec<String> {
 }
 
 /// `streams`: the streams the config names (the transforms' inputs, outputs and dead letters).
-pub async fn check(settings: &KafkaSettings, streams: &[String]) -> Vec<Finding> {
+pub(crate) async fn check(settings: &KafkaSettings, streams: &[String]) -> Vec<Finding> {
     let settings = settings.clone();
     let topics = named_topics(&settings, streams);
     let (mut findings, missing) = tokio::task::spawn_blocking({

@@ -26,23 +26,23 @@ use crate::event::debezium::serialize::{Envelope, Key};
 use crate::event::debezium::{envelope_json, envelope_schema, key_json, key_json_with_schema};
 use crate::event::{ChangeEvent, Op, Seq, TableSchema};
 
-pub const HEADER_SEQ: &str = "sluice.seq";
-pub const HEADER_VERSION: &str = "sluice.version";
-pub const HEADER_PARTIAL_BEFORE: &str = "sluice.partial_before";
+pub(crate) const HEADER_SEQ: &str = "sluice.seq";
+pub(crate) const HEADER_VERSION: &str = "sluice.version";
+pub(crate) const HEADER_PARTIAL_BEFORE: &str = "sluice.partial_before";
 
 /// One event as a record: key (None for a truncate, which has no key), value and headers. The
 /// key and value are the encoder's buffers, good until its next record (the producer copies
 /// them).
-pub struct EncodedRecord<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
-    pub headers: OwnedHeaders,
+pub(crate) struct EncodedRecord<'a> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: &'a [u8],
+    pub(crate) headers: OwnedHeaders,
 }
 
 /// How records are written: Debezium's JsonConverter (with or without the embedded schema), or
 /// Avro in the Confluent wire format with its schemas in the registry.
 #[derive(Clone)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     Json { schemas: bool },
     Avro(Arc<SchemaRegistry>),
 }
@@ -63,7 +63,7 @@ enum TableSchemas {
 /// Encodes events, keeping the schemas of the tables it saw last: a JSON schema is most of a
 /// record's bytes, an Avro one a registry call, and both the same for every event of a table
 /// version.
-pub struct RecordEncoder {
+pub(crate) struct RecordEncoder {
     encoding: Encoding,
     /// Most recent first.
     cache: Vec<(Arc<TableSchema>, TableSchemas)>,
@@ -77,7 +77,7 @@ pub struct RecordEncoder {
 impl RecordEncoder {
     const CACHED_TABLES: usize = 32;
 
-    pub fn new(encoding: Encoding) -> Self {
+    pub(crate) fn new(encoding: Encoding) -> Self {
         RecordEncoder {
             encoding,
             cache: Vec::new(),
@@ -87,7 +87,7 @@ impl RecordEncoder {
     }
 
     /// The record of `event` for `topic` (the topic names the registry subjects).
-    pub fn encode(
+    pub(crate) fn encode(
         &mut self,
         topic: &str,
         event: &ChangeEvent,
@@ -227,7 +227,7 @@ fn json_text(
 /// A dead letter, for the dead-letter stream `dlq`, of a topic record that `reader` (a transform,
 /// or the sink) could not decode from `stream`: the error, `topic:partition:offset`, and the
 /// record's value as text.
-pub fn undecodable_dead_letter<M: Message>(
+pub(crate) fn undecodable_dead_letter<M: Message>(
     msg: &M,
     dlq: &str,
     reader: &str,
@@ -276,7 +276,7 @@ fn framed(value: &[u8]) -> Result<Option<(&str, Json)>, DecodeError> {
 /// stream after its topic (a cleansed topic's envelope names the raw table it came from). Both
 /// encodings are read whatever `format` says, told apart by the Avro magic byte.
 #[derive(Default)]
-pub struct RecordDecoder {
+pub(crate) struct RecordDecoder {
     topics: HashMap<String, TopicDecoder>,
     /// For Avro records; None when no registry is configured.
     registry: Option<Arc<SchemaRegistry>>,
@@ -305,7 +305,7 @@ struct Decoded {
 }
 
 impl RecordDecoder {
-    pub fn new(registry: Option<Arc<SchemaRegistry>>) -> Self {
+    pub(crate) fn new(registry: Option<Arc<SchemaRegistry>>) -> Self {
         RecordDecoder {
             registry,
             ..Default::default()
@@ -314,7 +314,7 @@ impl RecordDecoder {
 
     /// Decode one message of `topic` whose stream is `stream`. The inner error is the record's
     /// (for the dead-letter queue); the outer one the stage's (the registry cannot be reached).
-    pub fn decode<M: Message>(
+    pub(crate) fn decode<M: Message>(
         &mut self,
         stream: &str,
         message: &M,

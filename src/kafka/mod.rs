@@ -3,11 +3,11 @@
 //! events as records ([`codec`], in JSON or [`avro`] with a [`registry`]), and `sluice check` for
 //! the brokers ([`check`]). The stages themselves are `crate::topology::kafka`.
 
-pub mod avro;
-pub mod check;
-pub mod codec;
-pub mod producer;
-pub mod registry;
+pub(crate) mod avro;
+pub(crate) mod check;
+pub(crate) mod codec;
+pub(crate) mod producer;
+pub(crate) mod registry;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,7 +43,7 @@ pub enum KafkaError {
 }
 
 impl KafkaError {
-    pub fn client(what: impl Into<String>) -> impl FnOnce(RdError) -> KafkaError {
+    pub(crate) fn client(what: impl Into<String>) -> impl FnOnce(RdError) -> KafkaError {
         let what = what.into();
         move |source| KafkaError::Client { what, source }
     }
@@ -184,7 +184,7 @@ pub(crate) fn produce(
 
 /// A reader of a one-partition compacted topic (the offsets topic): the last committed value
 /// of every key, read to the end, and on. Blocking.
-pub struct CompactedReader {
+pub(crate) struct CompactedReader {
     consumer: BaseConsumer<ReaderContext>,
     topic: String,
     assigned: bool,
@@ -297,14 +297,14 @@ impl ConsumerContext for ReaderContext {}
 
 /// What every stage shares: the config, the topic names, and client settings.
 #[derive(Debug, Clone)]
-pub struct KafkaSettings {
-    pub config: KafkaConfig,
-    pub pipeline: String,
+pub(crate) struct KafkaSettings {
+    pub(crate) config: KafkaConfig,
+    pub(crate) pipeline: String,
     /// This process among the processes of its role: part of its transactional id and, for
     /// sinks, its lake writer name. Stable across restarts, unique among running processes.
-    pub instance: String,
+    pub(crate) instance: String,
     /// The schema registry client, shared by the stage's encoders and decoders.
-    pub registry: Option<std::sync::Arc<registry::SchemaRegistry>>,
+    pub(crate) registry: Option<std::sync::Arc<registry::SchemaRegistry>>,
     admin: SharedAdmin,
 }
 
@@ -323,7 +323,7 @@ impl std::fmt::Debug for SharedAdmin {
 }
 
 impl KafkaSettings {
-    pub fn new(config: KafkaConfig, pipeline: &str, instance: Option<String>) -> Self {
+    pub(crate) fn new(config: KafkaConfig, pipeline: &str, instance: Option<String>) -> Self {
         let instance = instance
             .or_else(|| std::env::var("SLUICE_INSTANCE").ok())
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -342,7 +342,7 @@ impl KafkaSettings {
     }
 
     /// An encoder in the configured format.
-    pub fn encoder(&self) -> codec::RecordEncoder {
+    pub(crate) fn encoder(&self) -> codec::RecordEncoder {
         let encoding = match (&self.config.format, &self.registry) {
             (Format::Avro, Some(registry)) => codec::Encoding::Avro(registry.clone()),
             // Config validation refuses avro without a registry.
@@ -354,40 +354,40 @@ impl KafkaSettings {
     }
 
     /// A decoder of either format (Avro needs the registry).
-    pub fn decoder(&self) -> codec::RecordDecoder {
+    pub(crate) fn decoder(&self) -> codec::RecordDecoder {
         codec::RecordDecoder::new(self.registry.clone())
     }
 
     /// The topic of a stream.
-    pub fn topic(&self, stream: &str) -> String {
+    pub(crate) fn topic(&self, stream: &str) -> String {
         format!("{}{stream}", self.config.topic_prefix)
     }
 
     /// The stream of a topic.
-    pub fn stream<'t>(&self, topic: &'t str) -> &'t str {
+    pub(crate) fn stream<'t>(&self, topic: &'t str) -> &'t str {
         topic
             .strip_prefix(&self.config.topic_prefix)
             .unwrap_or(topic)
     }
 
     /// The compacted topic holding each source's committed position.
-    pub fn offsets_topic(&self) -> String {
+    pub(crate) fn offsets_topic(&self) -> String {
         format!(
             "{}_sluice.{}.offsets",
             self.config.topic_prefix, self.pipeline
         )
     }
 
-    pub fn group(&self, role: &str) -> String {
+    pub(crate) fn group(&self, role: &str) -> String {
         format!("{}-{role}", self.pipeline)
     }
 
-    pub fn transactional_id(&self, role: &str) -> String {
+    pub(crate) fn transactional_id(&self, role: &str) -> String {
         format!("{}-{role}-{}", self.pipeline, self.instance)
     }
 
     /// Connection and security settings every client gets.
-    pub fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.config.brokers);
         c.set("client.id", format!("sluice-{}", self.pipeline));
@@ -415,7 +415,7 @@ impl KafkaSettings {
     /// failed deliveries are reported: sluice learns that its records arrived from the
     /// transaction's commit, and a report per record cost a thread of its own 7% of the
     /// producer's CPU.
-    pub fn producer_config(&self, transactional_id: &str) -> ClientConfig {
+    pub(crate) fn producer_config(&self, transactional_id: &str) -> ClientConfig {
         let mut c = self.client_config();
         c.set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
@@ -435,7 +435,7 @@ impl KafkaSettings {
     /// A consumer of committed records only, which never commits on its own. It is a static
     /// member of its group (`group.instance.id`: the role and instance), so a restarted process
     /// takes its place at once instead of waiting out the dead one's session.
-    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+    pub(crate) fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut c = self.client_config();
         c.set("group.id", group)
             .set("group.instance.id", format!("{group}-{}", self.instance))
@@ -470,7 +470,7 @@ impl KafkaSettings {
     }
 
     /// Create the topics that are missing (a topic that exists is left as it is).
-    pub async fn ensure_topics(
+    pub(crate) async fn ensure_topics(
         &self,
         topics: &[String],
         compacted: bool,

@@ -28,17 +28,17 @@ fn registry_key(settings: &KafkaSettings, role: &str) -> String {
 }
 
 /// Whether an offsets-topic key is a producer registration (not a source position).
-pub fn is_registry_key(key: &str) -> bool {
+pub(crate) fn is_registry_key(key: &str) -> bool {
     key.starts_with("producer/")
 }
 
 /// A role's transactional producer and the offsets topic's records (key to value).
-pub struct Started {
-    pub producer: ThreadedProducer<DefaultProducerContext>,
-    pub offsets: BTreeMap<String, Vec<u8>>,
+pub(crate) struct Started {
+    pub(crate) producer: ThreadedProducer<DefaultProducerContext>,
+    pub(crate) offsets: BTreeMap<String, Vec<u8>>,
     /// The reader of the offsets topic, idle: keep it as long as the producer (see
     /// [`CompactedReader::finish`]).
-    pub reader: CompactedReader,
+    pub(crate) reader: CompactedReader,
 }
 
 /// Fence the previous incarnation of `role` and start a producer under a new transactional id.
@@ -50,7 +50,7 @@ pub struct Started {
 /// under the new id or a record naming it, so its next incarnation always knows whom to fence.
 /// Recording it inside a transaction would leave, when killed before the commit, an open
 /// transaction nobody knows about, and readers of the offsets topic would wait on it.
-pub fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError> {
+pub(crate) fn start(settings: &KafkaSettings, role: &str) -> Result<Started, KafkaError> {
     let started = std::time::Instant::now();
     let step =
         |what: &str| tracing::debug!(role, elapsed = ?started.elapsed(), "producer start: {what}");

@@ -71,7 +71,7 @@ struct ErrorBody {
     message: String,
 }
 
-pub struct SchemaRegistry {
+pub(crate) struct SchemaRegistry {
     base: String,
     authorization: Option<String>,
     agent: ureq::Agent,
@@ -88,7 +88,7 @@ impl std::fmt::Debug for SchemaRegistry {
 }
 
 impl SchemaRegistry {
-    pub fn new(config: &RegistryConfig) -> Self {
+    pub(crate) fn new(config: &RegistryConfig) -> Self {
         let authorization = match config {
             RegistryConfig::WithCredentials(RegistryCredentials {
                 username: Some(user),
@@ -117,13 +117,17 @@ impl SchemaRegistry {
         }
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.base
     }
 
     /// The id of `schema` under `subject`, registering it as the subject's next version if the
     /// registry does not have it yet.
-    pub fn register(&self, subject: &str, schema: &AvroSchema) -> Result<u32, RegistryError> {
+    pub(crate) fn register(
+        &self,
+        subject: &str,
+        schema: &AvroSchema,
+    ) -> Result<u32, RegistryError> {
         let cache_key = (subject.to_string(), schema.text.clone());
         if let Some(id) = self.ids.lock().expect("not poisoned").get(&cache_key) {
             return Ok(*id);
@@ -176,7 +180,7 @@ impl SchemaRegistry {
     }
 
     /// The schema the registry has under `id`.
-    pub fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, RegistryError> {
+    pub(crate) fn schema(&self, id: u32) -> Result<Arc<AvroSchema>, RegistryError> {
         if let Some(s) = self.by_id.lock().expect("not poisoned").get(&id) {
             return Ok(s.clone());
         }
@@ -208,7 +212,7 @@ impl SchemaRegistry {
     }
 
     /// The registered subjects, asked once: the registry answers and takes the credentials.
-    pub fn subjects(&self) -> Result<Vec<String>, RegistryError> {
+    pub(crate) fn subjects(&self) -> Result<Vec<String>, RegistryError> {
         let what = "listing subjects";
         match self.call(
             what,

@@ -71,15 +71,16 @@ pub struct LakeRoot {
 
 /// The local folder where data files are written before they are published.
 #[derive(Debug, Clone)]
-pub struct Staging(PathBuf);
+pub(crate) struct Staging(PathBuf);
 
 impl Staging {
-    pub fn new(dir: PathBuf) -> Staging {
+    #[cfg(test)]
+    pub(crate) fn new(dir: PathBuf) -> Staging {
         Staging(dir)
     }
 
     /// A fresh path in it.
-    pub fn new_path(&self) -> io::Result<PathBuf> {
+    pub(crate) fn new_path(&self) -> io::Result<PathBuf> {
         fs::create_dir_all(&self.0)?;
         Ok(self.0.join(format!(
             "{:016x}{:016x}.parquet",
@@ -102,7 +103,7 @@ impl LakeRoot {
     }
 
     /// The lake as one of several writers (`Some(name)`), or as its only writer.
-    pub fn open_writer(path: &str, writer: Option<&str>) -> io::Result<LakeRoot> {
+    pub(crate) fn open_writer(path: &str, writer: Option<&str>) -> io::Result<LakeRoot> {
         let store = Store::open(path)?;
         let (tmp, commits) = match writer {
             Some(w) => (
@@ -124,12 +125,12 @@ impl LakeRoot {
     }
 
     /// This writer's `tmp/` folder (relative to the root), which recovery empties.
-    pub fn tmp_dir(&self) -> &str {
+    pub(crate) fn tmp_dir(&self) -> &str {
         &self.tmp
     }
 
     /// The newest commit of every writer of the lake (the embedded log's included).
-    pub fn latest_commits_of_all_writers(&self) -> io::Result<Vec<Commit>> {
+    pub(crate) fn latest_commits_of_all_writers(&self) -> io::Result<Vec<Commit>> {
         let mut logs = vec![COMMITS.to_string()];
         for f in self.store.list_files(WRITERS).unwrap_or_default() {
             // `_sluice/writers/<w>/commits/<id>.json`
@@ -156,7 +157,7 @@ impl LakeRoot {
         &self.store
     }
 
-    pub fn check_writable(&self) -> io::Result<()> {
+    pub(crate) fn check_writable(&self) -> io::Result<()> {
         self.store.mkdirs(&self.tmp)?;
         let probe = format!("{}/.write-probe", self.tmp);
         self.store.put(&probe, b"ok")?;
@@ -169,7 +170,7 @@ impl LakeRoot {
     }
 
     /// Where data files are written before they are published (for a writer on another thread).
-    pub fn staging(&self) -> Staging {
+    pub(crate) fn staging(&self) -> Staging {
         Staging(self.staging.clone())
     }
 
@@ -189,7 +190,7 @@ impl LakeRoot {
     }
 
     /// Publish a staged file straight to `path` (relative to the root), replacing what is there.
-    pub fn replace(&self, staged: &Path, path: &str) -> io::Result<()> {
+    pub(crate) fn replace(&self, staged: &Path, path: &str) -> io::Result<()> {
         let name = self.publish(staged)?;
         self.store.rename(&format!("{}/{name}", self.tmp), path)
     }

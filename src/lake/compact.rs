@@ -17,13 +17,13 @@ use super::parquet::{LakeWriter, WriteError};
 
 /// One partition's files to merge into one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub partition: String,
-    pub inputs: Vec<String>,
+pub(crate) struct Plan {
+    pub(crate) partition: String,
+    pub(crate) inputs: Vec<String>,
 }
 
 /// Partitions of the change log `stream` (`<zone>/<stream>`) with at least `min_files` files under `small_bytes` each.
-pub fn plan(
+pub(crate) fn plan(
     lake: &LakeRoot,
     stream: &str,
     min_files: usize,
@@ -57,7 +57,7 @@ pub fn plan(
 
 /// Rewrite the longest run of same-schema files of a plan as one staged file; returns the file
 /// to commit and the inputs it replaces (None if no two neighbours share a schema).
-pub fn rewrite(
+pub(crate) fn rewrite(
     lake: &LakeRoot,
     plan: &Plan,
 ) -> Result<Option<(CommittedFile, Vec<String>)>, WriteError> {

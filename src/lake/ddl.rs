@@ -13,7 +13,7 @@ use super::parquet::WriteError;
 /// The definitions of one stream.
 #[derive(Debug, Clone)]
 pub struct StreamDdl {
-    pub stream: String,
+    pub(crate) stream: String,
     pub hive: String,
     pub duckdb: String,
 }

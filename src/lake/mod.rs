@@ -5,9 +5,9 @@
 //! the schema histories sources keep beside their positions ([`schema_history`]).
 
 pub mod commit;
-pub mod compact;
+pub(crate) mod compact;
 pub mod ddl;
-pub mod ods;
+pub(crate) mod ods;
 pub mod parquet;
-pub mod schema_history;
+pub(crate) mod schema_history;
 pub mod store;

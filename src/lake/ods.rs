@@ -37,14 +37,14 @@ pub(crate) struct MergeState {
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct MergeReport {
-    pub files_merged: usize,
-    pub rows_out: usize,
+pub(crate) struct MergeReport {
+    pub(crate) files_merged: usize,
+    pub(crate) rows_out: usize,
 }
 
 /// Bring `ods/<stream>` up to date with the committed files of the change log `log`
 /// (`raw/<stream>` or `cleansed/<stream>`).
-pub fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteError> {
+pub(crate) fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteError> {
     let (_, stream) = split_log(log);
     let store = lake.store();
     let io = |what: &str| {
@@ -256,13 +256,13 @@ fn read_all(bytes: bytes::Bytes) -> Result<(Vec<RecordBatch>, SchemaRef), WriteE
 
 /// A change log's zone and stream: `cleansed/clean.orders` → (`cleansed`, `clean.orders`); a
 /// bare stream name is a raw one.
-pub fn split_log(log: &str) -> (&str, &str) {
+pub(crate) fn split_log(log: &str) -> (&str, &str) {
     log.split_once('/').unwrap_or(("raw", log))
 }
 
 /// The change logs in the lake that have a current state: `raw/<stream>` and
 /// `cleansed/<stream>` (dead letters have no key, so no ODS).
-pub fn streams(lake: &LakeRoot) -> Vec<String> {
+pub(crate) fn streams(lake: &LakeRoot) -> Vec<String> {
     ["raw", "cleansed"]
         .iter()
         .flat_map(|zone| {

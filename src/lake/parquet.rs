@@ -33,11 +33,11 @@ const BYTES_PER_BATCH: usize = 2 << 20;
 /// Rows per Parquet row group: large enough for good scans, small enough to bound memory.
 const ROW_GROUP_ROWS: usize = 16_384;
 
-pub const COL_OP: &str = "_op";
-pub const COL_SEQ: &str = "_seq";
-pub const COL_TS_MS: &str = "_ts_ms";
-pub const COL_SOURCE_POS: &str = "_source_pos";
-pub const COL_TX_ID: &str = "_tx_id";
+pub(crate) const COL_OP: &str = "_op";
+pub(crate) const COL_SEQ: &str = "_seq";
+pub(crate) const COL_TS_MS: &str = "_ts_ms";
+pub(crate) const COL_SOURCE_POS: &str = "_source_pos";
+pub(crate) const COL_TX_ID: &str = "_tx_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -54,7 +54,7 @@ pub enum WriteError {
 }
 
 /// The Arrow type a column is written as.
-pub fn arrow_type(ty: &ColumnType) -> DataType {
+pub(crate) fn arrow_type(ty: &ColumnType) -> DataType {
     match ty {
         ColumnType::Bool => DataType::Boolean,
         ColumnType::Int16 => DataType::Int16,
@@ -104,7 +104,7 @@ pub fn arrow_schema(table: &TableSchema) -> SchemaRef {
 
 /// Parquet key-value metadata naming the primary-key columns (comma-separated), so that lake
 /// maintenance (the ODS merge) knows the key of any file it reads.
-pub const META_KEY: &str = "sluice.key";
+pub(crate) const META_KEY: &str = "sluice.key";
 
 /// Rows of a file's first batch that decide which of its columns get a dictionary.
 const DICTIONARY_SAMPLE_ROWS: usize = 1024;
@@ -160,7 +160,7 @@ fn mostly_distinct(column: &ArrayRef) -> bool {
 /// A Parquet writer that opens once it has a sample of the data, so that its properties can
 /// follow it (see [`writer_properties`]): it holds small first batches back until they add up to
 /// the sample's rows, or the file is finished.
-pub struct LakeWriter {
+pub(crate) struct LakeWriter {
     file: Option<File>,
     schema: SchemaRef,
     held: Vec<RecordBatch>,
@@ -169,7 +169,7 @@ pub struct LakeWriter {
 }
 
 impl LakeWriter {
-    pub fn new(file: File, schema: SchemaRef) -> LakeWriter {
+    pub(crate) fn new(file: File, schema: SchemaRef) -> LakeWriter {
         LakeWriter {
             file: Some(file),
             schema,
@@ -179,7 +179,7 @@ impl LakeWriter {
         }
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         if let Some(writer) = &mut self.writer {
             writer.write(batch)?;
             return Ok(());
@@ -197,7 +197,7 @@ impl LakeWriter {
     }
 
     /// Bytes written so far plus what the encoder (or the held batches) hold.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         let held: usize = self.held.iter().map(|b| b.get_array_memory_size()).sum();
         held as u64
             + self
@@ -207,7 +207,7 @@ impl LakeWriter {
     }
 
     /// Finish the file (an empty one still gets its schema) and hand it back, unsynced.
-    pub fn finish(mut self) -> Result<File, WriteError> {
+    pub(crate) fn finish(mut self) -> Result<File, WriteError> {
         self.write_held()?;
         self.open(None)?;
         let writer = self.writer.take().ok_or_else(never_opened)?;
@@ -259,11 +259,11 @@ fn never_opened() -> WriteError {
 /// One Parquet file being written to a temporary path.
 pub struct ParquetFile {
     /// The lake zone the file is for (`raw`, `cleansed`, `dlq`).
-    pub zone: Zone,
-    pub table: Arc<TableSchema>,
-    pub tmp_path: PathBuf,
+    pub(crate) zone: Zone,
+    pub(crate) table: Arc<TableSchema>,
+    pub(crate) tmp_path: PathBuf,
     /// Commit day (days since the epoch) of every event in the file.
-    pub day: i64,
+    pub(crate) day: i64,
     schema: SchemaRef,
     writer: LakeWriter,
     buffered: Vec<ChangeEvent>,
@@ -271,19 +271,19 @@ pub struct ParquetFile {
     /// What the encoder held after the last batch: asked once per batch, not once per row,
     /// because the writer sums it over every column.
     encoded_bytes: u64,
-    pub rows: u64,
-    pub first_seq: Option<Seq>,
-    pub last_seq: Option<Seq>,
+    pub(crate) rows: u64,
+    pub(crate) first_seq: Option<Seq>,
+    pub(crate) last_seq: Option<Seq>,
 }
 
 /// What a sealed file left behind: a complete, fsynced Parquet file at `tmp_path`.
 #[derive(Debug, Clone)]
 pub struct SealedFile {
-    pub zone: Zone,
+    pub(crate) zone: Zone,
     pub tmp_path: PathBuf,
-    pub stream: String,
-    pub day: i64,
-    pub rows: u64,
+    pub(crate) stream: String,
+    pub(crate) day: i64,
+    pub(crate) rows: u64,
     pub bytes: u64,
     pub first_seq: Seq,
     pub last_seq: Seq,
@@ -351,7 +351,7 @@ impl ParquetFile {
     }
 
     /// Bytes this file will take, roughly: what is written plus what is buffered in the encoder.
-    pub fn estimated_bytes(&self) -> u64 {
+    pub(crate) fn estimated_bytes(&self) -> u64 {
         self.encoded_bytes
     }
 
@@ -390,7 +390,7 @@ impl ParquetFile {
 }
 
 /// Build one record batch from events, column by column.
-pub fn to_record_batch(
+pub(crate) fn to_record_batch(
     schema: &SchemaRef,
     table: &TableSchema,
     events: &[ChangeEvent],
@@ -408,7 +408,7 @@ pub fn to_record_batch(
 }
 
 /// The change-log columns of events: `_op`, `_seq`, `_ts_ms`, `_source_pos`, `_tx_id`.
-pub fn change_log_columns<'a>(
+pub(crate) fn change_log_columns<'a>(
     events: impl ExactSizeIterator<Item = &'a ChangeEvent>,
 ) -> [ArrayRef; 5] {
     let n = events.len();
@@ -438,7 +438,7 @@ pub fn change_log_columns<'a>(
 
 /// Append values of one column to the builder of its type. A value that does not fit its column
 /// type (a source bug) is written as null rather than stopping the sink, and counted.
-pub fn column_array<'a>(
+pub(crate) fn column_array<'a>(
     ty: &ColumnType,
     values: impl Iterator<Item = &'a Value> + Clone,
     n: usize,

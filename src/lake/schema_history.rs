@@ -14,7 +14,7 @@ use super::store::Store;
 
 /// Content-addressed snapshots of a source's schema history in the lake,
 /// `_sluice/schemas/<source>/<id>.json`, the id being a hash of the content.
-pub struct HistoryStore {
+pub(crate) struct HistoryStore {
     store: Store,
     dir: String,
     /// Ids known to be durable (written or read in this run): never written again.
@@ -22,7 +22,7 @@ pub struct HistoryStore {
 }
 
 impl HistoryStore {
-    pub fn open(lake_path: &str, source: &str) -> io::Result<HistoryStore> {
+    pub(crate) fn open(lake_path: &str, source: &str) -> io::Result<HistoryStore> {
         let store = Store::open(lake_path)?;
         let dir = format!("_sluice/schemas/{source}");
         store.mkdirs(&dir)?;
@@ -35,7 +35,7 @@ impl HistoryStore {
 
     /// Make `value` durable; returns its id. Written to a temporary name and renamed, so a
     /// file under its final name is always whole.
-    pub fn save<T: Serialize>(&mut self, value: &T) -> io::Result<String> {
+    pub(crate) fn save<T: Serialize>(&mut self, value: &T) -> io::Result<String> {
         let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
         let id = history_id(&bytes);
         if self.saved.contains(&id) {
@@ -52,7 +52,7 @@ impl HistoryStore {
         Ok(id)
     }
 
-    pub fn load<T: DeserializeOwned>(&mut self, id: &str) -> io::Result<T> {
+    pub(crate) fn load<T: DeserializeOwned>(&mut self, id: &str) -> io::Result<T> {
         let path = format!("{}/{id}.json", self.dir);
         let bytes = self.store.get(&path)?;
         if history_id(&bytes) != id {

@@ -112,7 +112,7 @@ impl Store {
     }
 
     /// The local root, if the lake is on a local disk.
-    pub fn local_root(&self) -> Option<&Path> {
+    pub(crate) fn local_root(&self) -> Option<&Path> {
         match self {
             Store::Local { root } => Some(root),
             Store::Hdfs { .. } | Store::S3 { .. } => None,
@@ -136,7 +136,7 @@ impl Store {
         format!("{root}/{rel}")
     }
 
-    pub fn mkdirs(&self, rel: &str) -> io::Result<()> {
+    pub(crate) fn mkdirs(&self, rel: &str) -> io::Result<()> {
         match self {
             Store::S3 { .. } => Ok(()), // no folders in an object store
             Store::Local { root } => fs::create_dir_all(Self::local(root, rel)),
@@ -147,7 +147,7 @@ impl Store {
     }
 
     /// Write `bytes` durably at `rel` (replacing it).
-    pub fn put(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn put(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
         match self {
             Store::S3 { store, prefix, .. } => block(store.put(
                 &Self::object(prefix, rel),
@@ -179,7 +179,7 @@ impl Store {
     }
 
     /// Copy a local file durably to `rel` (streamed in chunks).
-    pub fn put_file(&self, rel: &str, local: &Path) -> io::Result<()> {
+    pub(crate) fn put_file(&self, rel: &str, local: &Path) -> io::Result<()> {
         match self {
             Store::S3 { store, prefix, .. } => {
                 // A multipart upload: the object appears only when it completes.
@@ -246,7 +246,7 @@ impl Store {
         }
     }
 
-    pub fn exists(&self, rel: &str) -> io::Result<bool> {
+    pub(crate) fn exists(&self, rel: &str) -> io::Result<bool> {
         match self {
             Store::S3 { store, prefix, .. } => {
                 match block(store.head(&Self::object(prefix, rel))) {
@@ -267,7 +267,7 @@ impl Store {
     }
 
     /// Atomically move `from` to `to`, replacing `to`, creating its parent folders.
-    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+    pub(crate) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let parent = to.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         match self {
             Store::S3 { store, prefix, .. } => block(async {
@@ -300,7 +300,7 @@ impl Store {
     }
 
     /// Make a folder's entries durable (local disks; HDFS's NameNode logs its own).
-    pub fn sync_dir(&self, rel: &str) -> io::Result<()> {
+    pub(crate) fn sync_dir(&self, rel: &str) -> io::Result<()> {
         match self {
             Store::S3 { .. } => Ok(()),
             Store::Local { root } => fs::File::open(Self::local(root, rel))?.sync_all(),
@@ -308,7 +308,7 @@ impl Store {
         }
     }
 
-    pub fn delete(&self, rel: &str) -> io::Result<()> {
+    pub(crate) fn delete(&self, rel: &str) -> io::Result<()> {
         match self {
             Store::S3 { store, prefix, .. } => {
                 match block(store.delete(&Self::object(prefix, rel))) {
@@ -338,7 +338,7 @@ impl Store {
     }
 
     /// Like `list_files`, with each file's size in bytes.
-    pub fn list_files_sized(&self, rel: &str) -> io::Result<Vec<(String, u64)>> {
+    pub(crate) fn list_files_sized(&self, rel: &str) -> io::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         match self {
             Store::S3 { store, prefix, .. } => {
@@ -379,7 +379,7 @@ impl Store {
     }
 
     /// Immediate sub-folders of `rel` (names only); sorted.
-    pub fn list_dirs(&self, rel: &str) -> io::Result<Vec<String>> {
+    pub(crate) fn list_dirs(&self, rel: &str) -> io::Result<Vec<String>> {
         let mut out: Vec<String> = match self {
             Store::S3 { store, prefix, .. } => {
                 let listing = block(store.list_with_delimiter(Some(&Self::object(prefix, rel))))

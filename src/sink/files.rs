@@ -24,7 +24,7 @@ use crate::transform::changelog::CleansedRun;
 
 /// Open change-log files by stream and commit day, and the files sealed since they were last
 /// taken.
-pub struct FileSet {
+pub(crate) struct FileSet {
     staging: Staging,
     rotate: RotateConfig,
     open: HashMap<String, HashMap<i64, ParquetFile>>,
@@ -32,7 +32,7 @@ pub struct FileSet {
 }
 
 impl FileSet {
-    pub fn new(staging: Staging, rotate: RotateConfig) -> FileSet {
+    pub(crate) fn new(staging: Staging, rotate: RotateConfig) -> FileSet {
         FileSet {
             staging,
             rotate,
@@ -43,7 +43,7 @@ impl FileSet {
 
     /// Write one event to its file; returns whether a file reached its rotation size (and was
     /// sealed, so that no file exceeds the limit: its commit is due).
-    pub fn write(&mut self, zone: Zone, event: ChangeEvent) -> Result<bool, SinkError> {
+    pub(crate) fn write(&mut self, zone: Zone, event: ChangeEvent) -> Result<bool, SinkError> {
         let day = day_of(&event);
         let table = event.table.clone();
         self.file(zone, &table, day)?.push(event)?;
@@ -52,7 +52,7 @@ impl FileSet {
 
     /// Write a transform's output (rows already in Arrow) to its files; returns whether a file
     /// reached its rotation size.
-    pub fn write_run(&mut self, zone: Zone, run: CleansedRun) -> Result<bool, SinkError> {
+    pub(crate) fn write_run(&mut self, zone: Zone, run: CleansedRun) -> Result<bool, SinkError> {
         if run.is_empty() {
             return Ok(false);
         }
@@ -142,7 +142,7 @@ impl FileSet {
     }
 
     /// Seal every open file; return every file sealed since the last call.
-    pub fn seal_all(&mut self) -> Result<Vec<SealedFile>, SinkError> {
+    pub(crate) fn seal_all(&mut self) -> Result<Vec<SealedFile>, SinkError> {
         for (_, days) in self.open.drain() {
             for (_, file) in days {
                 self.sealed.push(file.seal()?);
@@ -159,7 +159,7 @@ enum Work {
 }
 
 /// A [`FileSet`] on a thread of its own.
-pub struct ZoneWriter {
+pub(crate) struct ZoneWriter {
     work: Option<SyncSender<Work>>,
     sealed: Receiver<Result<Vec<SealedFile>, SinkError>>,
     /// Set by the thread when a file reached its rotation size (or writing failed): a commit is
@@ -172,7 +172,7 @@ pub struct ZoneWriter {
 
 impl ZoneWriter {
     /// `name` names the thread (`sluice-<name>`).
-    pub fn start(name: &str, mut files: FileSet) -> Result<ZoneWriter, SinkError> {
+    pub(crate) fn start(name: &str, mut files: FileSet) -> Result<ZoneWriter, SinkError> {
         // One batch queued while one is written: the sink runs at most a batch ahead.
         let (work_tx, work_rx) = sync_channel::<Work>(1);
         let (sealed_tx, sealed_rx) = sync_channel(1);
@@ -224,7 +224,7 @@ impl ZoneWriter {
     }
 
     /// Hand events of `zone` over to be written.
-    pub fn write(&mut self, zone: Zone, events: Vec<ChangeEvent>) -> Result<(), SinkError> {
+    pub(crate) fn write(&mut self, zone: Zone, events: Vec<ChangeEvent>) -> Result<(), SinkError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -233,7 +233,11 @@ impl ZoneWriter {
     }
 
     /// Hand a transform's output runs for `zone` over to be written.
-    pub fn write_runs(&mut self, zone: Zone, runs: Vec<CleansedRun>) -> Result<(), SinkError> {
+    pub(crate) fn write_runs(
+        &mut self,
+        zone: Zone,
+        runs: Vec<CleansedRun>,
+    ) -> Result<(), SinkError> {
         if runs.iter().all(CleansedRun::is_empty) {
             return Ok(());
         }
@@ -242,17 +246,17 @@ impl ZoneWriter {
     }
 
     /// Whether a commit is due since the last call (a file filled up, or writing failed).
-    pub fn take_due(&self) -> bool {
+    pub(crate) fn take_due(&self) -> bool {
         self.due.swap(false, Ordering::AcqRel)
     }
 
     /// Whether events were handed over since the last seal.
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         self.pending
     }
 
     /// Seal every file once everything handed over before is written; the sealed files.
-    pub fn seal(&mut self) -> Result<Vec<SealedFile>, SinkError> {
+    pub(crate) fn seal(&mut self) -> Result<Vec<SealedFile>, SinkError> {
         self.send(Work::Seal)?;
         let sealed = self.sealed.recv().map_err(|_| stopped())??;
         self.pending = false;

@@ -14,7 +14,7 @@
 //! The files are encoded on two threads (see `files.rs`), the raw zone's and the transforms'
 //! zones', while this one cuts and transforms the next batch.
 
-pub mod files;
+pub(crate) mod files;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -58,17 +58,17 @@ fn date_of_day(day: i64) -> String {
 
 /// How the sink writes: from `sink:` in sluice.yaml.
 #[derive(Debug, Clone)]
-pub struct SinkSettings {
-    pub rotate: RotateConfig,
-    pub zones: Vec<Zone>,
+pub(crate) struct SinkSettings {
+    pub(crate) rotate: RotateConfig,
+    pub(crate) zones: Vec<Zone>,
     /// Merge the ODS zone this often (None: no ODS zone).
-    pub ods_every: Option<Duration>,
-    pub compaction: crate::config::CompactConfig,
+    pub(crate) ods_every: Option<Duration>,
+    pub(crate) compaction: crate::config::CompactConfig,
 }
 
 impl SinkSettings {
     /// The settings `sink:` in sluice.yaml gives.
-    pub fn from_config(sink: &crate::config::SinkConfig) -> Self {
+    pub(crate) fn from_config(sink: &crate::config::SinkConfig) -> Self {
         SinkSettings {
             rotate: sink.rotate.clone(),
             zones: sink.zones.clone(),
@@ -81,7 +81,7 @@ impl SinkSettings {
     }
 }
 
-pub struct ParquetSink {
+pub(crate) struct ParquetSink {
     lake: LakeRoot,
     rotate: RotateConfig,
     /// Whether raw events are written (`raw` in sink.zones); transforms run either way.
@@ -120,7 +120,7 @@ pub struct ParquetSink {
 
 impl ParquetSink {
     /// Recover the lake and return the sink with the last commit's state.
-    pub fn open(
+    pub(crate) fn open(
         path: &str,
         settings: SinkSettings,
         transforms: TransformSet,
@@ -130,7 +130,7 @@ impl ParquetSink {
     }
 
     /// `open` as one of several writers of the lake (see lake.rs).
-    pub fn open_writer(
+    pub(crate) fn open_writer(
         path: &str,
         writer: Option<&str>,
         settings: SinkSettings,
@@ -196,13 +196,16 @@ impl ParquetSink {
     }
 
     /// Positions of the last commit, per source: where sources resume.
-    pub fn committed_positions(&self) -> BTreeMap<String, ResumePosition> {
+    pub(crate) fn committed_positions(&self) -> BTreeMap<String, ResumePosition> {
         self.last.positions.clone()
     }
 
     /// Consume batches until every sender is gone, committing as rotation demands; commit what
     /// can be committed at the end.
-    pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) -> Result<(), SinkError> {
+    pub(crate) async fn run(
+        mut self,
+        mut input: mpsc::Receiver<SourceBatch>,
+    ) -> Result<(), SinkError> {
         // A file falls due at most a tenth of the interval before it is committed: the lake's
         // freshness is the rotation interval plus that and the commit itself.
         let tick =

@@ -14,7 +14,7 @@
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
-pub mod snapshot;
+pub(crate) mod snapshot;
 
 use tokio::sync::{mpsc, watch};
 
@@ -28,18 +28,18 @@ use crate::finding::Finding;
 use crate::metrics as m;
 
 /// Everything a run of a source needs from the runtime.
-pub struct SourceContext {
-    pub config: SourceConfig,
-    pub out: mpsc::Sender<SourceBatch>,
-    pub acks: Acks,
-    pub shutdown: watch::Receiver<bool>,
+pub(crate) struct SourceContext {
+    pub(crate) config: SourceConfig,
+    pub(crate) out: mpsc::Sender<SourceBatch>,
+    pub(crate) acks: Acks,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// The position the lake has committed for this source, if any.
-    pub committed: Option<ResumePosition>,
+    pub(crate) committed: Option<ResumePosition>,
     /// Where this source reports its state for `/status`.
-    pub status: crate::status::SharedStatus,
+    pub(crate) status: crate::status::SharedStatus,
     /// The sink's path: a source that keeps state next to its positions (the MySQL schema
     /// history) writes it there.
-    pub lake_path: String,
+    pub(crate) lake_path: String,
 }
 
 /// A kind of source: how it runs and how `sluice check` examines it.
@@ -55,7 +55,9 @@ pub(crate) trait Source: Sized {
 }
 
 /// What every source's error says beyond transient or definite.
-pub trait SourceFailure: std::error::Error + Classify + Send + Sync + 'static {
+pub(crate) trait SourceFailure:
+    std::error::Error + Classify + Send + Sync + 'static
+{
     /// The source's log position is gone (slot dropped, binlog purged, resume token expired):
     /// only a new snapshot can go on.
     fn is_position_lost(&self) -> bool;
@@ -90,7 +92,7 @@ impl Classify for SourceError {
 }
 
 impl SourceError {
-    pub fn is_position_lost(&self) -> bool {
+    pub(crate) fn is_position_lost(&self) -> bool {
         self.0.is_position_lost()
     }
 }
@@ -101,7 +103,7 @@ macro_rules! register_sources {
     ($($kind:ident => $source:ty),+ $(,)?) => {
         /// Run the source `ctx` configures until shutdown; `connected` is called once it has
         /// connected and checked its prerequisites.
-        pub async fn run(ctx: SourceContext, connected: impl FnOnce()) -> Result<(), SourceError> {
+        pub(crate) async fn run(ctx: SourceContext, connected: impl FnOnce()) -> Result<(), SourceError> {
             match ctx.config.kind {
                 $(SourceKind::$kind => {
                     let source = <$source as Source>::connect(ctx).await?;
@@ -112,7 +114,7 @@ macro_rules! register_sources {
         }
 
         /// `sluice check` of one source: the problems found, and the captured tables' schemas.
-        pub async fn check(config: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
+        pub(crate) async fn check(config: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
             match config.kind {
                 $(SourceKind::$kind => <$source as Source>::check(config).await,)+
             }
@@ -128,7 +130,7 @@ register_sources! {
 
 /// Count a batch's events by table and op (`sluice_source_events_total`). Runs of one table
 /// and op are counted without hashing: a batch is mostly long runs.
-pub fn count_events(source: &str, events: &[ChangeEvent]) {
+pub(crate) fn count_events(source: &str, events: &[ChangeEvent]) {
     let mut counts: Vec<(&str, Op, u64)> = Vec::new();
     for e in events {
         let stream = e.table.stream.as_str();

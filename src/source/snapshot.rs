@@ -34,13 +34,13 @@ fn boundary(cursor: &Option<Cursor>) -> Option<KeyPos> {
 
 impl SnapshotState {
     /// The position up to which streamed changes may still be dropped for some keys.
-    pub fn filter_until(&self) -> u64 {
+    pub(crate) fn filter_until(&self) -> u64 {
         self.phases.iter().skip(1).map(|p| p.lsn).max().unwrap_or(0)
     }
 
     /// Whether a streamed change of `table` with integer key `key` committed at `commit_lsn` is
     /// already in the snapshot (read by a phase that started after that commit).
-    pub fn already_read(&self, table: &str, key: Option<i64>, commit_lsn: u64) -> bool {
+    pub(crate) fn already_read(&self, table: &str, key: Option<i64>, commit_lsn: u64) -> bool {
         let pos: KeyPos = (table.to_string(), key.map_or(i128::MIN, |k| k as i128));
         let phase = self
             .phases
@@ -52,7 +52,7 @@ impl SnapshotState {
 }
 
 /// The single integer primary-key column a table can be chunked by.
-pub fn chunk_key(schema: &TableSchema) -> Option<usize> {
+pub(crate) fn chunk_key(schema: &TableSchema) -> Option<usize> {
     let mut keys = schema.key_columns();
     let (i, col) = keys.next()?;
     if keys.next().is_some() {
@@ -66,7 +66,7 @@ pub fn chunk_key(schema: &TableSchema) -> Option<usize> {
 }
 
 /// The integer key of a row, for the phase filter.
-pub fn int_key(schema: &TableSchema, row: &Row) -> Option<i64> {
+pub(crate) fn int_key(schema: &TableSchema, row: &Row) -> Option<i64> {
     match row.get(chunk_key(schema)?) {
         Some(Value::Int(k)) => Some(*k),
         _ => None,

@@ -37,12 +37,12 @@ use crate::lake::parquet::{WriteError, arrow_type, change_log_columns};
 
 /// What one run of raw events became.
 #[derive(Debug)]
-pub struct Outcome {
-    pub cleansed: CleansedRun,
+pub(crate) struct Outcome {
+    pub(crate) cleansed: CleansedRun,
     /// Raw events the transform could not process, with the error.
-    pub dead: Vec<(ChangeEvent, String)>,
+    pub(crate) dead: Vec<(ChangeEvent, String)>,
     /// Raw events that produced nothing (filtered out on both sides).
-    pub filtered: u64,
+    pub(crate) filtered: u64,
 }
 
 /// A transform's output events for one run of raw events. Their images stay in the Arrow arrays
@@ -61,16 +61,16 @@ pub struct CleansedRun {
 pub struct CleansedEvent {
     /// Everything but the images (its `before` and `after` are `None`).
     pub event: ChangeEvent,
-    pub before: Option<ImageRow>,
-    pub after: Option<ImageRow>,
+    pub(crate) before: Option<ImageRow>,
+    pub(crate) after: Option<ImageRow>,
 }
 
 /// A row of a run's projection, and whether only its key counts (its other columns are null: a
 /// delete's key, as Postgres sends it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageRow {
-    pub row: u32,
-    pub key_only: bool,
+pub(crate) struct ImageRow {
+    pub(crate) row: u32,
+    pub(crate) key_only: bool,
 }
 
 impl CleansedRun {
@@ -78,12 +78,12 @@ impl CleansedRun {
         self.events.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
 
     /// The output events with their images as rows (Kafka mode, `sluice transform test`).
-    pub fn to_events(&self) -> Result<Vec<ChangeEvent>, WriteError> {
+    pub(crate) fn to_events(&self) -> Result<Vec<ChangeEvent>, WriteError> {
         let mut rows: Vec<Row> = (0..self.projected.num_rows())
             .map(|_| Vec::with_capacity(self.table.columns.len()))
             .collect();
@@ -186,7 +186,7 @@ impl SameKey {
 
 impl Compiled {
     /// Transform raw events (all of this compiled schema's table, in log order).
-    pub fn apply(&self, events: &[ChangeEvent]) -> Outcome {
+    pub(crate) fn apply(&self, events: &[ChangeEvent]) -> Outcome {
         let mut images: Vec<(usize, Side, &Row)> = Vec::with_capacity(events.len() * 2);
         for (i, e) in events.iter().enumerate() {
             if let Some(b) = &e.before

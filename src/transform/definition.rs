@@ -28,16 +28,16 @@ pub struct TransformDef {
     /// The cleansed stream's name, e.g. `clean.orders`.
     pub name: String,
     /// The raw stream it reads, e.g. `shop.public.orders`.
-    pub from: String,
+    pub(crate) from: String,
     /// Where rows that cannot be transformed go (default `dlq.<name>`).
-    pub dlq: String,
+    pub(crate) dlq: String,
     /// Output columns that form the key, when not the projected primary key.
-    pub key: Option<Vec<String>>,
+    pub(crate) key: Option<Vec<String>>,
     /// The file's text with the header blanked: a `SELECT` whose positions are the file's.
-    pub select_sql: String,
-    pub file: PathBuf,
+    pub(crate) select_sql: String,
+    pub(crate) file: PathBuf,
     /// Line of the `SELECT` keyword.
-    pub select_line: usize,
+    pub(crate) select_line: usize,
 }
 
 /// Read and check one transform file.

@@ -11,11 +11,11 @@
 //! dead letters. In the embedded mode it runs inside the sink, so cleansed rows and dead letters
 //! are committed in the same lake commit as the raw rows and source positions they come from.
 
-pub mod changelog;
+pub(crate) mod changelog;
 pub mod definition;
 pub mod load;
-pub mod plan;
-pub mod values;
+pub(crate) mod plan;
+pub(crate) mod values;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,9 +25,9 @@ use crate::event::dead_letter::{dead_letter_row, dead_letter_schema};
 use crate::event::debezium::envelope_json;
 use crate::event::{ChangeEvent, Op, TableSchema, Value};
 use crate::metrics as m;
-pub use changelog::CleansedRun;
+pub(crate) use changelog::CleansedRun;
 pub use definition::TransformDef;
-pub use plan::{Compiled, PlanError};
+pub(crate) use plan::{Compiled, PlanError};
 
 /// What a batch of raw events became.
 #[derive(Debug, Default)]
@@ -73,7 +73,7 @@ impl TransformSet {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.transforms.is_empty()
     }
 

@@ -25,37 +25,37 @@ use crate::event::{Column, TableSchema};
 
 /// A transform ready to run on one version of its raw stream's schema.
 #[derive(Debug)]
-pub struct Compiled {
+pub(crate) struct Compiled {
     /// The raw table (version) this was planned for.
-    pub raw: Arc<TableSchema>,
+    pub(crate) raw: Arc<TableSchema>,
     /// Arrow schema of the raw row images the expressions read.
-    pub input: SchemaRef,
-    pub filter: Option<Arc<dyn PhysicalExpr>>,
-    pub projection: Vec<Arc<dyn PhysicalExpr>>,
+    pub(crate) input: SchemaRef,
+    pub(crate) filter: Option<Arc<dyn PhysicalExpr>>,
+    pub(crate) projection: Vec<Arc<dyn PhysicalExpr>>,
     /// The cleansed stream's schema: its columns, key flags and name.
-    pub output: Arc<TableSchema>,
+    pub(crate) output: Arc<TableSchema>,
     /// Arrow schema of the projection (the output's columns in their lake types).
-    pub output_schema: SchemaRef,
+    pub(crate) output_schema: SchemaRef,
     /// Positions of the output's key columns.
-    pub key: Vec<usize>,
+    pub(crate) key: Vec<usize>,
     /// Per raw column: whether the filter or the projection reads it. Only those are turned
     /// into Arrow arrays (the others are all-null arrays), so wide tables do not pay for the
     /// columns a transform drops.
-    pub reads: Vec<bool>,
+    pub(crate) reads: Vec<bool>,
 }
 
 /// Why a transform cannot run on a schema: unknown columns, type errors, refused plan shapes.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
-pub struct PlanError {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
+pub(crate) struct PlanError {
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 /// A DataFusion session with sluice's function library: DataFusion's built-ins plus the JSON
 /// functions (`json_get_str`, `->>`, …).
-pub fn session() -> SessionContext {
+pub(crate) fn session() -> SessionContext {
     let mut state = SessionStateBuilder::new().with_default_features().build();
     // Registration only fails on a name clash, which would be a build-time mistake.
     if let Err(e) = datafusion_functions_json::register_all(&mut state) {
@@ -65,7 +65,7 @@ pub fn session() -> SessionContext {
 }
 
 /// Plan `def` against `raw`.
-pub fn compile(def: &TransformDef, raw: &Arc<TableSchema>) -> Result<Compiled, PlanError> {
+pub(crate) fn compile(def: &TransformDef, raw: &Arc<TableSchema>) -> Result<Compiled, PlanError> {
     let fail = |message: String| PlanError {
         file: def.file.display().to_string(),
         line: def.select_line,
@@ -284,7 +284,7 @@ fn refuse_subqueries(expr: &Expr) -> Result<(), String> {
 
 /// DataFusion's messages (planning and evaluation) without its layer prefixes, e.g.
 /// "Schema error: No field named x", "Cast error: Cannot cast string …".
-pub fn clean_message(message: &str) -> String {
+pub(crate) fn clean_message(message: &str) -> String {
     message
         .trim_start_matches("Error during planning: ")
         .trim_start_matches("Arrow error: ")

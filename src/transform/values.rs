@@ -16,7 +16,7 @@ use crate::event::{ColumnType, Row, TableSchema, Value};
 use crate::lake::parquet::{arrow_type, column_array};
 
 /// The Arrow schema of a table's own columns, as transforms see them.
-pub fn row_schema(table: &TableSchema) -> SchemaRef {
+pub(crate) fn row_schema(table: &TableSchema) -> SchemaRef {
     Arc::new(Schema::new(
         table
             .columns
@@ -28,7 +28,7 @@ pub fn row_schema(table: &TableSchema) -> SchemaRef {
 
 /// A record batch of rows (each as long as the table has columns; missing values are null).
 /// Columns whose `reads` flag is false are left all null: nothing reads them.
-pub fn rows_to_batch(
+pub(crate) fn rows_to_batch(
     schema: &SchemaRef,
     table: &TableSchema,
     rows: &[&Row],
@@ -56,7 +56,7 @@ pub fn rows_to_batch(
 
 /// The column type a computed Arrow type is stored as, or `None` when the lake cannot store it
 /// (structs, maps, unions: the SQL must convert them, e.g. with `json_get_str`).
-pub fn column_type_of(dt: &DataType) -> Option<ColumnType> {
+pub(crate) fn column_type_of(dt: &DataType) -> Option<ColumnType> {
     Some(match dt {
         DataType::Boolean => ColumnType::Bool,
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => ColumnType::Int16,
@@ -95,7 +95,7 @@ pub fn column_type_of(dt: &DataType) -> Option<ColumnType> {
 }
 
 /// Values of one output array as the column type says, one per row.
-pub fn array_values(array: &ArrayRef, ty: &ColumnType) -> Result<Vec<Value>, ArrowError> {
+pub(crate) fn array_values(array: &ArrayRef, ty: &ColumnType) -> Result<Vec<Value>, ArrowError> {
     let mut values = Vec::with_capacity(array.len());
     for_each_value(array, ty, |v| values.push(v))?;
     Ok(values)
@@ -104,7 +104,7 @@ pub fn array_values(array: &ArrayRef, ty: &ColumnType) -> Result<Vec<Value>, Arr
 /// Hand every value of an output array, as the column type says, to `f` in row order. The
 /// array is downcast once for the whole column, not once per value: this is the transform's
 /// inner loop.
-pub fn for_each_value(
+pub(crate) fn for_each_value(
     array: &ArrayRef,
     ty: &ColumnType,
     mut f: impl FnMut(Value),

@@ -3,15 +3,15 @@
 //! golden test (`src/golden_tests.rs`) keeps these bytes from drifting. Only the shapes live
 //! here; what a source does with its position is the source's.
 
-pub mod mongodb;
-pub mod mysql;
-pub mod snapshot;
+pub(crate) mod mongodb;
+pub(crate) mod mysql;
+pub(crate) mod snapshot;
 
 use serde::{Deserialize, Serialize};
 
-pub use mongodb::MongoPosition;
-pub use mysql::BinlogPosition;
-pub use snapshot::SnapshotState;
+pub(crate) use mongodb::MongoPosition;
+pub(crate) use mysql::BinlogPosition;
+pub(crate) use snapshot::SnapshotState;
 
 /// Where a source resumes: its durable position, stored in the lake's commit record (and, in
 /// Kafka mode, the offsets topic). Not to be confused with [`crate::event::ChangeOrigin`], where one

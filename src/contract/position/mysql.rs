@@ -9,15 +9,15 @@ use super::SnapshotState;
 pub struct BinlogPosition {
     /// Read on from here: the binlog file and the offset after the last whole transaction
     /// (during the snapshot, the snapshot's binlog point).
-    pub file: String,
-    pub pos: u64,
+    pub(crate) file: String,
+    pub(crate) pos: u64,
     /// The GTID state at that point (MariaDB `domain-server-seq,…`, MySQL `uuid:1-N,…`), when
     /// the server has GTIDs; a restart resumes by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gtid: Option<String>,
+    pub(crate) gtid: Option<String>,
     /// The schema history valid at that point (`_sluice/schemas/<source>/<id>.json`).
-    pub schemas: String,
+    pub(crate) schemas: String,
     /// An unfinished snapshot, or a finished one whose phase filter still applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotState>,
+    pub(crate) snapshot: Option<SnapshotState>,
 }

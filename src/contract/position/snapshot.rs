@@ -7,30 +7,30 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotState {
     /// Every table has been read.
-    pub complete: bool,
+    pub(crate) complete: bool,
     /// Ordinal of the next snapshot row (the minor part of its sequence).
-    pub next_ordinal: u64,
+    pub(crate) next_ordinal: u64,
     /// Where reading goes on; `None` before the first table (or when complete).
-    pub cursor: Option<Cursor>,
+    pub(crate) cursor: Option<Cursor>,
     /// Each phase's WAL position and where it started reading.
-    pub phases: Vec<Phase>,
+    pub(crate) phases: Vec<Phase>,
     /// The server's estimate of all captured tables' rows, for progress (`sluice status`).
     #[serde(default)]
-    pub estimated_rows: u64,
+    pub(crate) estimated_rows: u64,
 }
 
 /// Reading continues in `table` after the integer key `after_key` (from its start if `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub table: String,
-    pub after_key: Option<i64>,
+pub(crate) struct Cursor {
+    pub(crate) table: String,
+    pub(crate) after_key: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Phase {
+pub(crate) struct Phase {
     /// The phase's log position (Postgres LSN, binlog coordinate): its rows reflect every
     /// commit before it.
-    pub lsn: u64,
+    pub(crate) lsn: u64,
     /// The first row the phase read (`None`: the first table's start).
-    pub from: Option<Cursor>,
+    pub(crate) from: Option<Cursor>,
 }

@@ -51,7 +51,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// A decoder that takes `key` as the key columns of records without a key of their own.
-    pub fn with_key(key: Vec<String>) -> Self {
+    pub(crate) fn with_key(key: Vec<String>) -> Self {
         Decoder {
             default_key: key,
             ..Decoder::default()
@@ -70,7 +70,7 @@ impl Decoder {
     }
 
     /// Decode a record given as its key (if any) and value, as a Kafka message holds them.
-    pub fn decode_parts(
+    pub(crate) fn decode_parts(
         &mut self,
         key: Option<&Json>,
         value: &Json,
@@ -83,7 +83,7 @@ impl Decoder {
     }
 
     /// Decode the envelope itself, with its Connect schema if the record had one.
-    pub fn decode_envelope(
+    pub(crate) fn decode_envelope(
         &mut self,
         key: Option<&Json>,
         schema: Option<&Json>,

@@ -13,13 +13,13 @@ use super::{
 use crate::event::{ChangeEvent, ChangeOrigin, ColumnType, Row, TableSchema, Value};
 
 /// `{before, after, source, transaction, op, ts_ms, ts_us, ts_ns}` of one event.
-pub struct Envelope<'a> {
-    pub event: &'a ChangeEvent,
-    pub processed_at_us: i64,
+pub(crate) struct Envelope<'a> {
+    pub(crate) event: &'a ChangeEvent,
+    pub(crate) processed_at_us: i64,
 }
 
 /// The message key: the primary-key columns (a document's `{"id": …}`).
-pub struct Key<'a>(pub &'a ChangeEvent);
+pub(crate) struct Key<'a>(pub &'a ChangeEvent);
 
 struct Image<'a> {
     schema: &'a TableSchema,
@@ -27,7 +27,7 @@ struct Image<'a> {
 }
 
 /// One value in Debezium's encoding for its column type.
-pub struct Typed<'a>(pub &'a ColumnType, pub &'a Value);
+pub(crate) struct Typed<'a>(pub &'a ColumnType, pub &'a Value);
 
 struct Source<'a>(&'a ChangeEvent);
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::event::{ChangeOrigin, Column, Seq, SourceInfo, TableId};
+use crate::event::{ChangeOrigin, Column, Seq, SourceInfo, TableId, Value};
 
 fn bench_schema() -> Arc<TableSchema> {
     // Nullability as in the benchmark table (id, i32, name and created_at are NOT NULL).

@@ -13,9 +13,9 @@ use crate::event::TableSchema;
 use crate::finding::Finding;
 
 /// A prerequisite that does not hold, and how to fix it.
-pub struct Problem {
-    pub problem: String,
-    pub fix: String,
+pub(crate) struct Problem {
+    pub(crate) problem: String,
+    pub(crate) fix: String,
 }
 
 /// Documents per collection `check` reads to infer the schema transforms are planned against.
@@ -26,7 +26,7 @@ fn subject(source: &SourceConfig) -> String {
 }
 
 /// Change streams need a replica set (`hello` names one) or a sharded cluster (`mongos`).
-pub async fn deployment_problem(client: &Client) -> Result<Option<Problem>, MongoError> {
+pub(crate) async fn deployment_problem(client: &Client) -> Result<Option<Problem>, MongoError> {
     let hello = client
         .database("admin")
         .run_command(doc! { "hello": 1 })
@@ -42,7 +42,7 @@ pub async fn deployment_problem(client: &Client) -> Result<Option<Problem>, Mong
 
 /// `sluice check`: connect, then every prerequisite and risk. Also returns schemas inferred from
 /// a sample of each captured collection, which transforms are planned against.
-pub async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
+pub(crate) async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
     let subject = subject(source);
     let client = match super::connect_client(source).await {
         Ok(c) => c,

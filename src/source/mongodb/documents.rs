@@ -24,17 +24,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Column, ColumnType, Row, Value};
 
-pub const ID: &str = "_id";
-pub const DOC: &str = "_doc";
+pub(crate) const ID: &str = "_id";
+pub(crate) const DOC: &str = "_doc";
 
 /// A collection's inferred fields (besides `_id` and `_doc`), in first-seen order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionSchema {
-    pub fields: Vec<(String, ColumnType)>,
+    pub(crate) fields: Vec<(String, ColumnType)>,
 }
 
 /// The inferred schemas of every captured collection, by `db.collection`.
-pub type Schemas = BTreeMap<String, CollectionSchema>;
+pub(crate) type Schemas = BTreeMap<String, CollectionSchema>;
 
 impl CollectionSchema {
     /// Widen the schema to hold `doc`. Returns whether it changed (a new schema version).
@@ -106,7 +106,7 @@ fn type_name(ty: &ColumnType) -> String {
 }
 
 /// The lake type a BSON value suggests; None when it says nothing (null, empty array).
-pub fn type_of(v: &Bson) -> Option<ColumnType> {
+pub(crate) fn type_of(v: &Bson) -> Option<ColumnType> {
     Some(match v {
         Bson::Null | Bson::Undefined => return None,
         Bson::Double(_) => ColumnType::Float64,
@@ -145,7 +145,7 @@ pub fn type_of(v: &Bson) -> Option<ColumnType> {
 }
 
 /// The narrowest type holding values of both.
-pub fn widen(a: &ColumnType, b: &ColumnType) -> ColumnType {
+pub(crate) fn widen(a: &ColumnType, b: &ColumnType) -> ColumnType {
     use ColumnType as T;
     match (a, b) {
         _ if a == b => a.clone(),
@@ -159,7 +159,7 @@ pub fn widen(a: &ColumnType, b: &ColumnType) -> ColumnType {
 }
 
 /// A BSON value typed as `ty` (the schema may be wider than the value).
-pub fn value_of(v: &Bson, ty: &ColumnType) -> Value {
+pub(crate) fn value_of(v: &Bson, ty: &ColumnType) -> Value {
     use ColumnType as T;
     match (ty, v) {
         (_, Bson::Null | Bson::Undefined) => Value::Null,
@@ -209,7 +209,7 @@ pub fn id_text(id: &Bson) -> String {
 }
 
 /// Relaxed extended JSON text (what `mongoexport` and Debezium print).
-pub fn extjson(v: &Bson) -> String {
+pub(crate) fn extjson(v: &Bson) -> String {
     v.clone().into_relaxed_extjson().to_string()
 }
 
@@ -226,7 +226,7 @@ fn uuid_text(b: &[u8]) -> String {
 }
 
 /// Decimal128's text (`1.23E+5`, `-0.001`, `Infinity`, `NaN`) as plain decimal digits, exact.
-pub fn decimal_text(s: &str) -> String {
+pub(crate) fn decimal_text(s: &str) -> String {
     let (mantissa, exponent) = match s.split_once(['E', 'e']) {
         Some((m, e)) => (m, e.trim_start_matches('+').parse::<i64>().unwrap_or(0)),
         None => (s, 0),

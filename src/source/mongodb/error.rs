@@ -36,7 +36,7 @@ pub enum MongoError {
 /// 11602), network trouble (HostUnreachable 6, HostNotFound 7, NetworkTimeout 89,
 /// SocketException 9001), and busy or stale reads (ExceededTimeLimit 262, SnapshotTooOld 239,
 /// WriteConflict 112).
-pub fn code_is_transient(code: i32) -> bool {
+pub(crate) fn code_is_transient(code: i32) -> bool {
     matches!(
         code,
         6 | 7 | 89 | 91 | 112 | 189 | 239 | 262 | 9001 | 10107 | 11600 | 11602 | 13435 | 13436
@@ -46,13 +46,13 @@ pub fn code_is_transient(code: i32) -> bool {
 /// Codes that mean a change stream cannot resume where it was asked to: the token's history
 /// is gone (ChangeStreamHistoryLost 286, CappedPositionLost 136), the token is not one this
 /// server can read (FailedToParse 9, BadValue 2, ChangeStreamFatalError 280).
-pub fn code_is_position_lost(code: i32) -> bool {
+pub(crate) fn code_is_position_lost(code: i32) -> bool {
     matches!(code, 2 | 9 | 136 | 280 | 286)
 }
 
 impl MongoError {
     /// `map_err` helper naming what was being done.
-    pub fn driver(what: &'static str) -> impl FnOnce(Error) -> MongoError {
+    pub(crate) fn driver(what: &'static str) -> impl FnOnce(Error) -> MongoError {
         move |e| {
             let (code, transient) = match &*e.kind {
                 ErrorKind::Command(c) => (Some(c.code), code_is_transient(c.code)),
@@ -75,7 +75,7 @@ impl MongoError {
         }
     }
 
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         match self {
             MongoError::Driver { code, .. } => *code,
             _ => None,

@@ -19,12 +19,12 @@
 //! Sequences: the event's cluster time, then its index among events of that cluster time (a
 //! transaction's events share one); snapshot rows use T0 minus one.
 
-pub mod check;
+pub(crate) mod check;
 pub mod documents;
-pub mod error;
+pub(crate) mod error;
 pub mod snapshot;
 pub mod stream;
-pub mod window;
+pub(crate) mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,33 +40,33 @@ use crate::event::{Row, SourceInfo, TableId, TableSchema};
 use crate::lake::schema_history::HistoryStore;
 use crate::source::SourceContext;
 use documents::{CollectionSchema, Schemas};
-pub use error::MongoError;
+pub(crate) use error::MongoError;
 use snapshot::SnapshotFilter;
 
 /// Where streaming resumes: after a token, or at a cluster time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamFrom {
+pub(crate) enum StreamFrom {
     Token(String),
     Time(u64),
 }
 
-pub fn cluster_time(t: Timestamp) -> u64 {
+pub(crate) fn cluster_time(t: Timestamp) -> u64 {
     ((t.time as u64) << 32) | t.increment as u64
 }
 
 /// A cluster time as MongoDB shows it, `seconds:increment`.
-pub fn render_time(ct: u64) -> String {
+pub(crate) fn render_time(ct: u64) -> String {
     format!("{}:{}", ct >> 32, ct as u32)
 }
 
-pub fn timestamp(ct: u64) -> Timestamp {
+pub(crate) fn timestamp(ct: u64) -> Timestamp {
     Timestamp {
         time: (ct >> 32) as u32,
         increment: ct as u32,
     }
 }
 
-pub struct MongoSource {
+pub(crate) struct MongoSource {
     ctx: SourceContext,
     name: Arc<str>,
     client: Client,
@@ -93,7 +93,7 @@ const SYSTEM_DBS: [&str; 3] = ["admin", "local", "config"];
 
 impl MongoSource {
     /// Setup: connect, check the deployment, resolve the collections.
-    pub async fn connect(ctx: SourceContext) -> Result<MongoSource, MongoError> {
+    pub(crate) async fn connect(ctx: SourceContext) -> Result<MongoSource, MongoError> {
         let client = connect_client(&ctx.config).await?;
         if let Some(problem) = check::deployment_problem(&client).await? {
             return Err(MongoError::Setup(format!(
@@ -126,7 +126,7 @@ impl MongoSource {
     }
 
     /// Run until shutdown (Ok) or an error.
-    pub async fn run(mut self) -> Result<(), MongoError> {
+    pub(crate) async fn run(mut self) -> Result<(), MongoError> {
         let committed = match &self.ctx.committed {
             Some(ResumePosition::Mongo(p)) => Some(p.clone()),
             _ => None,
@@ -291,7 +291,7 @@ impl MongoSource {
 }
 
 /// The table schema of collection `name` (`db.collection`) of source `source`.
-pub fn table_schema(
+pub(crate) fn table_schema(
     source: &str,
     name: &str,
     schema: &CollectionSchema,
@@ -315,7 +315,7 @@ pub fn table_schema(
 }
 
 /// A client for the source's URL, with the TLS settings of the source file.
-pub async fn connect_client(config: &SourceConfig) -> Result<Client, MongoError> {
+pub(crate) async fn connect_client(config: &SourceConfig) -> Result<Client, MongoError> {
     use mongodb::options::{ClientOptions, Tls, TlsOptions};
     let mut options = ClientOptions::parse(&config.url)
         .await
@@ -344,7 +344,7 @@ pub async fn connect_client(config: &SourceConfig) -> Result<Client, MongoError>
 }
 
 /// `db.collection` glob patterns of the configured tables.
-pub fn table_patterns(config: &SourceConfig) -> Result<Vec<glob::Pattern>, MongoError> {
+pub(crate) fn table_patterns(config: &SourceConfig) -> Result<Vec<glob::Pattern>, MongoError> {
     config
         .tables
         .iter()
@@ -357,7 +357,7 @@ pub fn table_patterns(config: &SourceConfig) -> Result<Vec<glob::Pattern>, Mongo
 }
 
 /// Every `db.collection` the patterns match, sorted.
-pub async fn resolve_collections(
+pub(crate) async fn resolve_collections(
     client: &Client,
     patterns: &[glob::Pattern],
 ) -> Result<Vec<String>, MongoError> {

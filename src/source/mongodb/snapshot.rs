@@ -30,13 +30,13 @@ use crate::metrics as m;
 
 impl MongoSnapshot {
     /// The cluster time up to which streamed changes may still be dropped for some `_id`s.
-    pub fn filter_until(&self) -> u64 {
+    pub(crate) fn filter_until(&self) -> u64 {
         self.chunks.iter().map(|c| c.read_at).max().unwrap_or(0)
     }
 }
 
 /// `_id` as canonical extended JSON text (the cursor's form).
-pub fn id_key(id: &Bson) -> String {
+pub(crate) fn id_key(id: &Bson) -> String {
     id.clone().into_canonical_extjson().to_string()
 }
 
@@ -50,7 +50,7 @@ pub fn parse_id(text: &str) -> Result<Bson, MongoError> {
 
 /// The snapshot's chunks, parsed, for the streamed changes that follow.
 #[derive(Debug, Default)]
-pub struct SnapshotFilter {
+pub(crate) struct SnapshotFilter {
     until: u64,
     /// Per collection, each chunk's lower bound (exclusive; `None`: the start) and cluster time.
     chunks: HashMap<String, Vec<(Option<Bson>, u64)>>,
@@ -59,7 +59,7 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
-    pub fn new(state: &MongoSnapshot) -> Result<SnapshotFilter, MongoError> {
+    pub(crate) fn new(state: &MongoSnapshot) -> Result<SnapshotFilter, MongoError> {
         let mut chunks: HashMap<String, Vec<(Option<Bson>, u64)>> = HashMap::new();
         let mut started: HashMap<String, u64> = HashMap::new();
         for c in &state.chunks {
@@ -79,20 +79,20 @@ impl SnapshotFilter {
         })
     }
 
-    pub fn until(&self) -> u64 {
+    pub(crate) fn until(&self) -> u64 {
         self.until
     }
 
     /// The cluster time before the snapshot began reading `table`, if it read it: a drop or
     /// rename of `table` at or before it is in the snapshot already (the read found what came
     /// after it).
-    pub fn collection_read_from(&self, table: &str) -> Option<u64> {
+    pub(crate) fn collection_read_from(&self, table: &str) -> Option<u64> {
         self.started.get(table).copied()
     }
 
     /// Whether a change of `_id` `id` in `table` at cluster time `at` is already in the
     /// snapshot: the chunk that covers the `_id` was read at or after it.
-    pub fn already_read(&self, table: &str, id: &Bson, at: u64) -> bool {
+    pub(crate) fn already_read(&self, table: &str, id: &Bson, at: u64) -> bool {
         let Some(chunks) = self.chunks.get(table) else {
             return false;
         };

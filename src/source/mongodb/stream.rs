@@ -55,7 +55,7 @@ struct Cursor {
 }
 
 /// A token as the text kept in positions (canonical extended JSON of its document).
-pub fn token_text(token: &ResumeToken) -> Result<String, MongoError> {
+pub(crate) fn token_text(token: &ResumeToken) -> Result<String, MongoError> {
     mongodb::bson::to_bson(token)
         .map(|b| b.into_canonical_extjson().to_string())
         .map_err(|e| MongoError::Setup(format!("a resume token that cannot be kept: {e}")))

@@ -25,7 +25,7 @@ use super::{MongoError, MongoSource, cluster_time, timestamp};
 
 /// The first change to an `_id` in the window.
 #[derive(Debug, Clone, PartialEq)]
-pub enum FirstChange {
+pub(crate) enum FirstChange {
     /// Inserted in the window: it did not exist at `low`.
     Inserted,
     /// Changed or deleted; the document before the change if the server keeps pre-images.
@@ -37,13 +37,13 @@ const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `_id`s a chunk covers: after `after` (exclusive) up to `upto` (inclusive; unbounded if
 /// `None`).
-pub struct Range<'a> {
-    pub after: Option<&'a Bson>,
-    pub upto: Option<&'a Bson>,
+pub(crate) struct Range<'a> {
+    pub(crate) after: Option<&'a Bson>,
+    pub(crate) upto: Option<&'a Bson>,
 }
 
 impl Range<'_> {
-    pub fn contains(&self, id: &Bson) -> bool {
+    pub(crate) fn contains(&self, id: &Bson) -> bool {
         use std::cmp::Ordering::*;
         self.after
             .is_none_or(|a| documents::compare(id, a) == Greater)
@@ -56,7 +56,7 @@ impl Range<'_> {
 /// The change stream watched while the snapshot is read, from the first window on (one stream for the whole
 /// snapshot, as opening one can be slow). Windows overlap (each reaches a margin below its
 /// read), so the changes read stay until no later window can start before them.
-pub struct WindowWatch {
+pub(crate) struct WindowWatch {
     stream: ChangeStream<ChangeStreamEvent<Document>>,
     /// The snapshot's collections: changes to others are not kept.
     collections: HashSet<String>,
@@ -109,7 +109,7 @@ impl WindowWatch {
     /// The first change per `_id` (keyed by [`id_key`]) in `range` of collection `name`
     /// (`db.collection`) with cluster time in `(low, high]`. Each window's `low` must be at or
     /// past the one before.
-    pub async fn changes(
+    pub(crate) async fn changes(
         &mut self,
         name: &str,
         range: &Range<'_>,
@@ -203,7 +203,7 @@ fn seen(event: ChangeStreamEvent<Document>) -> Option<Seen> {
 
 /// The cluster time a resume token stands at: its `_data` is a KeyString whose first value is
 /// the cluster time (type byte 0x82, then seconds and increment, big-endian).
-pub fn token_time(token: &ResumeToken) -> Option<u64> {
+pub(crate) fn token_time(token: &ResumeToken) -> Option<u64> {
     let bson = mongodb::bson::to_bson(token).ok()?;
     let data = bson.as_document()?.get_str("_data").ok()?;
     if data.len() < 18 || !data.starts_with("82") {

@@ -14,14 +14,14 @@ use crate::config::{SourceConfig, TlsMode};
 
 /// MariaDB and MySQL differ in GTIDs, snapshot support and some events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
+pub(crate) enum Flavor {
     MariaDb,
     Mysql,
 }
 
 impl Flavor {
     /// Debezium's connector name for the `source` block.
-    pub fn connector(self) -> &'static str {
+    pub(crate) fn connector(self) -> &'static str {
         match self {
             Flavor::MariaDb => "mariadb",
             Flavor::Mysql => "mysql",
@@ -31,16 +31,16 @@ impl Flavor {
 
 /// The server, as far as sluice cares.
 #[derive(Debug, Clone)]
-pub struct ServerInfo {
-    pub flavor: Flavor,
-    pub version: String,
-    pub server_id: u32,
+pub(crate) struct ServerInfo {
+    pub(crate) flavor: Flavor,
+    pub(crate) version: String,
+    pub(crate) server_id: u32,
     /// MySQL `gtid_mode=ON` (MariaDB always writes GTIDs).
-    pub gtid_mode: bool,
+    pub(crate) gtid_mode: bool,
 }
 
 /// Connection options from the source's URL, TLS settings and password file.
-pub fn opts(source: &SourceConfig) -> Result<Opts, MyError> {
+pub(crate) fn opts(source: &SourceConfig) -> Result<Opts, MyError> {
     let url = source.url.as_str();
     let opts = Opts::from_url(url).map_err(|e| {
         MyError::Setup(format!(
@@ -77,7 +77,7 @@ pub fn opts(source: &SourceConfig) -> Result<Opts, MyError> {
     Ok(builder.into())
 }
 
-pub async fn connect(source: &SourceConfig) -> Result<Conn, MyError> {
+pub(crate) async fn connect(source: &SourceConfig) -> Result<Conn, MyError> {
     let opts = opts(source)?;
     tokio::time::timeout(Duration::from_secs(30), Conn::new(opts))
         .await
@@ -93,7 +93,7 @@ pub async fn connect(source: &SourceConfig) -> Result<Conn, MyError> {
 
 /// A global server variable as text; None when the server has no such variable. `name` is
 /// one of sluice's own constants (it is put into the statement as is).
-pub async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, MyError> {
+pub(crate) async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, MyError> {
     debug_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     match conn
         .query_first::<Option<String>, _>(format!("SELECT @@GLOBAL.{name}"))
@@ -106,7 +106,7 @@ pub async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, MyE
     }
 }
 
-pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
+pub(crate) async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
     let (version, server_id): (String, u32) = conn
         .query_first("SELECT VERSION(), @@server_id")
         .await
@@ -134,7 +134,7 @@ pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
 const SYSTEM_SCHEMAS: &str = "'mysql', 'information_schema', 'performance_schema', 'sys'";
 
 /// `db.table` of every base table matching the configured names (globs allowed), sorted.
-pub async fn resolve_tables(
+pub(crate) async fn resolve_tables(
     conn: &mut Conn,
     patterns: &[glob::Pattern],
 ) -> Result<Vec<String>, MyError> {
@@ -155,7 +155,7 @@ pub async fn resolve_tables(
 }
 
 /// A table's definition from `information_schema`, or None if it does not exist.
-pub async fn table_def(conn: &mut Conn, name: &str) -> Result<Option<MyTableDef>, MyError> {
+pub(crate) async fn table_def(conn: &mut Conn, name: &str) -> Result<Option<MyTableDef>, MyError> {
     let (db, table) = name.split_once('.').unwrap_or(("", name));
     type ColumnRow = (
         String,
@@ -202,7 +202,7 @@ pub async fn table_def(conn: &mut Conn, name: &str) -> Result<Option<MyTableDef>
 }
 
 /// The definitions of `names` (tables that vanished meanwhile are left out).
-pub async fn table_defs(conn: &mut Conn, names: &[String]) -> Result<Tables, MyError> {
+pub(crate) async fn table_defs(conn: &mut Conn, names: &[String]) -> Result<Tables, MyError> {
     let mut out = Tables::new();
     for name in names {
         if let Some(def) = table_def(conn, name).await? {
@@ -213,7 +213,7 @@ pub async fn table_defs(conn: &mut Conn, names: &[String]) -> Result<Tables, MyE
 }
 
 /// A database's default character set.
-pub async fn db_charset(conn: &mut Conn, db: &str) -> Result<String, MyError> {
+pub(crate) async fn db_charset(conn: &mut Conn, db: &str) -> Result<String, MyError> {
     let cs: Option<String> = conn
         .exec_first(
             "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
@@ -225,7 +225,7 @@ pub async fn db_charset(conn: &mut Conn, db: &str) -> Result<String, MyError> {
 }
 
 /// Estimated rows of a table (for snapshot progress).
-pub async fn estimated_rows(conn: &mut Conn, name: &str) -> u64 {
+pub(crate) async fn estimated_rows(conn: &mut Conn, name: &str) -> u64 {
     let (db, table) = name.split_once('.').unwrap_or(("", name));
     conn.exec_first::<Option<u64>, _, _>(
         "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -239,7 +239,7 @@ pub async fn estimated_rows(conn: &mut Conn, name: &str) -> u64 {
 }
 
 /// The binlog files the server still has, oldest first, with their sizes.
-pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError> {
+pub(crate) async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError> {
     let rows: Vec<mysql_async::Row> = conn
         .query("SHOW BINARY LOGS")
         .await
@@ -252,19 +252,19 @@ pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, MyError>
 
 /// Binlog bytes from `file:pos` to the end of the newest binlog (what the server has written
 /// that a reader at that position has not read).
-pub fn bytes_behind(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u64> {
+pub(crate) fn bytes_behind(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u64> {
     let at = logs.iter().position(|(name, _)| name == file)?;
     let rest: u64 = logs[at + 1..].iter().map(|(_, size)| size).sum();
     Some(logs[at].1.saturating_sub(pos) + rest)
 }
 
 /// MySQL-style identifier quoting.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
 /// `db.table` → `` `db`.`table` ``.
-pub fn quote_table(name: &str) -> String {
+pub(crate) fn quote_table(name: &str) -> String {
     match name.split_once('.') {
         Some((db, t)) => format!("{}.{}", quote_ident(db), quote_ident(t)),
         None => quote_ident(name),

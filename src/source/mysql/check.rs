@@ -17,7 +17,7 @@ fn subject(source: &SourceConfig) -> String {
 
 /// `sluice check`: connect, then every prerequisite and risk. Also returns the schemas of the
 /// captured tables, which transforms are planned against.
-pub async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
+pub(crate) async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
     let subject = subject(source);
     let mut conn = match catalog::connect(source).await {
         Ok(c) => c,
@@ -76,7 +76,7 @@ pub async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
 }
 
 /// What must hold for the binlog to be read correctly: the daemon refuses to start otherwise.
-pub async fn prerequisites(
+pub(crate) async fn prerequisites(
     conn: &mut Conn,
     server: &ServerInfo,
     source: &SourceConfig,
@@ -207,7 +207,7 @@ async fn privileges(
 }
 
 /// Worth knowing, but not stopping for: GTID mode, and binlog retention.
-pub async fn risks(
+pub(crate) async fn risks(
     conn: &mut Conn,
     server: &ServerInfo,
     source: &SourceConfig,

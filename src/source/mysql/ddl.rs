@@ -85,22 +85,22 @@ fn first_words(sql: &str, n: usize) -> Vec<String> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DdlEffects {
     /// Tracked tables whose definition changed (the new one is in the history).
-    pub changed: Vec<String>,
+    pub(crate) changed: Vec<String>,
     /// Tables to read from the catalog: created from another table or a query, or altered in a
     /// way sluice does not model.
-    pub reread: Vec<String>,
+    pub(crate) reread: Vec<String>,
     /// Tables that lost their rows: truncated, dropped, replaced, or renamed away.
-    pub emptied: Vec<String>,
+    pub(crate) emptied: Vec<String>,
     /// Captured names that now hold rows the stream never saw (a table renamed into them).
-    pub unsnapshotted: Vec<String>,
+    pub(crate) unsnapshotted: Vec<String>,
 }
 
 /// Why a DDL statement could not be applied; the caller re-reads the tables it names (or all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unparsed {
-    pub reason: String,
+    pub(crate) reason: String,
     /// Tables the statement names, as far as a tokenizer can tell.
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
 }
 
 /// The schema history's tracked tables, by `db.table`.
@@ -533,7 +533,7 @@ fn column_from_def(def: &ColumnDef, table_charset: &str) -> MyColumn {
 }
 
 /// `utf8mb4_unicode_ci` → `utf8mb4`; `binary` → `binary`.
-pub fn charset_of_collation(collation: &str) -> String {
+pub(crate) fn charset_of_collation(collation: &str) -> String {
     let c = collation.trim_matches('`').to_ascii_lowercase();
     c.split('_').next().unwrap_or(&c).to_string()
 }

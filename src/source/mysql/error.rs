@@ -9,7 +9,7 @@ use super::rows::RowError;
 use crate::error::Classify;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MyError {
+pub(crate) enum MyError {
     #[error("cannot connect to MySQL/MariaDB: {0}")]
     Connect(DriverError),
     #[error("MySQL/MariaDB query failed while {what}: {error}")]
@@ -57,18 +57,18 @@ pub enum MyError {
 /// A driver error as text, with whether retrying can help and the server's error code.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct DriverError {
-    pub message: String,
+pub(crate) struct DriverError {
+    pub(crate) message: String,
     /// The server's error number (e.g. 1236), when the server answered.
-    pub code: Option<u16>,
-    pub transient: bool,
+    pub(crate) code: Option<u16>,
+    pub(crate) transient: bool,
 }
 
 /// Server error numbers worth retrying: too many connections (1040), shutdown in progress
 /// (1053), lock wait timeout (1205), deadlock (1213), query interrupted (1317), net read/write
 /// timeouts (1159-1161), table definition changed under a consistent snapshot (1412), a killed
 /// connection (1927), and the server not accepting connections while it starts (1043, 1152).
-pub fn code_is_transient(code: u16) -> bool {
+pub(crate) fn code_is_transient(code: u16) -> bool {
     matches!(
         code,
         1040 | 1043
@@ -134,7 +134,7 @@ impl From<mysql_async::Error> for DriverError {
 
 impl MyError {
     /// `map_err` helper that names what we were doing.
-    pub fn query(what: &'static str) -> impl FnOnce(mysql_async::Error) -> MyError {
+    pub(crate) fn query(what: &'static str) -> impl FnOnce(mysql_async::Error) -> MyError {
         move |e| MyError::Query {
             what,
             error: e.into(),

@@ -14,7 +14,7 @@ use super::rows::{self, RowError, RowsEvent, RowsKind, TableMap};
 
 /// What an event means to the source.
 #[derive(Debug)]
-pub enum BinlogEvent<'a> {
+pub(crate) enum BinlogEvent<'a> {
     /// The stream goes on in `file` at `position`. `artificial`: the one a dump starts with,
     /// which names the file only.
     Rotate {
@@ -53,7 +53,7 @@ pub enum BinlogEvent<'a> {
 
 /// Read an event. Events sluice cannot decode correctly are refused with the setting to change
 /// (`RowError::Unsupported`); a malformed event is an error, never a panic.
-pub fn read(event: &Event) -> Result<BinlogEvent<'_>, RowError> {
+pub(crate) fn read(event: &Event) -> Result<BinlogEvent<'_>, RowError> {
     let header = event.header();
     let malformed = |e: std::io::Error| RowError::Malformed(e.to_string());
     if header.event_type_raw() != EventType::FORMAT_DESCRIPTION_EVENT as u8 {

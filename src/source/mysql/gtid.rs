@@ -10,15 +10,15 @@ use std::fmt;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MariaGtidPos {
     /// domain → (server id, sequence number).
-    pub domains: BTreeMap<u32, (u32, u64)>,
+    pub(crate) domains: BTreeMap<u32, (u32, u64)>,
 }
 
 /// One MariaDB GTID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MariaGtid {
-    pub domain: u32,
-    pub server: u32,
-    pub seq: u64,
+    pub(crate) domain: u32,
+    pub(crate) server: u32,
+    pub(crate) seq: u64,
 }
 
 impl fmt::Display for MariaGtid {
@@ -45,7 +45,7 @@ impl MariaGtidPos {
     }
 
     /// A transaction ended: its domain is now at `gtid`.
-    pub fn advance(&mut self, gtid: MariaGtid) {
+    pub(crate) fn advance(&mut self, gtid: MariaGtid) {
         self.domains.insert(gtid.domain, (gtid.server, gtid.seq));
     }
 }
@@ -65,7 +65,7 @@ impl fmt::Display for MariaGtidPos {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MysqlGtidSet {
     /// Lower-case UUID with dashes → sorted, disjoint, non-adjacent inclusive intervals.
-    pub sets: BTreeMap<String, Vec<(u64, u64)>>,
+    pub(crate) sets: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 impl MysqlGtidSet {
@@ -96,7 +96,7 @@ impl MysqlGtidSet {
     }
 
     /// Mark transaction `uuid:gno` executed.
-    pub fn add(&mut self, uuid: &str, gno: u64) {
+    pub(crate) fn add(&mut self, uuid: &str, gno: u64) {
         self.add_interval(uuid, gno, gno);
     }
 
@@ -139,7 +139,7 @@ impl fmt::Display for MysqlGtidSet {
 }
 
 /// `3E11FA47-71CA-11E1-9E33-C80AA9429562` → its 16 bytes.
-pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+pub(crate) fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 || text.len() != 36 {
         return None;
@@ -152,7 +152,7 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 }
 
 /// 16 bytes → `3e11fa47-71ca-11e1-9e33-c80aa9429562`.
-pub fn format_uuid(b: &[u8; 16]) -> String {
+pub(crate) fn format_uuid(b: &[u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

@@ -30,7 +30,7 @@ const STRING: u8 = 0x0c;
 const OPAQUE: u8 = 0x0f;
 
 /// The JSON text of a binary JSON document. An empty document is JSON null (as MySQL reads it).
-pub fn to_text(doc: &[u8]) -> Result<String, String> {
+pub(crate) fn to_text(doc: &[u8]) -> Result<String, String> {
     let mut out = String::with_capacity(doc.len() * 2);
     if doc.is_empty() {
         out.push_str("null");

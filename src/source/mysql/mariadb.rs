@@ -23,11 +23,11 @@ const FL_COMPLETED_XA: u8 = 128;
 /// A MariaDB GTID event: the start of an event group (a transaction, or one DDL statement).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GtidEvent {
-    pub gtid: MariaGtid,
+    pub(crate) gtid: MariaGtid,
     /// No BEGIN/COMMIT follows: the group is one statement (DDL, or a non-transactional write).
-    pub standalone: bool,
+    pub(crate) standalone: bool,
     /// The group is an XA PREPARE (its changes commit later, with XA COMMIT).
-    pub xa_prepare: bool,
+    pub(crate) xa_prepare: bool,
 }
 
 /// Parse a GTID event body; `server_id` comes from the event header.
@@ -81,7 +81,7 @@ pub fn parse_annotate_rows(body: &[u8]) -> String {
 }
 
 /// Whether an unknown event type is MariaDB's compressed form of a query or rows event.
-pub fn is_compressed(event_type: u8) -> bool {
+pub(crate) fn is_compressed(event_type: u8) -> bool {
     (FIRST_COMPRESSED_EVENT..=LAST_COMPRESSED_EVENT).contains(&event_type)
 }
 

@@ -23,18 +23,18 @@
 //! then the row's index in the transaction; snapshot rows use the snapshot's coordinate minus
 //! one, so they sort before every change streamed after it.
 
-pub mod binlog;
-pub mod catalog;
-pub mod check;
+pub(crate) mod binlog;
+pub(crate) mod catalog;
+pub(crate) mod check;
 pub mod ddl;
-pub mod error;
-pub mod events;
+pub(crate) mod error;
+pub(crate) mod events;
 pub mod gtid;
-pub mod json;
+pub(crate) mod json;
 pub mod mariadb;
 pub mod rows;
 pub mod schema;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod types;
 
 use std::collections::HashMap;
@@ -50,15 +50,15 @@ use crate::lake::schema_history::HistoryStore;
 use crate::metrics as m;
 use crate::source::SourceContext;
 use catalog::ServerInfo;
-pub use error::MyError;
+pub(crate) use error::MyError;
 use schema::History;
 
 /// A point in the binlog: where to read on from, and the GTID state there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BinlogPoint {
-    pub file: String,
-    pub pos: u64,
-    pub gtid: Option<String>,
+pub(crate) struct BinlogPoint {
+    pub(crate) file: String,
+    pub(crate) pos: u64,
+    pub(crate) gtid: Option<String>,
 }
 
 impl std::fmt::Display for BinlogPoint {
@@ -73,20 +73,20 @@ impl std::fmt::Display for BinlogPoint {
 
 impl BinlogPoint {
     /// The point's binlog coordinate: file index << 32 | offset. Increases along the binlog.
-    pub fn coord(&self) -> u64 {
+    pub(crate) fn coord(&self) -> u64 {
         coord(file_index(&self.file), self.pos)
     }
 }
 
 /// The number a binlog file name ends with (`mysql-bin.000042` → 42).
-pub fn file_index(name: &str) -> u32 {
+pub(crate) fn file_index(name: &str) -> u32 {
     name.rsplit('.')
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
 
-pub fn coord(file_index: u32, pos: u64) -> u64 {
+pub(crate) fn coord(file_index: u32, pos: u64) -> u64 {
     ((file_index as u64) << 32) | (pos & 0xffff_ffff)
 }
 
@@ -103,7 +103,7 @@ enum Start {
     Resume { at: BinlogPosition },
 }
 
-pub struct MysqlSource {
+pub(crate) struct MysqlSource {
     ctx: SourceContext,
     name: Arc<str>,
     server: ServerInfo,
@@ -127,7 +127,7 @@ pub struct MysqlSource {
 
 impl MysqlSource {
     /// Setup: connect, identify the server, check prerequisites, resolve tables.
-    pub async fn connect(ctx: SourceContext) -> Result<MysqlSource, MyError> {
+    pub(crate) async fn connect(ctx: SourceContext) -> Result<MysqlSource, MyError> {
         let mut conn = catalog::connect(&ctx.config).await?;
         let server = catalog::server_info(&mut conn).await?;
         let problems = check::prerequisites(&mut conn, &server, &ctx.config).await?;
@@ -169,7 +169,7 @@ impl MysqlSource {
     }
 
     /// Run until shutdown (Ok) or an error.
-    pub async fn run(mut self) -> Result<(), MyError> {
+    pub(crate) async fn run(mut self) -> Result<(), MyError> {
         let from = match self.decide_start() {
             Start::Fresh { snapshot } => {
                 let mut view = catalog::connect(&self.ctx.config).await?;
@@ -314,7 +314,7 @@ impl MysqlSource {
 }
 
 /// `db.table` glob patterns of the configured tables.
-pub fn table_patterns(config: &SourceConfig) -> Result<Vec<glob::Pattern>, MyError> {
+pub(crate) fn table_patterns(config: &SourceConfig) -> Result<Vec<glob::Pattern>, MyError> {
     config
         .tables
         .iter()
@@ -328,7 +328,7 @@ pub fn table_patterns(config: &SourceConfig) -> Result<Vec<glob::Pattern>, MyErr
 /// The replica server id: configured, or derived from the source name (stable across restarts,
 /// different for different sources), in 2^30 .. 2^31 to stay clear of the small ids people give
 /// their servers.
-pub fn server_id(config: &SourceConfig) -> u32 {
+pub(crate) fn server_id(config: &SourceConfig) -> u32 {
     config.server_id.unwrap_or_else(|| {
         let hash = config.name.bytes().fold(0x811c_9dc5u32, |h, b| {
             (h ^ b as u32).wrapping_mul(0x0100_0193)

@@ -30,22 +30,22 @@ pub mod code {
     pub const TIME: u8 = 11;
     pub const DATETIME: u8 = 12;
     pub const YEAR: u8 = 13;
-    pub const NEWDATE: u8 = 14;
+    pub(crate) const NEWDATE: u8 = 14;
     pub const VARCHAR: u8 = 15;
     pub const BIT: u8 = 16;
     pub const TIMESTAMP2: u8 = 17;
     pub const DATETIME2: u8 = 18;
     pub const TIME2: u8 = 19;
-    pub const VECTOR: u8 = 242;
+    pub(crate) const VECTOR: u8 = 242;
     pub const JSON: u8 = 245;
     pub const NEWDECIMAL: u8 = 246;
     pub const ENUM: u8 = 247;
     pub const SET: u8 = 248;
-    pub const TINY_BLOB: u8 = 249;
-    pub const MEDIUM_BLOB: u8 = 250;
-    pub const LONG_BLOB: u8 = 251;
+    pub(crate) const TINY_BLOB: u8 = 249;
+    pub(crate) const MEDIUM_BLOB: u8 = 250;
+    pub(crate) const LONG_BLOB: u8 = 251;
     pub const BLOB: u8 = 252;
-    pub const VAR_STRING: u8 = 253;
+    pub(crate) const VAR_STRING: u8 = 253;
     pub const STRING: u8 = 254;
     pub const GEOMETRY: u8 = 255;
 }
@@ -86,11 +86,11 @@ impl<'a> Reader<'a> {
         Reader { buf, at: 0 }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.at >= self.buf.len()
     }
 
-    pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], RowError> {
+    pub(crate) fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], RowError> {
         let left = self.buf.len() - self.at;
         if n > left {
             return Err(RowError::Short {
@@ -105,30 +105,30 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub fn rest(&mut self) -> &'a [u8] {
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
         let out = &self.buf[self.at.min(self.buf.len())..];
         self.at = self.buf.len();
         out
     }
 
-    pub fn u8(&mut self, what: &'static str) -> Result<u8, RowError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, RowError> {
         Ok(self.bytes(1, what)?[0])
     }
 
     /// Little-endian unsigned integer of `n` (≤ 8) bytes.
-    pub fn uint_le(&mut self, n: usize, what: &'static str) -> Result<u64, RowError> {
+    pub(crate) fn uint_le(&mut self, n: usize, what: &'static str) -> Result<u64, RowError> {
         let b = self.bytes(n, what)?;
         Ok(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
     }
 
     /// Big-endian unsigned integer of `n` (≤ 8) bytes.
-    pub fn uint_be(&mut self, n: usize, what: &'static str) -> Result<u64, RowError> {
+    pub(crate) fn uint_be(&mut self, n: usize, what: &'static str) -> Result<u64, RowError> {
         let b = self.bytes(n, what)?;
         Ok(b.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
     }
 
     /// MySQL's length-encoded integer.
-    pub fn lenenc(&mut self, what: &'static str) -> Result<u64, RowError> {
+    pub(crate) fn lenenc(&mut self, what: &'static str) -> Result<u64, RowError> {
         match self.u8(what)? {
             n @ 0..=0xfa => Ok(n as u64),
             0xfc => self.uint_le(2, what),
@@ -160,12 +160,12 @@ pub struct MapColumn {
 /// A TABLE_MAP event: which table a table id stands for and how its columns are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMap {
-    pub table_id: u64,
-    pub db: String,
-    pub table: String,
+    pub(crate) table_id: u64,
+    pub(crate) db: String,
+    pub(crate) table: String,
     pub columns: Vec<MapColumn>,
     /// Column names from the optional metadata (`binlog_row_metadata=FULL`), when present.
-    pub names: Option<Vec<String>>,
+    pub(crate) names: Option<Vec<String>>,
 }
 
 /// Parse a TABLE_MAP body (after the common header, without the checksum).
@@ -265,16 +265,16 @@ pub enum RowsKind {
 /// A rows event body split into its parts; rows are decoded by [`RowsEvent::rows`].
 #[derive(Debug, Clone)]
 pub struct RowsEvent<'a> {
-    pub kind: RowsKind,
-    pub table_id: u64,
+    pub(crate) kind: RowsKind,
+    pub(crate) table_id: u64,
     /// `STMT_END_F`: the last rows event of its statement.
     pub end_of_statement: bool,
-    pub column_count: usize,
+    pub(crate) column_count: usize,
     /// Columns present in the before image (update, delete) or the only image (write).
-    pub present: &'a [u8],
+    pub(crate) present: &'a [u8],
     /// Columns present in the after image of an update.
-    pub present_after: Option<&'a [u8]>,
-    pub data: &'a [u8],
+    pub(crate) present_after: Option<&'a [u8]>,
+    pub(crate) data: &'a [u8],
 }
 
 /// Parse a rows event body. `v2`: the event types 30-32 (a variable-length extra-data header).
@@ -308,18 +308,18 @@ pub fn parse_rows_event(body: &[u8], kind: RowsKind, v2: bool) -> Result<RowsEve
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Lossy {
     /// Zero or partial dates (`0000-00-00`), written as null.
-    pub zero_dates: u64,
+    pub(crate) zero_dates: u64,
     /// Bytes that were not valid in the column's charset, replaced by U+FFFD.
-    pub bad_text: u64,
+    pub(crate) bad_text: u64,
     /// Columns missing from a row image (`binlog_row_image` not FULL), written as null.
-    pub missing_columns: u64,
+    pub(crate) missing_columns: u64,
 }
 
 /// A row image decoder for one table: the TABLE_MAP's storage and the schema's kinds.
 pub struct RowDecoder<'a> {
-    pub map: &'a TableMap,
-    pub kinds: &'a [Kind],
-    pub lossy: Lossy,
+    pub(crate) map: &'a TableMap,
+    pub(crate) kinds: &'a [Kind],
+    pub(crate) lossy: Lossy,
 }
 
 impl<'a> RowDecoder<'a> {
@@ -714,7 +714,7 @@ fn bytes_value(bytes: &[u8], kind: &Kind, lossy: &mut Lossy) -> Option<Value> {
     })
 }
 
-pub fn decode_text(bytes: &[u8], charset: Charset, lossy: &mut Lossy) -> String {
+pub(crate) fn decode_text(bytes: &[u8], charset: Charset, lossy: &mut Lossy) -> String {
     match charset {
         Charset::Utf8 => match std::str::from_utf8(bytes) {
             Ok(s) => s.to_string(),
@@ -807,12 +807,12 @@ fn read_time2(r: &mut Reader<'_>, fsp: u8) -> Result<i64, RowError> {
 
 /// A packed decimal's digits: sign and the decimal digits of the integer and fraction parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecimalDigits {
-    pub negative: bool,
+pub(crate) struct DecimalDigits {
+    pub(crate) negative: bool,
     /// Integer part digits (no leading zeros, may be empty).
-    pub int: String,
+    pub(crate) int: String,
     /// Exactly `scale` fraction digits.
-    pub frac: String,
+    pub(crate) frac: String,
 }
 
 const DIG_PER_WORD: usize = 9;
@@ -879,7 +879,7 @@ fn decimal_words(
 }
 
 /// Read a packed decimal as its digits (any precision).
-pub fn read_decimal(
+pub(crate) fn read_decimal(
     r: &mut Reader<'_>,
     precision: u8,
     scale: u8,

@@ -27,14 +27,14 @@ pub struct MyTableDef {
 
 /// A tracked table with what decoding and the lake need, derived once per definition.
 #[derive(Debug, Clone)]
-pub struct Tracked {
-    pub schema: Arc<TableSchema>,
-    pub kinds: Arc<[Kind]>,
+pub(crate) struct Tracked {
+    pub(crate) schema: Arc<TableSchema>,
+    pub(crate) kinds: Arc<[Kind]>,
 }
 
 /// The history in memory: definitions by `db.table`, and their derived schemas.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     source: String,
     connector: &'static str,
     tables: Tables,
@@ -44,7 +44,7 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(source: &str, connector: &'static str, tables: Tables) -> History {
+    pub(crate) fn new(source: &str, connector: &'static str, tables: Tables) -> History {
         let mut h = History {
             source: source.to_string(),
             connector,
@@ -58,12 +58,12 @@ impl History {
         h
     }
 
-    pub fn tables(&self) -> &Tables {
+    pub(crate) fn tables(&self) -> &Tables {
         &self.tables
     }
 
     /// Apply `f` to the definitions (DDL), then re-derive the tables whose definition changed.
-    pub fn edit<T>(&mut self, f: impl FnOnce(&mut Tables) -> T) -> T {
+    pub(crate) fn edit<T>(&mut self, f: impl FnOnce(&mut Tables) -> T) -> T {
         let before = self.tables.clone();
         let out = f(&mut self.tables);
         let after = std::mem::take(&mut self.tables);
@@ -82,16 +82,16 @@ impl History {
         out
     }
 
-    pub fn get(&self, name: &str) -> Option<&Tracked> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Tracked> {
         self.derived.get(name)
     }
 
-    pub fn def(&self, name: &str) -> Option<&MyTableDef> {
+    pub(crate) fn def(&self, name: &str) -> Option<&MyTableDef> {
         self.tables.get(name)
     }
 
     /// Track `name` with `def` (a new schema version when it differs from the current one).
-    pub fn set(&mut self, name: &str, def: MyTableDef) {
+    pub(crate) fn set(&mut self, name: &str, def: MyTableDef) {
         if self.tables.get(name) == Some(&def) && self.derived.contains_key(name) {
             return;
         }
@@ -102,7 +102,7 @@ impl History {
 
     /// The schema of `def` with a fresh version, not tracked (a resumed snapshot phase reads
     /// tables as they are at its own point, which may differ from the history's).
-    pub fn derive(&mut self, name: &str, def: MyTableDef) -> Tracked {
+    pub(crate) fn derive(&mut self, name: &str, def: MyTableDef) -> Tracked {
         let (db, table) = name.split_once('.').unwrap_or(("", name));
         let id = TableId {
             source: self.source.clone(),
@@ -121,11 +121,6 @@ impl History {
             schema: Arc::new(schema),
             kinds: def.columns.iter().map(MyColumn::kind).collect(),
         }
-    }
-
-    pub fn remove(&mut self, name: &str) {
-        self.tables.remove(name);
-        self.derived.remove(name);
     }
 }
 

@@ -29,7 +29,10 @@ use crate::metrics as m;
 use crate::source::snapshot::chunk_key;
 
 /// Open a consistent read view on `conn` and return its binlog point.
-pub async fn open_consistent_view(conn: &mut Conn, flavor: Flavor) -> Result<BinlogPoint, MyError> {
+pub(crate) async fn open_consistent_view(
+    conn: &mut Conn,
+    flavor: Flavor,
+) -> Result<BinlogPoint, MyError> {
     let q = |what| MyError::query(what);
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
@@ -91,7 +94,7 @@ pub async fn open_consistent_view(conn: &mut Conn, flavor: Flavor) -> Result<Bin
 }
 
 /// `SHOW BINARY LOG STATUS` (MySQL 8.4) or `SHOW MASTER STATUS`: file, position, GTID set.
-pub async fn master_status(conn: &mut Conn) -> Result<BinlogPoint, MyError> {
+pub(crate) async fn master_status(conn: &mut Conn) -> Result<BinlogPoint, MyError> {
     let mut row: Option<MyRow> = conn
         .query_first("SHOW BINARY LOG STATUS")
         .await
@@ -119,7 +122,7 @@ pub async fn master_status(conn: &mut Conn) -> Result<BinlogPoint, MyError> {
 }
 
 /// End a read view that read nothing.
-pub async fn close_view(mut conn: Conn) {
+pub(crate) async fn close_view(mut conn: Conn) {
     let _ = conn.query_drop("COMMIT").await;
     let _ = conn.disconnect().await;
 }
@@ -366,7 +369,7 @@ fn snapshot_row(row: MyRow, kinds: &[Kind], lossy: &mut Lossy) -> Result<Row, St
 
 /// A value as the binary protocol returns it, typed as the column's kind. Text arrives in the
 /// connection's utf8mb4, TIMESTAMPs in the session's UTC.
-pub fn snapshot_value(v: MyValue, kind: &Kind, lossy: &mut Lossy) -> Result<Value, String> {
+pub(crate) fn snapshot_value(v: MyValue, kind: &Kind, lossy: &mut Lossy) -> Result<Value, String> {
     use MyValue as V;
     Ok(match (kind, v) {
         (_, V::NULL) => Value::Null,
@@ -447,7 +450,7 @@ fn value_kind(v: &MyValue) -> &'static str {
 }
 
 /// `-123.45` → the unscaled integer at `scale` (≤ 38 digits) or exact text beyond.
-pub fn decimal_from_text(text: &str, precision: u8, scale: u8) -> Result<Value, String> {
+pub(crate) fn decimal_from_text(text: &str, precision: u8, scale: u8) -> Result<Value, String> {
     let bad = || "not a decimal".to_string();
     let (neg, body) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),

@@ -85,10 +85,10 @@ pub enum Charset {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeSpec {
     /// Lower case, synonyms folded (`integer` → `int`, `boolean` → `tinyint`).
-    pub name: String,
+    pub(crate) name: String,
     /// The arguments in parentheses, quotes removed (`enum('a','b')` → `a`, `b`).
-    pub args: Vec<String>,
-    pub unsigned: bool,
+    pub(crate) args: Vec<String>,
+    pub(crate) unsigned: bool,
 }
 
 /// Parse `name[(args)] [unsigned] [zerofill]`. Returns None for text that is not a type.
@@ -252,7 +252,7 @@ pub fn canonical_type(text: &str) -> String {
 
 impl MyColumn {
     /// How this column's values are read. Unknown type names read as text (Kind::Other).
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         let Some(spec) = parse_type(&self.column_type) else {
             return Kind::Other(self.column_type.clone());
         };
@@ -316,7 +316,7 @@ impl MyColumn {
 }
 
 /// The lake type of a kind (see the table at the top of this file).
-pub fn column_type(kind: &Kind) -> ColumnType {
+pub(crate) fn column_type(kind: &Kind) -> ColumnType {
     match kind {
         Kind::Int {
             bytes,

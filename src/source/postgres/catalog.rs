@@ -7,29 +7,29 @@ use super::error::PgError;
 use crate::event::{Column, ColumnType, SourceInfo, TableId, TableSchema};
 
 /// Session settings that make every text value unambiguous (see `text.rs`).
-pub const SESSION_OPTIONS: &str =
+pub(crate) const SESSION_OPTIONS: &str =
     "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3 -c IntervalStyle=iso_8601";
 
 /// A captured table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgTable {
-    pub relid: u32,
-    pub schema: String,
-    pub name: String,
+pub(crate) struct PgTable {
+    pub(crate) relid: u32,
+    pub(crate) schema: String,
+    pub(crate) name: String,
     /// `d` default (primary key), `f` full, `i` index, `n` nothing.
-    pub replica_identity: char,
-    pub has_primary_key: bool,
+    pub(crate) replica_identity: char,
+    pub(crate) has_primary_key: bool,
 }
 
 impl PgTable {
-    pub fn qualified(&self) -> String {
+    pub(crate) fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
     }
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
     /// Updates and deletes can be told apart by key only with a key to identify the row.
-    pub fn identifiable(&self) -> bool {
+    pub(crate) fn identifiable(&self) -> bool {
         match self.replica_identity {
             'f' | 'i' => true,
             'd' => self.has_primary_key,
@@ -38,7 +38,7 @@ impl PgTable {
     }
 }
 
-pub fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -48,7 +48,7 @@ fn quote_literal(s: &str) -> String {
 
 /// Tables matching `patterns` (`schema.table`, globs allowed). A pattern without glob characters
 /// that matches nothing is reported, as it is almost always a typo.
-pub async fn resolve_tables(
+pub(crate) async fn resolve_tables(
     client: &Client,
     patterns: &[String],
 ) -> Result<(Vec<PgTable>, Vec<String>), PgError> {
@@ -94,7 +94,7 @@ pub async fn resolve_tables(
 }
 
 /// The table's current columns, with keys and nullability, as a schema.
-pub async fn table_schema<C: GenericClient>(
+pub(crate) async fn table_schema<C: GenericClient>(
     client: &C,
     source: &str,
     db: &str,
@@ -177,21 +177,21 @@ fn first_char(s: String) -> char {
 
 /// What the catalog says about a column's type (domains already resolved to their base type).
 #[derive(Debug, Clone)]
-pub struct PgTypeInfo {
-    pub oid: u32,
-    pub typmod: i32,
-    pub name: String,
+pub(crate) struct PgTypeInfo {
+    pub(crate) oid: u32,
+    pub(crate) typmod: i32,
+    pub(crate) name: String,
     /// `b` base, `e` enum, `c` composite, `r` range, …
-    pub typtype: char,
+    pub(crate) typtype: char,
     /// `A` for arrays.
-    pub category: char,
-    pub elem_oid: u32,
-    pub elem_typtype: char,
-    pub elem_name: String,
+    pub(crate) category: char,
+    pub(crate) elem_oid: u32,
+    pub(crate) elem_typtype: char,
+    pub(crate) elem_name: String,
 }
 
 impl PgTypeInfo {
-    pub fn column_type(&self) -> ColumnType {
+    pub(crate) fn column_type(&self) -> ColumnType {
         if self.category == 'A' && self.elem_oid != 0 {
             let elem = if self.elem_typtype == 'e' {
                 ColumnType::Text
@@ -208,7 +208,7 @@ impl PgTypeInfo {
 }
 
 /// Postgres scalar type → sluice column type. `typmod` gives numeric precision and scale.
-pub fn map_type(oid: u32, typmod: i32, type_name: &str) -> ColumnType {
+pub(crate) fn map_type(oid: u32, typmod: i32, type_name: &str) -> ColumnType {
     match oid {
         16 => ColumnType::Bool,
         17 => ColumnType::Bytes,
@@ -254,7 +254,7 @@ fn numeric_precision_scale(typmod: i32) -> Option<(i32, i32)> {
 
 /// Make sure the publication exists and publishes exactly what we capture (adding missing
 /// tables; never dropping tables a user added by hand).
-pub async fn ensure_publication(
+pub(crate) async fn ensure_publication(
     client: &Client,
     name: &str,
     tables: &[PgTable],
@@ -318,7 +318,7 @@ pub async fn ensure_publication(
 /// For table globs, the publication scope that also covers tables created later:
 /// `TABLES IN SCHEMA a, b` (plus the literal tables elsewhere), or `ALL TABLES` when a schema
 /// part is itself a glob. `None` when every pattern is a literal name.
-pub fn publication_scope(patterns: &[String]) -> Option<String> {
+pub(crate) fn publication_scope(patterns: &[String]) -> Option<String> {
     let is_glob = |s: &str| s.contains(['*', '?', '[']);
     let split: Vec<(&str, &str)> = patterns.iter().filter_map(|p| p.split_once('.')).collect();
     if !split.iter().any(|(_, t)| is_glob(t)) && !split.iter().any(|(s, _)| is_glob(s)) {
@@ -353,7 +353,7 @@ pub fn publication_scope(patterns: &[String]) -> Option<String> {
     Some(scope)
 }
 
-pub async fn is_superuser(client: &Client) -> Result<bool, PgError> {
+pub(crate) async fn is_superuser(client: &Client) -> Result<bool, PgError> {
     let row = client
         .query_one(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -365,7 +365,7 @@ pub async fn is_superuser(client: &Client) -> Result<bool, PgError> {
 }
 
 /// Whether the publication covers tables created later (schema-wide or all tables).
-pub async fn publication_covers_new_tables(
+pub(crate) async fn publication_covers_new_tables(
     client: &Client,
     name: &str,
 ) -> Result<Option<bool>, PgError> {
@@ -381,7 +381,7 @@ pub async fn publication_covers_new_tables(
 }
 
 /// The slot's state: `None` if it does not exist.
-pub async fn slot_confirmed_lsn(
+pub(crate) async fn slot_confirmed_lsn(
     client: &Client,
     slot: &str,
 ) -> Result<Option<Option<u64>>, PgError> {
@@ -397,7 +397,7 @@ pub async fn slot_confirmed_lsn(
 
 /// Drops an uncommitted start's slot. One that is already gone is fine: a killed start's
 /// walsender abandons a slot it had not finished creating.
-pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PgError> {
+pub(crate) async fn drop_slot(client: &Client, slot: &str) -> Result<(), PgError> {
     match client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await
@@ -416,12 +416,12 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
 }
 
 /// `SET TRANSACTION SNAPSHOT` needs the name as a literal.
-pub fn set_snapshot_sql(snapshot: &str) -> String {
+pub(crate) fn set_snapshot_sql(snapshot: &str) -> String {
     format!("SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot))
 }
 
 /// `COPY (SELECT <columns> FROM <table> <suffix>) TO STDOUT`; `suffix` adds WHERE/ORDER/LIMIT.
-pub fn copy_query_sql(table: &PgTable, schema: &TableSchema, suffix: &str) -> String {
+pub(crate) fn copy_query_sql(table: &PgTable, schema: &TableSchema, suffix: &str) -> String {
     let cols = schema
         .columns
         .iter()

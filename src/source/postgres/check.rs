@@ -14,7 +14,7 @@ fn subject(source: &SourceConfig) -> String {
 
 /// `sluice check`: connect, then every prerequisite. Also returns the schemas of the captured
 /// tables, which transforms are planned against.
-pub async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
+pub(crate) async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
     match connect_sql(source).await {
         Ok((client, db)) => {
             let mut findings = prerequisites(&client, &db, source).await;
@@ -46,7 +46,11 @@ pub async fn check(source: &SourceConfig) -> (Vec<Finding>, Vec<TableSchema>) {
 
 /// What must hold before the source creates anything (publication, slot): the daemon runs this
 /// too, so a misconfigured database is refused with nothing half-created.
-pub async fn prerequisites(client: &Client, db: &str, source: &SourceConfig) -> Vec<Finding> {
+pub(crate) async fn prerequisites(
+    client: &Client,
+    db: &str,
+    source: &SourceConfig,
+) -> Vec<Finding> {
     let subject = subject(source);
     let mut findings = Vec::new();
     let mut problem =
@@ -145,7 +149,7 @@ async fn publication_privilege(client: &Client, db: &str, source: &SourceConfig)
 
 /// Risks that do not stop the pipeline but that a user should know (printed as warnings by
 /// `sluice check`, logged at start by the daemon).
-pub async fn risks(client: &Client, source: &SourceConfig) -> Vec<Finding> {
+pub(crate) async fn risks(client: &Client, source: &SourceConfig) -> Vec<Finding> {
     let subject = subject(source);
     let mut findings = Vec::new();
     let Ok((tables, _)) = catalog::resolve_tables(client, &source.tables).await else {

@@ -7,7 +7,7 @@ use super::text::ValueError;
 use crate::error::Classify;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PgError {
+pub(crate) enum PgError {
     #[error("cannot connect to Postgres: {0}")]
     Connect(#[source] tokio_postgres::Error),
     #[error("Postgres query failed while {what}: {source}")]
@@ -46,7 +46,7 @@ pub enum PgError {
 
 impl PgError {
     /// `map_err` helper that names what we were doing.
-    pub fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+    pub(crate) fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
         move |source| PgError::Query { what, source }
     }
 }
@@ -54,7 +54,7 @@ impl PgError {
 /// Server errors worth retrying: the connection was cut (class 08), the server is short of
 /// resources (53), shutting down or starting (57P01-57P03), the slot is still held by a
 /// connection that has not noticed its client died (55006), or a serialization conflict (40).
-pub fn sqlstate_is_transient(code: &str) -> bool {
+pub(crate) fn sqlstate_is_transient(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("40")
@@ -62,7 +62,7 @@ pub fn sqlstate_is_transient(code: &str) -> bool {
 }
 
 /// Whether a replication command failed with this SQLSTATE.
-pub fn is_server_error(error: &PgWireError, code: &str) -> bool {
+pub(crate) fn is_server_error(error: &PgWireError, code: &str) -> bool {
     matches!(error, PgWireError::Server(message) if sqlstate_in_message(message) == Some(code))
 }
 

@@ -18,12 +18,12 @@
 //!   events; the slot's confirmed position is advanced only to what the sink has committed.
 
 pub mod catalog;
-pub mod check;
-pub mod error;
+pub(crate) mod check;
+pub(crate) mod error;
 pub mod pgoutput;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod text;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value, 
 use crate::metrics as m;
 use crate::source::{SourceContext, count_events};
 use catalog::{PgTable, SESSION_OPTIONS};
-pub use error::PgError;
+pub(crate) use error::PgError;
 use pgoutput::{Message, TupleValue};
 use snapshot::SnapshotState;
 
@@ -61,7 +61,7 @@ enum Start {
     },
 }
 
-pub struct PostgresSource {
+pub(crate) struct PostgresSource {
     ctx: SourceContext,
     name: Arc<str>,
     db: String,
@@ -79,7 +79,7 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     /// Setup: connect, resolve tables, ensure the publication.
-    pub async fn connect(ctx: SourceContext) -> Result<PostgresSource, PgError> {
+    pub(crate) async fn connect(ctx: SourceContext) -> Result<PostgresSource, PgError> {
         let (client, db) = connect_sql(&ctx.config).await?;
         for risk in check::risks(&client, &ctx.config).await {
             tracing::warn!(source = %ctx.config.name, "{}; fix: {}", risk.problem, risk.fix);
@@ -118,7 +118,7 @@ impl PostgresSource {
     }
 
     /// Run until shutdown (Ok) or an error.
-    pub async fn run(mut self) -> Result<(), PgError> {
+    pub(crate) async fn run(mut self) -> Result<(), PgError> {
         let slot = self.ctx.config.slot_name();
         let start = self.decide_start(&slot).await?;
         for t in self.tables.clone() {
@@ -630,7 +630,7 @@ fn tuple_row(
 
 /// A normal SQL connection with the session settings the text parsers rely on, over TLS when
 /// configured.
-pub async fn connect_sql(source: &SourceConfig) -> Result<(Client, String), PgError> {
+pub(crate) async fn connect_sql(source: &SourceConfig) -> Result<(Client, String), PgError> {
     let (mode, url) = tls::resolve(&source.url, &source.tls)?;
     let mut config: tokio_postgres::Config = url
         .parse()

@@ -20,20 +20,20 @@ pub enum DecodeError {
 
 /// One column as described by a Relation message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelationColumn {
-    pub key: bool,
-    pub name: String,
-    pub type_oid: u32,
-    pub type_modifier: i32,
+pub(crate) struct RelationColumn {
+    pub(crate) key: bool,
+    pub(crate) name: String,
+    pub(crate) type_oid: u32,
+    pub(crate) type_modifier: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
-    pub id: u32,
-    pub namespace: String,
-    pub name: String,
-    pub replica_identity: u8,
-    pub columns: Vec<RelationColumn>,
+    pub(crate) id: u32,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) replica_identity: u8,
+    pub(crate) columns: Vec<RelationColumn>,
 }
 
 /// One column's data in a tuple. Text values borrow the message buffer (no copy).
@@ -46,7 +46,7 @@ pub enum TupleValue {
     Binary(Bytes),
 }
 
-pub type Tuple = Vec<TupleValue>;
+pub(crate) type Tuple = Vec<TupleValue>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use super::catalog::{self, PgTable};
 use super::{PgError, PostgresSource, copy_row};
-pub use crate::contract::position::SnapshotState;
-pub use crate::contract::position::snapshot::{Cursor, Phase};
+pub(crate) use crate::contract::position::SnapshotState;
+pub(crate) use crate::contract::position::snapshot::{Cursor, Phase};
 use crate::event::now_us;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value};
 use crate::metrics as m;
-pub use crate::source::snapshot::{chunk_key, int_key};
+pub(crate) use crate::source::snapshot::{chunk_key, int_key};
 use bytes::BytesMut;
 use futures::StreamExt;
 

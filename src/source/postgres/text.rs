@@ -10,8 +10,8 @@ use crate::metrics as m;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("cannot read a {ty} value: {reason}")]
 pub struct ValueError {
-    pub ty: String,
-    pub reason: &'static str,
+    pub(crate) ty: String,
+    pub(crate) reason: &'static str,
 }
 
 fn err(ty: &ColumnType, reason: &'static str) -> ValueError {
@@ -100,7 +100,7 @@ fn is_decimal_text(s: &str) -> bool {
 }
 
 /// `12:00:00.5+02` → `10:00:00.5Z` (the time of day in UTC).
-pub fn parse_timetz(s: &str) -> Option<String> {
+pub(crate) fn parse_timetz(s: &str) -> Option<String> {
     let at = s.rfind(['+', '-'])?;
     let (time, offset) = s.split_at(at);
     let micros = parse_time(time)? - parse_offset(offset)? * 1_000_000;
@@ -190,7 +190,7 @@ pub fn split_array(s: &str) -> Option<(Vec<Option<String>>, bool)> {
 
 /// `-123.45` at scale 2 → `-12345`. Refuses values that need more digits than the scale (they
 /// cannot occur in a `numeric(p,s)` column) and NaN/Infinity, which a Decimal cannot hold.
-pub fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
+pub(crate) fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
     let (neg, digits) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
@@ -243,7 +243,7 @@ fn num(s: &str) -> Option<i64> {
 }
 
 /// `YYYY-MM-DD[ BC]` → days since 1970-01-01 (proleptic Gregorian, as Postgres; 1 BC is year 0).
-pub fn parse_date(s: &str) -> Option<i32> {
+pub(crate) fn parse_date(s: &str) -> Option<i32> {
     let (s, bc) = match s.strip_suffix(" BC") {
         Some(rest) => (rest, true),
         None => (s, false),
@@ -268,7 +268,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i32> {
 }
 
 /// `HH:MM:SS[.ffffff]` → microseconds since midnight.
-pub fn parse_time(s: &str) -> Option<i64> {
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let (hms, frac) = s.split_once('.').unwrap_or((s, ""));
     let mut it = hms.splitn(3, ':');
     let (h, m, sec) = (num(it.next()?)?, num(it.next()?)?, num(it.next()?)?);
@@ -284,7 +284,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]]` → microseconds since the epoch (UTC when an
 /// offset is given; as written otherwise).
-pub fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &str, with_zone: bool) -> Option<i64> {
     let (s, bc) = match s.strip_suffix(" BC") {
         Some(rest) => (rest, " BC"),
         None => (s, ""),

@@ -16,7 +16,7 @@ use super::PgError;
 use crate::config::{TlsConfig, TlsMode};
 
 /// The mode to use and the URL without `sslmode` (tokio-postgres knows only some of the modes).
-pub fn resolve(url: &str, tls: &TlsConfig) -> Result<(TlsMode, String), PgError> {
+pub(crate) fn resolve(url: &str, tls: &TlsConfig) -> Result<(TlsMode, String), PgError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut from_url = None;
     let kept: Vec<&str> = query
@@ -51,7 +51,7 @@ pub fn resolve(url: &str, tls: &TlsConfig) -> Result<(TlsMode, String), PgError>
 }
 
 /// A rustls client configuration for the mode (None: plain connections).
-pub fn client_config(
+pub(crate) fn client_config(
     mode: TlsMode,
     tls: &TlsConfig,
 ) -> Result<Option<rustls::ClientConfig>, PgError> {
@@ -86,7 +86,7 @@ pub fn client_config(
 }
 
 /// pgwire-replication's own TLS settings for the same mode, for a connection to `host`.
-pub fn replication_tls(
+pub(crate) fn replication_tls(
     mode: TlsMode,
     tls: &TlsConfig,
     host: &str,

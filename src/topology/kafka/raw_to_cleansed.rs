@@ -52,7 +52,7 @@ impl ConsumerContext for RebalanceFlag {
 }
 
 /// Run one transform worker until `shutdown` (in a blocking thread).
-pub fn run(
+pub(crate) fn run(
     settings: KafkaSettings,
     defs: Vec<TransformDef>,
     shutdown: watch::Receiver<bool>,

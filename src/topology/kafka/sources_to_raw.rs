@@ -36,7 +36,7 @@ pub(crate) struct OffsetRecord {
     high_seq: BTreeMap<String, String>,
 }
 
-pub struct RawTopicWriter {
+pub(crate) struct RawTopicWriter {
     settings: KafkaSettings,
     producer: ThreadedProducer<DefaultProducerContext>,
     /// Idle; kept as long as the producer (see `CompactedReader::finish`).
@@ -58,7 +58,7 @@ pub struct RawTopicWriter {
 
 impl RawTopicWriter {
     /// Fence the previous incarnation, then read back what it committed.
-    pub async fn open(
+    pub(crate) async fn open(
         settings: KafkaSettings,
     ) -> Result<(RawTopicWriter, watch::Receiver<CommittedPositions>), KafkaError> {
         let offsets_topic = settings.offsets_topic();
@@ -111,12 +111,15 @@ impl RawTopicWriter {
     }
 
     /// Where each source resumes.
-    pub fn committed_positions(&self) -> BTreeMap<String, ResumePosition> {
+    pub(crate) fn committed_positions(&self) -> BTreeMap<String, ResumePosition> {
         self.committed.clone()
     }
 
     /// Produce batches until every sender is gone, then commit what can be committed.
-    pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) -> Result<(), KafkaError> {
+    pub(crate) async fn run(
+        mut self,
+        mut input: mpsc::Receiver<SourceBatch>,
+    ) -> Result<(), KafkaError> {
         let interval = self.settings.config.transaction_interval.0;
         // A commit costs a round of broker requests, and nothing is produced meanwhile. While
         // a backlog waits (the channel from the sources at least half full) the transaction

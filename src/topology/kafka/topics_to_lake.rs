@@ -311,7 +311,7 @@ fn start_at_lake_offsets(
 }
 
 /// Run one sink worker until `shutdown` (in a blocking thread).
-pub fn run(
+pub(crate) fn run(
     settings: KafkaSettings,
     config: &Config,
     transforms: &[TransformDef],
