@@ -28,8 +28,8 @@ const LAYERS: &[&[&str]] = &[
     &["sink"],
     // Topologies: embedded, Kafka mode's stages, supervision.
     &["topology"],
-    // Commands beside `run` (the CLI is main.rs, above all of these).
-    &["command"],
+    // Commands beside `run` (the CLI is main.rs, above all of these), and the fuzz tests' window.
+    &["command", "decoders"],
 ];
 
 /// Modules that sit above every layer: the crate root and its test modules.

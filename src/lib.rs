@@ -3,7 +3,8 @@
 //! The modules are layers; imports point down only (ARCHITECTURE.md has the picture, and
 //! `architecture_tests.rs` checks every `use`):
 //!
-//! 1. commands: [`command`] (`sluice check`; the CLI itself is `main.rs`)
+//! 1. commands: [`command`] (`sluice check`; the CLI itself is `main.rs`), and [`decoders`], the
+//!    fuzz tests' window into the sources
 //! 2. topologies: [`topology`] (embedded, and Kafka mode's stages), supervision and shutdown
 //! 3. stages and connectors: [`sink`] over [`transform`], [`source`], the [`kafka`] client
 //! 4. storage: [`lake`] (stores, the commit protocol, Parquet, ODS, compaction, DDL, histories)
@@ -15,6 +16,7 @@
 pub mod command;
 pub mod config;
 pub mod contract;
+pub mod decoders;
 pub mod error;
 pub mod event;
 mod failpoint;
@@ -23,7 +25,7 @@ pub mod kafka;
 pub mod lake;
 pub mod metrics;
 pub mod sink;
-pub mod source;
+pub(crate) mod source;
 pub mod status;
 pub mod topology;
 pub mod transform;

@@ -136,8 +136,7 @@ pub struct Daemon {
 
 /// A Postgres LSN as `X/Y` text → u64 (sluice's own parser).
 pub fn lsn(text: &str) -> u64 {
-    sluice::source::postgres::catalog::parse_lsn(text)
-        .unwrap_or_else(|| panic!("`{text}` is not an LSN"))
+    sluice::decoders::postgres::parse_lsn(text).unwrap_or_else(|| panic!("`{text}` is not an LSN"))
 }
 
 pub fn free_port() -> u16 {

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use sluice::decoders::postgres::{pgoutput, text};
 use sluice::event::ColumnType;
-use sluice::source::postgres::{pgoutput, text};
 
 fn message_tags() -> impl Strategy<Value = u8> {
     prop_oneof![

@@ -5,9 +5,9 @@
 
 use mongodb::bson::{self, Bson, Document, spec::BinarySubtype};
 use proptest::prelude::*;
-use sluice::source::mongodb::documents::{CollectionSchema, apply_update, compare, id_text};
-use sluice::source::mongodb::snapshot::parse_id;
-use sluice::source::mongodb::stream::parse_token;
+use sluice::decoders::mongodb::documents::{CollectionSchema, apply_update, compare, id_text};
+use sluice::decoders::mongodb::parse_id;
+use sluice::decoders::mongodb::parse_token;
 
 fn leaf() -> impl Strategy<Value = Bson> {
     prop_oneof![

@@ -3,12 +3,12 @@
 //! GTID positions and the DDL tracker return values or errors for any input, and never panic.
 
 use proptest::prelude::*;
-use sluice::source::mysql::ddl::{self, DdlContext, Tables};
-use sluice::source::mysql::gtid::{MariaGtidPos, MysqlGtidSet};
-use sluice::source::mysql::mariadb;
-use sluice::source::mysql::rows::{self, Lossy, MapColumn, Reader, RowDecoder, RowsKind, code};
-use sluice::source::mysql::schema::MyTableDef;
-use sluice::source::mysql::types::{self, Charset, Kind, MyColumn};
+use sluice::decoders::mysql::ddl::{self, DdlContext, Tables};
+use sluice::decoders::mysql::gtid::{MariaGtidPos, MysqlGtidSet};
+use sluice::decoders::mysql::mariadb;
+use sluice::decoders::mysql::rows::{self, Lossy, MapColumn, Reader, RowDecoder, RowsKind, code};
+use sluice::decoders::mysql::schema::MyTableDef;
+use sluice::decoders::mysql::types::{self, Charset, Kind, MyColumn};
 
 fn type_codes() -> impl Strategy<Value = u8> {
     prop_oneof![
