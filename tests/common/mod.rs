@@ -1009,3 +1009,48 @@ pub async fn accounts_workload(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// The crash tests' table, `accounts (id, version, balance, note)`, holding ids 1..=`rows`.
+pub async fn create_accounts(client: &Client, rows: i64) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
+             INSERT INTO accounts SELECT g, 0, 0, 'n' FROM generate_series(1, {rows}) g;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// [`accounts_workload`] running in the background, seeded for `what`, until [`Workload::stop`].
+pub struct Workload {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    committed: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    pub fn start(url: &str, what: &str, initial_rows: i64) -> Workload {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (seed, _) = seeded_rng(what);
+        let task = tokio::spawn(accounts_workload(
+            url.to_string(),
+            stop.clone(),
+            committed.clone(),
+            seed,
+            initial_rows,
+        ));
+        Workload {
+            stop,
+            committed,
+            task,
+        }
+    }
+
+    /// Stop it; the statements it committed.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+        self.committed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -10,8 +10,6 @@
 #![cfg(feature = "failpoints")]
 
 use std::os::unix::process::ExitStatusExt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
@@ -30,13 +28,7 @@ struct Seam {
 async fn crash_at(seam: Seam, db_name: &str) {
     let db = TestDb::create(db_name).await;
     let client = db.client().await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
-             INSERT INTO accounts SELECT g, 0, 0, 'n' FROM generate_series(1, {INITIAL_ROWS}) g;"
-        ))
-        .await
-        .unwrap();
+    create_accounts(&client, INITIAL_ROWS).await;
     let mut d = Daemon::configure(
         "fp",
         &db.url,
@@ -51,16 +43,7 @@ async fn crash_at(seam: Seam, db_name: &str) {
         format!("{}={}", seam.failpoint, seam.arm),
     ));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicU64::new(0));
-    let (seed, _) = seeded_rng(seam.failpoint);
-    let load = tokio::spawn(accounts_workload(
-        db.url.clone(),
-        stop.clone(),
-        committed.clone(),
-        seed,
-        INITIAL_ROWS,
-    ));
+    let load = Workload::start(&db.url, seam.failpoint, INITIAL_ROWS);
     d.start();
     let status = d.wait_exit(Duration::from_secs(90));
     assert_eq!(
@@ -82,12 +65,10 @@ async fn crash_at(seam: Seam, db_name: &str) {
     d.env.retain(|(k, _)| k != "FAILPOINTS");
     d.start();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let statements = load.stop().await;
     eprintln!(
-        "{}: workload committed {} statements",
-        seam.failpoint,
-        committed.load(Ordering::Relaxed)
+        "{}: workload committed {statements} statements",
+        seam.failpoint
     );
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;

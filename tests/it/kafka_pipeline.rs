@@ -1167,13 +1167,7 @@ async fn a_crash_inside_a_raw_topic_transaction_leaves_every_change_once() {
     const INITIAL: i64 = 300;
     let pg = TestDb::create("sluice_it_kafka_failpoint").await;
     let client = pg.client().await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
-             INSERT INTO accounts SELECT g, 0, 0, 'n' FROM generate_series(1, {INITIAL}) g;"
-        ))
-        .await
-        .unwrap();
+    create_accounts(&client, INITIAL).await;
     let mut p = Pipeline::new(
         "failpoint",
         &[("kf", "postgres", &pg.url, &["public.accounts"], "")],
@@ -1191,16 +1185,7 @@ async fn a_crash_inside_a_raw_topic_transaction_leaves_every_change_once() {
     for r in [sources, others[0], others[1]] {
         p.start(r);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicU64::new(0));
-    let (seed, _) = seeded_rng("kafka failpoint test");
-    let load = tokio::spawn(accounts_workload(
-        pg.url.clone(),
-        stop.clone(),
-        committed.clone(),
-        seed,
-        INITIAL,
-    ));
+    let load = Workload::start(&pg.url, "kafka failpoint test", INITIAL);
     let status = p.wait_exit(sources, Duration::from_secs(90));
     assert_eq!(
         status.signal(),
@@ -1215,8 +1200,7 @@ async fn a_crash_inside_a_raw_topic_transaction_leaves_every_change_once() {
     p.procs[sources].env.clear();
     p.start(sources);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    load.stop().await;
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
     p.wait_for_zone("raw", "kf.public.accounts", &want).await;
