@@ -15,6 +15,7 @@ pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
 pub(crate) mod snapshot;
+pub(crate) mod stream;
 
 use tokio::sync::{mpsc, watch};
 

@@ -25,6 +25,7 @@ use super::{MongoError, MongoSource, StreamFrom, cluster_time, timestamp};
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq};
 use crate::metrics as m;
+use crate::source::stream;
 
 /// What the reader task hands over.
 enum Item {
@@ -74,12 +75,12 @@ impl MongoSource {
             StreamFrom::Time(t) => *t,
             StreamFrom::Token(_) => self.committed_time(),
         };
-        let mut events = self.open_stream(&from).await?;
+        let events = self.open_stream(&from).await?;
         self.ctx.status.source(&self.name, |s| {
             s.state = crate::status::SourceState::Streaming
         });
         tracing::info!(source = %self.name, "streaming");
-        let mut cur = Cursor {
+        let cur = Cursor {
             resume: from,
             resume_time: time,
             group: None,
@@ -88,57 +89,19 @@ impl MongoSource {
             sent: Vec::new(),
             committed_bytes: 0,
         };
-        let mut shutdown = self.ctx.shutdown.clone();
-        let mut acks = self.ctx.acks.clone();
-        loop {
-            let linger = self
-                .batch
-                .deadline()
-                .or(cur.unsent_since.map(|t| t + Duration::from_secs(1)));
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    self.flush_at(&mut cur).await?;
-                    return Ok(());
-                }
-                changed = acks.changed() => {
-                    if changed.is_err() {
-                        return Err(MongoError::Downstream);
-                    }
-                    let committed = acks.borrow_and_update().get(&*self.name).cloned();
-                    if let Some(ResumePosition::Mongo(p)) = committed {
-                        self.on_commit(&p, &mut cur);
-                    }
-                }
-                _ = crate::contract::batch::sleep_until(linger) => {
-                    cur.unsent_since = None;
-                    self.flush_at(&mut cur).await?;
-                }
-                item = events.recv() => {
-                    match item {
-                        Some(Ok(Item::Event(ev))) => {
-                            if let Some(token) = self.on_event(*ev, &mut cur).await? {
-                                // Invalidated: the stream ended; a new one starts after it.
-                                events = self.open_stream(&StreamFrom::Token(token)).await?;
-                                continue;
-                            }
-                            if self.batch.is_full() {
-                                cur.unsent_since = None;
-                                self.flush_at(&mut cur).await?;
-                            }
-                        }
-                        Some(Ok(Item::Idle(token))) => self.on_idle(token, &mut cur)?,
-                        Some(Err(e)) => return Err(self.stream_error(e)),
-                        None => return Err(MongoError::Driver {
-                            what: "reading the change stream",
-                            message: "the change stream ended".into(),
-                            code: None,
-                            transient: true,
-                        }),
-                    }
-                }
-            }
-        }
+        let name = self.name.clone();
+        let control = stream::Control {
+            name: &name,
+            shutdown: self.ctx.shutdown.clone(),
+            acks: self.ctx.acks.clone(),
+            heartbeat: None,
+        };
+        let mut log = MongoLog {
+            source: self,
+            events,
+            cur,
+        };
+        stream::run(&mut log, control).await
     }
 
     fn committed_time(&self) -> u64 {
@@ -578,5 +541,76 @@ async fn read_stream(
         if tx.send(item).await.is_err() || failed || !stream.is_alive() {
             return;
         }
+    }
+}
+
+/// The change stream as the shared loop (`source::stream`) drives it.
+struct MongoLog<'a> {
+    source: &'a mut MongoSource,
+    events: mpsc::Receiver<Result<Item, mongodb::error::Error>>,
+    cur: Cursor,
+}
+
+impl stream::LogStream for MongoLog<'_> {
+    type Item = Item;
+    type Error = MongoError;
+
+    async fn next(&mut self) -> Option<Result<Item, MongoError>> {
+        let next = self.events.recv().await?;
+        Some(next.map_err(|e| self.source.stream_error(e)))
+    }
+
+    async fn take(&mut self, item: Item) -> Result<stream::Flow, MongoError> {
+        match item {
+            Item::Event(event) => {
+                if let Some(token) = self.source.on_event(*event, &mut self.cur).await? {
+                    // Invalidated: the stream ended; a new one starts after it.
+                    self.events = self.source.open_stream(&StreamFrom::Token(token)).await?;
+                }
+            }
+            Item::Idle(token) => self.source.on_idle(token, &mut self.cur)?,
+        }
+        Ok(stream::Flow::Continue)
+    }
+
+    async fn flush(&mut self) -> Result<(), MongoError> {
+        self.cur.unsent_since = None;
+        self.source.flush_at(&mut self.cur).await
+    }
+
+    fn committed(&mut self, position: &ResumePosition) {
+        if let ResumePosition::Mongo(p) = position {
+            self.source.on_commit(p, &mut self.cur);
+        }
+    }
+
+    /// A batch goes out soon; a position that moved goes out within a second.
+    fn deadline(&self) -> Option<Instant> {
+        self.source
+            .batch
+            .deadline()
+            .or(self.cur.unsent_since.map(|t| t + Duration::from_secs(1)))
+    }
+
+    fn batch_full(&self) -> bool {
+        self.source.batch.is_full()
+    }
+
+    /// A change stream has no transaction boundary to send at: batches go full or lingered.
+    fn whole(&self) -> bool {
+        false
+    }
+
+    fn ended(&self) -> MongoError {
+        MongoError::Driver {
+            what: "reading the change stream",
+            message: "the change stream ended".into(),
+            code: None,
+            transient: true,
+        }
+    }
+
+    fn downstream_gone(&self) -> MongoError {
+        MongoError::Downstream
     }
 }

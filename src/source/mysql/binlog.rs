@@ -23,7 +23,7 @@ use super::{BinlogPoint, MyError, MysqlSource, catalog::Flavor, coord, file_inde
 use crate::config::ResumeBy;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq};
 use crate::metrics as m;
-use crate::source::snapshot;
+use crate::source::{snapshot, stream};
 
 /// The transaction being read.
 #[derive(Debug, Default)]
@@ -64,12 +64,12 @@ struct Cursor {
 
 impl MysqlSource {
     pub(super) async fn stream(&mut self, from: BinlogPoint) -> Result<(), MyError> {
-        let mut stream = self.open_binlog(&from).await?;
+        let stream = self.open_binlog(&from).await?;
         self.ctx.status.source(&self.name, |s| {
             s.state = crate::status::SourceState::Streaming
         });
         tracing::info!(source = %self.name, at = %from, "streaming");
-        let mut cur = Cursor {
+        let cur = Cursor {
             file: Arc::from(from.file.as_str()),
             file_index: file_index(&from.file),
             mariadb_gtids: match self.server.flavor {
@@ -90,62 +90,19 @@ impl MysqlSource {
             unsent_since: None,
             committed: None,
         };
-        let mut shutdown = self.ctx.shutdown.clone();
-        let mut acks = self.ctx.acks.clone();
-        let mut health = tokio::time::interval(self.ctx.config.heartbeat.0);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            // A batch goes out soon; a position that moved past changes of no captured table
-            // goes out within a second, so the committed position keeps up with the binlog.
-            let linger = self
-                .batch
-                .deadline()
-                .or(cur.unsent_since.map(|t| t + Duration::from_secs(1)));
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    self.flush_resume(&mut cur).await?;
-                    return Ok(());
-                }
-                changed = acks.changed() => {
-                    if changed.is_err() {
-                        return Err(MyError::Downstream);
-                    }
-                    if let Some(crate::contract::position::ResumePosition::Mysql(p)) = acks.borrow_and_update().get(&*self.name) {
-                        metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string())
-                            .set(coord(file_index(&p.file), p.pos) as f64);
-                        cur.committed = Some((p.file.clone(), p.pos));
-                    }
-                }
-                _ = health.tick() => self.binlog_health(&cur).await?,
-                _ = crate::contract::batch::sleep_until(linger) => {
-                    self.flush_resume(&mut cur).await?;
-                }
-                event = stream.next() => {
-                    let event = match event {
-                        Some(Ok(e)) => e,
-                        Some(Err(e)) => return Err(self.stream_error(e, &cur)),
-                        None => return Err(MyError::Binlog(super::error::DriverError {
-                            message: "the server ended the binlog stream".into(),
-                            code: None,
-                            transient: true,
-                        })),
-                    };
-                    self.on_event(&event, &mut cur).await?;
-                    if self.batch.is_full() {
-                        // Mid-transaction: resume from the last whole one; the sink cuts the
-                        // replayed part of this one by sequence.
-                        self.flush_resume(&mut cur).await?;
-                    }
-                }
-                // Polled last: the binlog has nothing more ready and no transaction is open, so
-                // the batch goes now instead of after the linger, which would be all latency in
-                // Kafka mode. A catch-up, whose events are always ready, still fills batches.
-                _ = std::future::ready(()), if cur.tx.is_none() && !self.batch.is_empty() => {
-                    self.flush_resume(&mut cur).await?;
-                }
-            }
-        }
+        let name = self.name.clone();
+        let control = stream::Control {
+            name: &name,
+            shutdown: self.ctx.shutdown.clone(),
+            acks: self.ctx.acks.clone(),
+            heartbeat: Some(self.ctx.config.heartbeat.0),
+        };
+        let mut log = MyLog {
+            source: self,
+            stream,
+            cur,
+        };
+        stream::run(&mut log, control).await
     }
 
     /// Send the batch with the last whole transaction's end as its position.
@@ -686,5 +643,72 @@ impl MysqlSource {
             });
         }
         Ok(())
+    }
+}
+
+/// The binlog as the shared loop (`source::stream`) drives it.
+struct MyLog<'a> {
+    source: &'a mut MysqlSource,
+    stream: BinlogStream,
+    cur: Cursor,
+}
+
+impl stream::LogStream for MyLog<'_> {
+    type Item = Event;
+    type Error = MyError;
+
+    async fn next(&mut self) -> Option<Result<Event, MyError>> {
+        let next = self.stream.next().await?;
+        Some(next.map_err(|e| self.source.stream_error(e, &self.cur)))
+    }
+
+    async fn take(&mut self, event: Event) -> Result<stream::Flow, MyError> {
+        self.source.on_event(&event, &mut self.cur).await?;
+        Ok(stream::Flow::Continue)
+    }
+
+    async fn flush(&mut self) -> Result<(), MyError> {
+        self.source.flush_resume(&mut self.cur).await
+    }
+
+    fn committed(&mut self, position: &crate::contract::position::ResumePosition) {
+        if let crate::contract::position::ResumePosition::Mysql(p) = position {
+            metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.source.name.to_string())
+                .set(coord(file_index(&p.file), p.pos) as f64);
+            self.cur.committed = Some((p.file.clone(), p.pos));
+        }
+    }
+
+    async fn check_health(&mut self) -> Result<(), MyError> {
+        self.source.binlog_health(&self.cur).await
+    }
+
+    /// A batch goes out soon; a position that moved past changes of no captured table goes
+    /// out within a second, so the committed position keeps up with the binlog.
+    fn deadline(&self) -> Option<Instant> {
+        self.source
+            .batch
+            .deadline()
+            .or(self.cur.unsent_since.map(|t| t + Duration::from_secs(1)))
+    }
+
+    fn batch_full(&self) -> bool {
+        self.source.batch.is_full()
+    }
+
+    fn whole(&self) -> bool {
+        self.cur.tx.is_none() && !self.source.batch.is_empty()
+    }
+
+    fn ended(&self) -> MyError {
+        MyError::Binlog(super::error::DriverError {
+            message: "the server ended the binlog stream".into(),
+            code: None,
+            transient: true,
+        })
+    }
+
+    fn downstream_gone(&self) -> MyError {
+        MyError::Downstream
     }
 }

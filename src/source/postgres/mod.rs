@@ -37,7 +37,7 @@ use crate::contract::batch::{Batcher, SourceBatch};
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value, now_us};
 use crate::metrics as m;
-use crate::source::{SourceContext, count_events};
+use crate::source::{SourceContext, count_events, stream};
 use catalog::{PgTable, SESSION_OPTIONS};
 pub(crate) use error::PgError;
 use pgoutput::{Message, TupleValue};
@@ -263,81 +263,22 @@ impl PostgresSource {
         slot: &str,
         start_lsn: u64,
     ) -> Result<(), PgError> {
-        let mut tx = TxState::default();
-        let mut resume = start_lsn;
-        let mut shutdown = self.ctx.shutdown.clone();
-        let mut acks = self.ctx.acks.clone();
-        let mut health = tokio::time::interval(self.ctx.config.heartbeat.0);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The last message was a transaction's commit: a batch can go as it is.
-        let mut at_commit = false;
-        loop {
-            let linger = self.batch.deadline();
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    self.flush(Some(self.position(slot, resume))).await?;
-                    return Ok(());
-                }
-                changed = acks.changed() => {
-                    if changed.is_err() {
-                        return Err(PgError::Downstream);
-                    }
-                    if let Some(ResumePosition::Postgres { lsn, .. }) = acks.borrow_and_update().get(&*self.name) {
-                        repl.update_applied_lsn(Lsn::from_u64(*lsn));
-                        metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.name.to_string()).set(*lsn as f64);
-                    }
-                }
-                _ = health.tick() => self.slot_health(slot).await?,
-                _ = crate::contract::batch::sleep_until(linger) => {
-                    self.flush(Some(self.position(slot, resume))).await?;
-                }
-                event = repl.recv() => {
-                    let Some(event) = event? else {
-                        return Err(PgError::Setup("the replication stream ended".into()));
-                    };
-                    at_commit = matches!(event, ReplicationEvent::Commit { .. });
-                    match event {
-                        ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
-                            tx = TxState {
-                                commit_lsn: final_lsn.as_u64(),
-                                xid: xid as u64,
-                                commit_ts_us: commit_time_micros + PG_EPOCH_OFFSET_US,
-                                index: 0,
-                            };
-                        }
-                        ReplicationEvent::XLogData { wal_start, data, .. } => {
-                            self.handle_message(pgoutput::decode(data)?, &mut tx, wal_start.as_u64()).await?;
-                            if self.batch.is_full() {
-                                // Mid-transaction: resume from the last whole transaction; the
-                                // sink cuts the replayed part of this one by sequence.
-                                self.flush(Some(self.position(slot, resume))).await?;
-                            }
-                        }
-                        ReplicationEvent::Commit { end_lsn, commit_time_micros, .. } => {
-                            resume = end_lsn.as_u64();
-                            if self.snapshot_filter.as_ref().is_some_and(|f| resume >= f.filter_until()) {
-                                self.snapshot_filter = None;
-                            }
-                            let lag = (now_us() - (commit_time_micros + PG_EPOCH_OFFSET_US)) as f64 / 1e6;
-                            metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => self.name.to_string()).set(lag.max(0.0));
-                            self.ctx.status.source(&self.name, |s| s.lag_seconds = Some(lag.max(0.0)));
-                            // Nothing of ours in this transaction, maybe; the position still moves.
-                            self.batch.start();
-                        }
-                        ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
-                        ReplicationEvent::StoppedAt { .. } => return Ok(()),
-                    }
-                }
-                // Polled last: the stream has nothing more ready and its last transaction is
-                // whole, so the batch goes now instead of after the linger, which would be all
-                // latency in Kafka mode. A catch-up, whose messages are always ready, still
-                // fills its batches.
-                _ = std::future::ready(()), if at_commit && !self.batch.is_empty() => {
-                    self.flush(Some(self.position(slot, resume))).await?;
-                }
-            }
-        }
+        let name = self.name.clone();
+        let control = stream::Control {
+            name: &name,
+            shutdown: self.ctx.shutdown.clone(),
+            acks: self.ctx.acks.clone(),
+            heartbeat: Some(self.ctx.config.heartbeat.0),
+        };
+        let mut log = PgLog {
+            source: self,
+            repl,
+            slot,
+            tx: TxState::default(),
+            resume: start_lsn,
+            at_commit: false,
+        };
+        stream::run(&mut log, control).await
     }
 
     async fn handle_message(
@@ -783,5 +724,117 @@ impl crate::source::Source for PostgresSource {
         config: &SourceConfig,
     ) -> (Vec<crate::finding::Finding>, Vec<crate::event::TableSchema>) {
         check::check(config).await
+    }
+}
+
+/// The replication stream as the shared loop (`source::stream`) drives it.
+struct PgLog<'a> {
+    source: &'a mut PostgresSource,
+    repl: &'a mut ReplicationClient,
+    slot: &'a str,
+    /// The transaction being read.
+    tx: TxState,
+    /// The end of the last whole transaction: where a restart resumes.
+    resume: u64,
+    /// The last message was a transaction's commit: a batch can go as it is.
+    at_commit: bool,
+}
+
+impl stream::LogStream for PgLog<'_> {
+    type Item = ReplicationEvent;
+    type Error = PgError;
+
+    async fn next(&mut self) -> Option<Result<ReplicationEvent, PgError>> {
+        self.repl.recv().await.map_err(PgError::from).transpose()
+    }
+
+    async fn take(&mut self, event: ReplicationEvent) -> Result<stream::Flow, PgError> {
+        self.at_commit = matches!(event, ReplicationEvent::Commit { .. });
+        match event {
+            ReplicationEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time_micros,
+            } => {
+                self.tx = TxState {
+                    commit_lsn: final_lsn.as_u64(),
+                    xid: xid as u64,
+                    commit_ts_us: commit_time_micros + PG_EPOCH_OFFSET_US,
+                    index: 0,
+                };
+            }
+            ReplicationEvent::XLogData {
+                wal_start, data, ..
+            } => {
+                let message = pgoutput::decode(data)?;
+                self.source
+                    .handle_message(message, &mut self.tx, wal_start.as_u64())
+                    .await?;
+            }
+            ReplicationEvent::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
+                self.resume = end_lsn.as_u64();
+                let source = &mut *self.source;
+                if source
+                    .snapshot_filter
+                    .as_ref()
+                    .is_some_and(|f| self.resume >= f.filter_until())
+                {
+                    source.snapshot_filter = None;
+                }
+                let lag = (now_us() - (commit_time_micros + PG_EPOCH_OFFSET_US)) as f64 / 1e6;
+                metrics::gauge!(m::SOURCE_LAG_SECONDS, "source" => source.name.to_string())
+                    .set(lag.max(0.0));
+                source
+                    .ctx
+                    .status
+                    .source(&source.name, |s| s.lag_seconds = Some(lag.max(0.0)));
+                // Nothing of ours in this transaction, maybe; the position still moves.
+                source.batch.start();
+            }
+            ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
+            ReplicationEvent::StoppedAt { .. } => return Ok(stream::Flow::Stop),
+        }
+        Ok(stream::Flow::Continue)
+    }
+
+    async fn flush(&mut self) -> Result<(), PgError> {
+        let position = self.source.position(self.slot, self.resume);
+        self.source.flush(Some(position)).await
+    }
+
+    fn committed(&mut self, position: &ResumePosition) {
+        if let ResumePosition::Postgres { lsn, .. } = position {
+            self.repl.update_applied_lsn(Lsn::from_u64(*lsn));
+            metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.source.name.to_string())
+                .set(*lsn as f64);
+        }
+    }
+
+    async fn check_health(&mut self) -> Result<(), PgError> {
+        self.source.slot_health(self.slot).await
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.source.batch.deadline()
+    }
+
+    fn batch_full(&self) -> bool {
+        self.source.batch.is_full()
+    }
+
+    fn whole(&self) -> bool {
+        self.at_commit && !self.source.batch.is_empty()
+    }
+
+    fn ended(&self) -> PgError {
+        PgError::Setup("the replication stream ended".into())
+    }
+
+    fn downstream_gone(&self) -> PgError {
+        PgError::Downstream
     }
 }
