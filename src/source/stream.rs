@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::contract::ack::Acks;
-use crate::contract::batch::sleep_until;
+use crate::contract::batch::{Batcher, sleep_until};
 use crate::contract::position::ResumePosition;
 
 /// What the log said after an item.
@@ -44,9 +44,12 @@ pub(crate) trait LogStream {
     async fn check_health(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+    /// The batch being built.
+    fn batch(&self) -> &Batcher;
     /// When the batch (or a position that moved) must go, if anything waits.
-    fn deadline(&self) -> Option<Instant>;
-    fn batch_full(&self) -> bool;
+    fn deadline(&self) -> Option<Instant> {
+        self.batch().deadline()
+    }
     /// The batch is not empty and ends on a whole transaction: it may go at once.
     fn whole(&self) -> bool;
     /// The error for a log the server ended.
@@ -105,7 +108,7 @@ pub(crate) async fn run<L: LogStream>(log: &mut L, control: Control<'_>) -> Resu
                 if let Flow::Stop = log.take(item).await? {
                     return Ok(());
                 }
-                if log.batch_full() {
+                if log.batch().is_full() {
                     // Mid-transaction, maybe: the position stays the last whole one, and the
                     // sink cuts the replayed part by sequence.
                     log.flush().await?;
@@ -114,6 +117,20 @@ pub(crate) async fn run<L: LogStream>(log: &mut L, control: Control<'_>) -> Resu
             _ = std::future::ready(()), if whole => log.flush().await?,
         }
     }
+}
+
+/// How long a position that moved past changes of no captured table (so with nothing to batch)
+/// may wait before it goes anyway: the committed position keeps up with the log.
+const UNSENT_POSITION_WAIT: Duration = Duration::from_secs(1);
+
+/// The batch's linger, or else a second after the position moved unsent (`unsent_since`).
+pub(crate) fn deadline_with_unsent(
+    batch: &Batcher,
+    unsent_since: Option<Instant>,
+) -> Option<Instant> {
+    batch
+        .deadline()
+        .or(unsent_since.map(|t| t + UNSENT_POSITION_WAIT))
 }
 
 /// The next health tick, or never without a heartbeat.

@@ -429,10 +429,17 @@ async fn heartbeats_advance_the_slot_of_a_filtered_database() {
         },
     )
     .await;
-    assert!(
-        d.metrics()
-            .contains("sluice_source_lag_bytes{source=\"hb\"}")
-    );
+    // The slot health check sets it at each heartbeat, beside the acknowledgements that moved
+    // the slot: wait for it rather than assume it came first.
+    wait_for(
+        "the slot's lag in bytes on /metrics",
+        Duration::from_secs(10),
+        || async {
+            d.metrics()
+                .contains("sluice_source_lag_bytes{source=\"hb\"}")
+        },
+    )
+    .await;
     assert!(d.terminate().success());
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::documents::{self, ID, apply_update};
 use super::error::code_is_position_lost;
 use super::{MongoError, MongoSource, StreamFrom, cluster_time, timestamp};
+use crate::contract::batch::Batcher;
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq};
 use crate::metrics as m;
@@ -586,14 +587,11 @@ impl stream::LogStream for MongoLog<'_> {
 
     /// A batch goes out soon; a position that moved goes out within a second.
     fn deadline(&self) -> Option<Instant> {
-        self.source
-            .batch
-            .deadline()
-            .or(self.cur.unsent_since.map(|t| t + Duration::from_secs(1)))
+        stream::deadline_with_unsent(&self.source.batch, self.cur.unsent_since)
     }
 
-    fn batch_full(&self) -> bool {
-        self.source.batch.is_full()
+    fn batch(&self) -> &Batcher {
+        &self.source.batch
     }
 
     /// A change stream has no transaction boundary to send at: batches go full or lingered.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -21,6 +21,7 @@ use super::gtid::{MariaGtidPos, MysqlGtidSet, format_uuid};
 use super::rows::{self, RowDecoder, RowsKind, TableMap};
 use super::{BinlogPoint, MyError, MysqlSource, catalog::Flavor, coord, file_index};
 use crate::config::ResumeBy;
+use crate::contract::batch::Batcher;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq};
 use crate::metrics as m;
 use crate::source::{snapshot, stream};
@@ -686,14 +687,11 @@ impl stream::LogStream for MyLog<'_> {
     /// A batch goes out soon; a position that moved past changes of no captured table goes
     /// out within a second, so the committed position keeps up with the binlog.
     fn deadline(&self) -> Option<Instant> {
-        self.source
-            .batch
-            .deadline()
-            .or(self.cur.unsent_since.map(|t| t + Duration::from_secs(1)))
+        stream::deadline_with_unsent(&self.source.batch, self.cur.unsent_since)
     }
 
-    fn batch_full(&self) -> bool {
-        self.source.batch.is_full()
+    fn batch(&self) -> &Batcher {
+        &self.source.batch
     }
 
     fn whole(&self) -> bool {

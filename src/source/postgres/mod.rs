@@ -818,12 +818,8 @@ impl stream::LogStream for PgLog<'_> {
         self.source.slot_health(self.slot).await
     }
 
-    fn deadline(&self) -> Option<std::time::Instant> {
-        self.source.batch.deadline()
-    }
-
-    fn batch_full(&self) -> bool {
-        self.source.batch.is_full()
+    fn batch(&self) -> &Batcher {
+        &self.source.batch
     }
 
     fn whole(&self) -> bool {
