@@ -9,7 +9,8 @@
 //! Adding one: a folder beside `postgres/`, `mysql/` and `mongodb/` with a type that implements
 //! [`Source`] and an error that implements [`SourceFailure`], its `kind:` in
 //! `config::SourceKind`, its checkpoint shape in `contract::position::ResumePosition`, and one
-//! line in the registration.
+//! line in the registration. Its streaming phase implements [`stream::LogStream`] and runs the
+//! loop every source shares, [`stream::run`].
 
 pub mod mongodb;
 pub mod mysql;
