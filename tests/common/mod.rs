@@ -1021,7 +1021,7 @@ pub async fn create_accounts(client: &Client, rows: i64) {
         .unwrap();
 }
 
-/// [`accounts_workload`] running in the background, seeded for `what`, until [`Workload::stop`].
+/// [`accounts_workload`] running in the background, from `seed`, until [`Workload::stop`].
 pub struct Workload {
     stop: Arc<std::sync::atomic::AtomicBool>,
     committed: Arc<std::sync::atomic::AtomicU64>,
@@ -1029,10 +1029,9 @@ pub struct Workload {
 }
 
 impl Workload {
-    pub fn start(url: &str, what: &str, initial_rows: i64) -> Workload {
+    pub fn start(url: &str, seed: u64, initial_rows: i64) -> Workload {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let committed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (seed, _) = seeded_rng(what);
         let task = tokio::spawn(accounts_workload(
             url.to_string(),
             stop.clone(),
@@ -1045,6 +1044,11 @@ impl Workload {
             committed,
             task,
         }
+    }
+
+    /// The statements committed so far.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stop it; the statements it committed.

@@ -9,8 +9,6 @@
 //!
 //! A second test kills the daemon while Postgres is still creating its replication slot.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
@@ -42,17 +40,9 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     )
     .unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicU64::new(0));
     let (seed, mut rng) = seeded_rng("crash test");
     d.start();
-    let load = tokio::spawn(accounts_workload(
-        db.url.clone(),
-        stop.clone(),
-        committed.clone(),
-        seed,
-        INITIAL_ROWS,
-    ));
+    let load = Workload::start(&db.url, seed, INITIAL_ROWS);
 
     // The first kill lands inside the snapshot, after some of it is committed: the next start
     // must resume it, not start over.
@@ -95,12 +85,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         d.kill9();
         d.start();
     }
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    eprintln!(
-        "workload committed {} statements",
-        committed.load(Ordering::Relaxed)
-    );
+    let statements = load.stop().await;
+    eprintln!("workload committed {statements} statements");
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
     let caught_up = wait_until(Duration::from_secs(120), || async {

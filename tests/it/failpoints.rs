@@ -43,7 +43,8 @@ async fn crash_at(seam: Seam, db_name: &str) {
         format!("{}={}", seam.failpoint, seam.arm),
     ));
 
-    let load = Workload::start(&db.url, seam.failpoint, INITIAL_ROWS);
+    let (seed, _) = seeded_rng(seam.failpoint);
+    let load = Workload::start(&db.url, seed, INITIAL_ROWS);
     d.start();
     let status = d.wait_exit(Duration::from_secs(90));
     assert_eq!(

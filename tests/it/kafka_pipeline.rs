@@ -11,8 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::mysql::*;
@@ -1084,16 +1082,8 @@ async fn kill_9_of_any_role_leaves_topics_and_lake_with_every_change_once() {
     for r in roles {
         p.start(r);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicU64::new(0));
     let (seed, mut rng) = seeded_rng("kafka crash test");
-    let load = tokio::spawn(accounts_workload(
-        pg.url.clone(),
-        stop.clone(),
-        committed.clone(),
-        seed,
-        INITIAL,
-    ));
+    let load = Workload::start(&pg.url, seed, INITIAL);
 
     // Twelve kills of a random role at random moments: inside the snapshot, while streaming,
     // around the ALTER the workload makes after 400 transactions.
@@ -1104,19 +1094,15 @@ async fn kill_9_of_any_role_leaves_topics_and_lake_with_every_change_once() {
         eprintln!(
             "kill {kill}: {} after {} statements",
             names[victim],
-            committed.load(Ordering::Relaxed)
+            load.committed()
         );
         p.kill9(victim);
         tokio::time::sleep(Duration::from_millis(rng.below(600))).await;
         p.start(victim);
         p.assert_running();
     }
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    eprintln!(
-        "workload done: {} statements",
-        committed.load(Ordering::Relaxed)
-    );
+    let statements = load.stop().await;
+    eprintln!("workload done: {statements} statements");
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
     let want_clean = want.clone();
@@ -1185,7 +1171,8 @@ async fn a_crash_inside_a_raw_topic_transaction_leaves_every_change_once() {
     for r in [sources, others[0], others[1]] {
         p.start(r);
     }
-    let load = Workload::start(&pg.url, "kafka failpoint test", INITIAL);
+    let (seed, _) = seeded_rng("kafka failpoint test");
+    let load = Workload::start(&pg.url, seed, INITIAL);
     let status = p.wait_exit(sources, Duration::from_secs(90));
     assert_eq!(
         status.signal(),
@@ -1256,15 +1243,7 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
     for r in [sources, transforms, sink_a, sink_b] {
         p.start(r);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let committed = Arc::new(AtomicU64::new(0));
-    let load = tokio::spawn(accounts_workload(
-        pg.url.clone(),
-        stop.clone(),
-        committed.clone(),
-        7,
-        INITIAL,
-    ));
+    let load = Workload::start(&pg.url, 7, INITIAL);
 
     // Both sinks take part: the 9 partitions (raw, cleansed and dead-letter topics, 3 each)
     // split between them, and both write.
@@ -1294,10 +1273,7 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
     // Kill one sink mid-stream: the other goes on committing its partitions meanwhile.
     tokio::time::sleep(Duration::from_secs(2)).await;
     p.kill9(sink_a);
-    eprintln!(
-        "killed sink a after {} statements",
-        committed.load(Ordering::Relaxed)
-    );
+    eprintln!("killed sink a after {} statements", load.committed());
     let b_rows = p.metric(sink_b, "sluice_sink_rows_total");
     wait_for("sink b to go on alone", Duration::from_secs(30), || async {
         p.metric(sink_b, "sluice_sink_rows_total") > b_rows
@@ -1309,8 +1285,7 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
     // the offsets its lake commits recorded.
     p.start(sink_a);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    load.stop().await;
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
     p.wait_for_zone("raw", "ks.public.accounts", &want).await;
