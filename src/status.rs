@@ -15,6 +15,8 @@ pub enum PipelineState {
     /// The daemon is up; the pipeline has not started yet.
     #[default]
     Starting,
+    /// Another process holds the lake (`lake_holder` names it): waiting for it to stop.
+    Waiting,
     Running,
     /// A transient error: restarting from the last commit after a backoff.
     Restarting,
@@ -38,6 +40,7 @@ impl PipelineState {
     pub fn as_str(self) -> &'static str {
         match self {
             PipelineState::Starting => "starting",
+            PipelineState::Waiting => "waiting",
             PipelineState::Running => "running",
             PipelineState::Restarting => "restarting",
             PipelineState::Failed => "failed",
@@ -62,6 +65,9 @@ pub struct StatusBoard {
     pub state: PipelineState,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// While `state` is `waiting`: the process that holds the lake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake_holder: Option<String>,
     /// Positions of the last lake commit, per source.
     pub committed: BTreeMap<String, ResumePosition>,
     pub sources: BTreeMap<String, SourceStatus>,

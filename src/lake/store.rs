@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::ObjectStore;
 
+#[derive(Clone)]
 pub enum Store {
     Local {
         root: PathBuf,
@@ -39,12 +40,21 @@ fn s3_err(e: object_store::Error) -> io::Error {
         object_store::Error::NotFound { .. } => {
             io::Error::new(io::ErrorKind::NotFound, e.to_string())
         }
+        // A conditional put that found the object there (S3 answers 412 to `If-None-Match: *`).
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            io::Error::new(io::ErrorKind::AlreadyExists, e.to_string())
+        }
         other => io::Error::other(format!("S3: {other}")),
     }
 }
 
 fn hdfs_err(e: hdfs_native::HdfsError) -> io::Error {
-    io::Error::other(format!("HDFS: {e}"))
+    match e {
+        hdfs_native::HdfsError::AlreadyExists(_) => {
+            io::Error::new(io::ErrorKind::AlreadyExists, format!("HDFS: {e}"))
+        }
+        e => io::Error::other(format!("HDFS: {e}")),
+    }
 }
 
 /// Run an HDFS call from synchronous lake code, which always runs on the runtime's threads.
@@ -178,6 +188,45 @@ impl Store {
         }
     }
 
+    /// Write `bytes` durably at `rel` only if nothing is there: the lake's exclusive step (commit
+    /// records, lease epochs). An error of kind `AlreadyExists` says another writer was first.
+    /// Locally and on HDFS the bytes go to `scratch` first, then are linked (no overwrite) into
+    /// place, so `rel` is never seen half written; S3 puts with `If-None-Match: *`.
+    pub(crate) fn create_new(&self, rel: &str, scratch: &str, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Store::S3 { store, prefix, .. } => {
+                let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+                block(store.put_opts(
+                    &Self::object(prefix, rel),
+                    Bytes::copy_from_slice(bytes).into(),
+                    opts,
+                ))
+                .map(|_| ())
+                .map_err(s3_err)
+            }
+            Store::Local { root } => {
+                self.put(scratch, bytes)?;
+                let linked = fs::hard_link(Self::local(root, scratch), Self::local(root, rel));
+                fs::remove_file(Self::local(root, scratch))?;
+                linked?;
+                self.sync_dir(parent_of(rel))
+            }
+            Store::Hdfs { client, root, .. } => {
+                self.put(scratch, bytes)?;
+                let renamed = block(client.rename(
+                    &Self::hdfs_path(root, scratch),
+                    &Self::hdfs_path(root, rel),
+                    false,
+                ))
+                .map_err(hdfs_err);
+                if renamed.is_err() {
+                    self.delete(scratch)?;
+                }
+                renamed
+            }
+        }
+    }
+
     /// Copy a local file durably to `rel` (streamed in chunks).
     pub(crate) fn put_file(&self, rel: &str, local: &Path) -> io::Result<()> {
         match self {
@@ -268,7 +317,7 @@ impl Store {
 
     /// Atomically move `from` to `to`, replacing `to`, creating its parent folders.
     pub(crate) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        let parent = to.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+        let parent = parent_of(to);
         match self {
             Store::S3 { store, prefix, .. } => block(async {
                 store
@@ -278,10 +327,9 @@ impl Store {
             })
             .map_err(s3_err),
             Store::Local { root } => {
-                let dir = Self::local(root, parent);
-                fs::create_dir_all(&dir)?;
+                create_dirs_durably(root, parent)?;
                 fs::rename(Self::local(root, from), Self::local(root, to))?;
-                fs::File::open(dir)?.sync_all()
+                fs::File::open(Self::local(root, parent))?.sync_all()
             }
             Store::Hdfs { client, root, .. } => block(async {
                 client
@@ -414,6 +462,29 @@ impl Store {
         out.sort();
         Ok(out)
     }
+}
+
+/// The folder part of a path relative to the root (`""` for the root).
+fn parent_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+/// Create the folder `rel` and any missing parents, each made durable in its own parent: a new
+/// partition folder (`date=…`) must survive a power cut as surely as the file renamed into it.
+fn create_dirs_durably(root: &Path, rel: &str) -> io::Result<()> {
+    let dir = root.join(rel);
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if rel.is_empty() {
+        return fs::create_dir_all(root); // the lake's own root: made by whoever set it up
+    }
+    create_dirs_durably(root, parent_of(rel))?;
+    match fs::create_dir(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    fs::File::open(root.join(parent_of(rel)))?.sync_all()
 }
 
 fn list_local(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()> {

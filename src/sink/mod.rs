@@ -29,7 +29,8 @@ use crate::contract::cut::SeqCut;
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, Seq};
 use crate::failpoint::crash_point;
-use crate::lake::commit::{Commit, CommittedFile, LakeRoot};
+use crate::lake::commit::{Commit, CommitError, CommittedFile, LakeRoot};
+use crate::lake::lease::Claim;
 use crate::lake::parquet::{SealedFile, WriteError};
 use crate::lake::{compact, ods};
 use crate::metrics as m;
@@ -45,8 +46,24 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the lake at {path}: {source}")]
+    Lake {
+        path: String,
+        #[source]
+        source: crate::lake::commit::CommitError,
+    },
     #[error(transparent)]
     Write(#[from] WriteError),
+}
+
+impl crate::error::Classify for SinkError {
+    fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Io { .. } => true,
+            SinkError::Lake { source, .. } => source.is_transient(),
+            SinkError::Write(_) => false,
+        }
+    }
 }
 
 /// Days since the epoch → `YYYY-MM-DD`.
@@ -120,28 +137,31 @@ pub(crate) struct ParquetSink {
 
 impl ParquetSink {
     /// Recover the lake and return the sink with the last commit's state.
+    /// `claim` is this process's lease on the lake (None only in tests).
     pub(crate) fn open(
         path: &str,
+        claim: Option<Claim>,
         settings: SinkSettings,
         transforms: TransformSet,
         status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
-        Self::open_writer(path, None, settings, transforms, status)
+        Self::open_writer(path, None, claim, settings, transforms, status)
     }
 
     /// `open` as one of several writers of the lake (see lake.rs).
     pub(crate) fn open_writer(
         path: &str,
         writer: Option<&str>,
+        claim: Option<Claim>,
         settings: SinkSettings,
         transforms: TransformSet,
         status: SharedStatus,
     ) -> Result<(ParquetSink, watch::Receiver<CommittedPositions>), SinkError> {
-        let lake = LakeRoot::open_writer(path, writer).map_err(|source| SinkError::Io {
+        let lake = LakeRoot::open_writer(path, writer, claim).map_err(|source| SinkError::Io {
             path: path.into(),
             source,
         })?;
-        let last = lake.recover().map_err(|source| SinkError::Io {
+        let last = lake.recover().map_err(|source| SinkError::Lake {
             path: path.into(),
             source,
         })?;
@@ -304,6 +324,13 @@ impl ParquetSink {
         Ok(())
     }
 
+    fn lake_error(&self, source: CommitError) -> SinkError {
+        SinkError::Lake {
+            path: self.lake.store().location(),
+            source,
+        }
+    }
+
     /// Kafka mode: keep the ODS and compaction of these change logs only (see `owned_logs`).
     pub(crate) fn set_owned_logs(&mut self, logs: BTreeSet<String>) {
         self.owned_logs = Some(logs);
@@ -374,16 +401,14 @@ impl ParquetSink {
         }
         let commit = Commit {
             id: self.last.id + 1,
+            epoch: self.lake.epoch(),
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
             positions: self.positions.clone(),
             high_seq,
             files,
             removed: Vec::new(),
         };
-        self.lake.commit(&commit).map_err(|source| SinkError::Io {
-            path: self.lake.store().location(),
-            source,
-        })?;
+        self.lake.commit(&commit).map_err(|e| self.lake_error(e))?;
         for f in &self.sealed {
             let labels = [("zone", f.zone.to_string()), ("stream", f.stream.clone())];
             metrics::counter!(m::SINK_ROWS, &labels).increment(f.rows);
@@ -435,6 +460,7 @@ impl ParquetSink {
     /// Rewrite partitions full of small files as one file each, one commit per partition.
     fn compact(&mut self) -> Result<(), SinkError> {
         self.last_compaction_at = Instant::now();
+        self.lake.check_claim().map_err(|e| self.lake_error(e))?;
         let (min_files, small) = (self.compaction.min_files, self.compaction.small_bytes.0);
         let (mine, others): (BTreeSet<String>, BTreeSet<String>) =
             std::mem::take(&mut self.compact_streams)
@@ -448,16 +474,14 @@ impl ParquetSink {
                 };
                 let commit = Commit {
                     id: self.last.id + 1,
+                    epoch: self.lake.epoch(),
                     committed_at_ms: chrono::Utc::now().timestamp_millis(),
                     positions: self.last.positions.clone(),
                     high_seq: self.last.high_seq.clone(),
                     files: vec![file],
                     removed,
                 };
-                self.lake.commit(&commit).map_err(|source| SinkError::Io {
-                    path: self.lake.store().location(),
-                    source,
-                })?;
+                self.lake.commit(&commit).map_err(|e| self.lake_error(e))?;
                 metrics::counter!(m::SINK_COMPACTIONS, "stream" => log.clone()).increment(1);
                 metrics::counter!(m::SINK_FILES_COMPACTED, "stream" => log.clone())
                     .increment(commit.removed.len() as u64);
@@ -481,6 +505,8 @@ impl ParquetSink {
         if self.ods_every.is_none() {
             return Ok(());
         }
+        // ODS files are replaced in place, outside the commit log: never by a fenced process.
+        self.lake.check_claim().map_err(|e| self.lake_error(e))?;
         let (mine, others): (BTreeSet<String>, BTreeSet<String>) =
             std::mem::take(&mut self.ods_pending)
                 .into_iter()

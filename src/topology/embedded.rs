@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::{PipelineError, spawn_sources, supervise};
 use crate::config::Config;
+use crate::lake::lease::Claim;
 use crate::sink::ParquetSink;
 use crate::status::SharedStatus;
 use crate::transform::{TransformDef, TransformSet};
@@ -22,6 +23,7 @@ use crate::transform::{TransformDef, TransformSet};
 pub(super) async fn run(
     config: &Config,
     transforms: &[TransformDef],
+    claim: Option<Claim>,
     shutdown: watch::Receiver<bool>,
     healthy: Arc<AtomicBool>,
     status: SharedStatus,
@@ -29,7 +31,8 @@ pub(super) async fn run(
     let sink_cfg = &config.daemon.sink;
     let settings = crate::sink::SinkSettings::from_config(sink_cfg);
     let transforms = TransformSet::new(transforms.to_vec());
-    let (sink, acks) = ParquetSink::open(&sink_cfg.path, settings, transforms, status.clone())?;
+    let (sink, acks) =
+        ParquetSink::open(&sink_cfg.path, claim, settings, transforms, status.clone())?;
     let committed = sink.committed_positions();
     let (tx, rx) = mpsc::channel(config.daemon.channel_batches);
     let mut stages = JoinSet::new();

@@ -31,6 +31,8 @@ use tokio::task::JoinSet;
 use crate::config::{Config, LogKind};
 use crate::error::{Classify, error_chain};
 use crate::kafka::KafkaError;
+use crate::lake::commit::LakeRoot;
+use crate::lake::lease::{Acquired, Claim, Lease};
 use crate::metrics as m;
 use crate::sink::SinkError;
 use crate::source::{SourceContext, SourceError};
@@ -58,9 +60,9 @@ impl Classify for PipelineError {
     fn is_transient(&self) -> bool {
         match self {
             PipelineError::Source { error, .. } => error.is_transient(),
-            PipelineError::Sink(SinkError::Io { .. }) => true,
+            PipelineError::Sink(e) => e.is_transient(),
             PipelineError::Kafka(e) => e.is_transient(),
-            PipelineError::Sink(_) | PipelineError::Setup(_) => false,
+            PipelineError::Setup(_) => false,
         }
     }
 }
@@ -82,7 +84,9 @@ pub struct RunOptions {
     pub instance: Option<String>,
 }
 
-/// Run the pipeline until `shutdown` turns true (drain, commit, Ok) or a definite error.
+/// Run the pipeline until `shutdown` turns true (drain, commit, Ok) or a definite error. A
+/// process that writes the lake first takes its lease (waiting while another process holds it)
+/// and keeps it across restarts; it releases it when it stops.
 pub async fn run(
     config: &Config,
     transforms: &[TransformDef],
@@ -91,15 +95,82 @@ pub async fn run(
     healthy: Arc<AtomicBool>,
     status: SharedStatus,
 ) -> Result<(), PipelineError> {
+    let lease = match lake_writer(config, options) {
+        Some(writer) => match take_the_lake(config, writer.as_deref(), &shutdown, &status).await? {
+            Acquired::Held(lease) => Some(lease),
+            Acquired::ShutDown => return Ok(()),
+        },
+        None => None,
+    };
+    let claim = lease.as_ref().map(Lease::claim);
+    let result = run_holding(
+        config, transforms, options, claim, shutdown, healthy, status,
+    )
+    .await;
+    if let Some(lease) = lease {
+        tokio::task::block_in_place(|| lease.release());
+    }
+    result
+}
+
+/// Which commit log of the lake this process writes: `Some(None)` the lake's own (embedded),
+/// `Some(Some(writer))` a sink worker's (Kafka mode), `None` if it writes no lake.
+fn lake_writer(config: &Config, options: &RunOptions) -> Option<Option<String>> {
+    match config.daemon.log.kind {
+        LogKind::Embedded => Some(None),
+        LogKind::Kafka if options.only.is_none_or(|role| role == Role::Sinks) => {
+            Some(Some(kafka::lake_writer(config, options)))
+        }
+        LogKind::Kafka => None,
+    }
+}
+
+/// Wait for the lake's lease, showing the holder in `/status` meanwhile.
+async fn take_the_lake(
+    config: &Config,
+    writer: Option<&str>,
+    shutdown: &watch::Receiver<bool>,
+    status: &SharedStatus,
+) -> Result<Acquired, PipelineError> {
+    let path = &config.daemon.sink.path;
+    LakeRoot::acquire(path, writer, shutdown.clone(), |holder| {
+        status.update(|s| {
+            s.state = crate::status::PipelineState::Waiting;
+            s.lake_holder = Some(holder.to_string());
+        })
+    })
+    .await
+    .map_err(|source| {
+        PipelineError::Sink(SinkError::Io {
+            path: path.clone(),
+            source,
+        })
+    })
+}
+
+/// The restart loop, under the lake's lease.
+async fn run_holding(
+    config: &Config,
+    transforms: &[TransformDef],
+    options: &RunOptions,
+    claim: Option<Claim>,
+    shutdown: watch::Receiver<bool>,
+    healthy: Arc<AtomicBool>,
+    status: SharedStatus,
+) -> Result<(), PipelineError> {
     let mut delay = Duration::from_millis(500);
     loop {
-        status.update(|s| s.state = crate::status::PipelineState::Running);
+        status.update(|s| {
+            s.state = crate::status::PipelineState::Running;
+            s.lake_holder = None;
+        });
         let started = std::time::Instant::now();
         let result = match config.daemon.log.kind {
             LogKind::Embedded => {
                 embedded::run(
                     config,
                     transforms,
+                    claim.clone(),
                     shutdown.clone(),
                     healthy.clone(),
                     status.clone(),
@@ -111,6 +182,7 @@ pub async fn run(
                     config,
                     transforms,
                     options,
+                    claim.clone(),
                     shutdown.clone(),
                     healthy.clone(),
                     status.clone(),

@@ -213,6 +213,51 @@ impl Daemon {
         }
     }
 
+    /// A second daemon on the same configuration (the same lake and sources), with its own
+    /// folder, log and metrics port: an operator's second `sluice run`, or a rolling deploy.
+    pub fn twin(&self) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("sluice.yaml");
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace(&self.metrics_addr, &metrics_addr);
+        std::fs::write(&config, text).unwrap();
+        std::fs::create_dir_all(dir.path().join("sources")).unwrap();
+        let source = self.source_file();
+        std::fs::copy(
+            &source,
+            dir.path().join("sources").join(source.file_name().unwrap()),
+        )
+        .unwrap();
+        Daemon {
+            dir,
+            config,
+            lake: self.lake.clone(),
+            metrics_addr,
+            child: None,
+            log_env: self.log_env,
+            env: self.env.clone(),
+        }
+    }
+
+    /// The daemon's `/status`, as JSON (None while it does not answer).
+    pub fn status(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&http_get(&self.metrics_addr, "/status")?).ok()
+    }
+
+    /// Send a signal (`STOP`, `CONT`, …) to the running daemon.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// The source file (the one `configure*` wrote).
     pub fn source_file(&self) -> PathBuf {
         let dir = self.dir.path().join("sources");

@@ -23,6 +23,7 @@ mod mongo_crash;
 mod mongo_source;
 mod mysql_crash;
 mod mysql_source;
+mod one_writer;
 mod postgres_pipeline;
 mod postgres_source;
 mod resilience;

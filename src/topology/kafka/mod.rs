@@ -35,14 +35,26 @@ use tokio::task::JoinSet;
 use super::{PipelineError, Role, RunOptions, spawn_sources, supervise};
 use crate::config::Config;
 use crate::kafka::KafkaSettings;
+use crate::lake::lease::Claim;
 use crate::status::SharedStatus;
 use crate::transform::TransformDef;
+
+/// The name of this process's commit log in the lake, as a sink worker.
+pub(super) fn lake_writer(config: &Config, options: &RunOptions) -> String {
+    let settings = KafkaSettings::new(
+        config.daemon.log.kafka_config(),
+        &config.daemon.pipeline,
+        options.instance.clone(),
+    );
+    topics_to_lake::writer_name(&settings)
+}
 
 /// Kafka mode: the roles this process runs, each a stage of its own.
 pub(super) async fn run(
     config: &Config,
     transforms: &[TransformDef],
     options: &RunOptions,
+    claim: Option<Claim>,
     shutdown: watch::Receiver<bool>,
     healthy: Arc<AtomicBool>,
     status: SharedStatus,
@@ -63,7 +75,9 @@ pub(super) async fn run(
             status.clone(),
             stop_rx.clone(),
         );
-        stages.spawn_blocking(move || topics_to_lake::run(settings, &config, &defs, status, stop));
+        stages.spawn_blocking(move || {
+            topics_to_lake::run(settings, &config, &defs, claim, status, stop)
+        });
     }
     if runs(Role::Transforms) {
         let (settings, defs, stop) = (settings.clone(), transforms.to_vec(), stop_rx.clone());

@@ -27,6 +27,7 @@ use crate::contract::position::ResumePosition;
 use crate::event::ChangeEvent;
 use crate::kafka::codec::{RecordDecoder, undecodable_dead_letter};
 use crate::kafka::{KafkaError, KafkaSettings};
+use crate::lake::lease::Claim;
 use crate::sink::{ParquetSink, SinkSettings};
 use crate::status::SharedStatus;
 use crate::topology::PipelineError;
@@ -310,20 +311,27 @@ fn start_at_lake_offsets(
     Ok(())
 }
 
+/// A sink worker's commit log in the lake: one per instance.
+pub(crate) fn writer_name(settings: &KafkaSettings) -> String {
+    format!("sinks-{}", settings.instance)
+}
+
 /// Run one sink worker until `shutdown` (in a blocking thread).
 pub(crate) fn run(
     settings: KafkaSettings,
     config: &Config,
     transforms: &[TransformDef],
+    claim: Option<Claim>,
     status: SharedStatus,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let sink_cfg = &config.daemon.sink;
     let sink_settings = SinkSettings::from_config(sink_cfg);
-    let writer = format!("sinks-{}", settings.instance);
+    let writer = writer_name(&settings);
     let (mut sink, mut acks) = ParquetSink::open_writer(
         &sink_cfg.path,
         Some(&writer),
+        claim,
         sink_settings,
         TransformSet::new(Vec::new()),
         status,
