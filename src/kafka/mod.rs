@@ -77,6 +77,10 @@ fn definite(e: &RdError) -> bool {
                 | C::InvalidReplicationFactor
                 | C::InvalidPartitions
                 | C::PolicyViolation
+                // Another process with this transactional id took over: this one must stop.
+                | C::ProducerFenced
+                | C::Fenced
+                | C::InvalidProducerEpoch
         )
     )
 }

@@ -35,6 +35,8 @@ async fn crash_at(seam: Seam, db_name: &str) {
         &["public.accounts"],
         "{ rows: 100, interval: 200ms }",
     );
+    // Slots are per server and the tests run at once: each its own.
+    d.append_source(&format!("slot: sluice_{db_name}\n"));
     if seam.ods {
         d.add_sink_settings(&["zones: [raw, ods]", "ods_interval: 300ms"]);
     }

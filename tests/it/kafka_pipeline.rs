@@ -701,7 +701,14 @@ async fn avro_records_go_through_the_registry_evolve_and_stop_at_an_incompatible
         &brokers(),
         &format!(", format: avro, schema_registry: \"{}\"", registry()),
         &[
-            ("pg", "postgres", &pg.url, &["public.orders"], ""),
+            // Its own slot: another test runs a source `pg` on this server at the same time.
+            (
+                "pg",
+                "postgres",
+                &pg.url,
+                &["public.orders"],
+                "slot: sluice_pg_avro\n",
+            ),
             (
                 "maria",
                 "mysql",

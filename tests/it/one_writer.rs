@@ -10,16 +10,28 @@ use crate::common::*;
 const INITIAL_ROWS: i64 = 200;
 const STREAM: &str = "ow.public.accounts";
 
-/// The first daemon running with a workload and a commit in the lake, and its twin waiting.
-async fn holder_and_waiting_twin(db: &TestDb, seed_name: &str) -> (Daemon, Daemon, Workload) {
-    let client = db.client().await;
-    create_accounts(&client, INITIAL_ROWS).await;
-    let mut first = Daemon::configure(
+/// A daemon on `db`'s accounts table, as source `ow` with a slot of the test's own (slots are
+/// per Postgres server, and the tests run at once).
+fn configure(db: &TestDb) -> Daemon {
+    let d = Daemon::configure(
         "ow",
         &db.url,
         &["public.accounts"],
         "{ rows: 100, interval: 200ms }",
     );
+    d.append_source(&format!("slot: {}\n", slot_of(db)));
+    d
+}
+
+fn slot_of(db: &TestDb) -> String {
+    format!("sluice_{}", db.name)
+}
+
+/// The first daemon running with a workload and a commit in the lake, and its twin waiting.
+async fn holder_and_waiting_twin(db: &TestDb, seed_name: &str) -> (Daemon, Daemon, Workload) {
+    let client = db.client().await;
+    create_accounts(&client, INITIAL_ROWS).await;
+    let mut first = configure(db);
     let (seed, _) = seeded_rng(seed_name);
     let load = Workload::start(&db.url, seed, INITIAL_ROWS);
     first.start();
@@ -123,4 +135,107 @@ async fn a_paused_holder_is_fenced_when_it_wakes_and_writes_nothing_more() {
     load.stop().await;
     assert_lake_equals_table(&db, &twin).await;
     assert!(twin.terminate().success(), "the twin did not stop cleanly");
+}
+
+/// The slot's confirmed position, as an LSN number.
+async fn slot_lsn(db: &TestDb) -> Option<u64> {
+    let slots = db.slots().await;
+    let (_, confirmed) = slots.iter().find(|(name, _)| *name == slot_of(db))?;
+    confirmed.as_deref().map(lsn)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_pipeline_with_the_same_source_name_and_an_empty_lake_leaves_the_slot_alone() {
+    let db = TestDb::create("sluice_it_one_writer_slot").await;
+    let client = db.client().await;
+    create_accounts(&client, INITIAL_ROWS).await;
+    let (seed, _) = seeded_rng("slot owner");
+    let load = Workload::start(&db.url, seed, INITIAL_ROWS);
+    let mut production = configure(&db);
+    production.start();
+    let lake = production.lake.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            latest_commit(&lake).is_some()
+        })
+        .await,
+        "production never committed"
+    );
+    // Staging: the same source name (so the same slot name), its own, empty lake.
+    let mut staging = configure(&db);
+    staging.start();
+    let status = staging.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "staging ran on production's slot");
+    let log = staging.log();
+    assert!(
+        log.contains("did not create that slot") && log.contains("pg_drop_replication_slot"),
+        "staging did not name the cause and the choices:\n{log}"
+    );
+    assert!(slot_lsn(&db).await.is_some(), "production's slot is gone");
+    // Production never noticed: a restart resumes from its lake, exactly.
+    assert!(production.is_running());
+    production.kill9();
+    production.start();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.stop().await;
+    assert_lake_equals_table(&db, &production).await;
+    assert!(production.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lake_restored_from_an_older_backup_is_a_named_stop_not_a_silent_gap() {
+    let db = TestDb::create("sluice_it_one_writer_backup").await;
+    let client = db.client().await;
+    create_accounts(&client, INITIAL_ROWS).await;
+    let mut d = configure(&db);
+    d.start();
+    let lake = d.lake.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            latest_commit(&lake).is_some()
+        })
+        .await,
+        "never committed"
+    );
+    assert!(d.terminate().success());
+    let backup = d.dir.path().join("backup");
+    copy_dir(&d.lake, &backup);
+    let backup_lsn = latest_commit(&backup).unwrap()["positions"]["ow"]["lsn"]
+        .as_u64()
+        .unwrap();
+    // More changes go into the lake, and the slot moves past the backup.
+    d.start();
+    client
+        .batch_execute("UPDATE accounts SET version = version + 1 WHERE id <= 50")
+        .await
+        .unwrap();
+    let moved = wait_until(Duration::from_secs(60), || async {
+        slot_lsn(&db).await.is_some_and(|l| l > backup_lsn)
+    })
+    .await;
+    assert!(moved, "the slot never moved past the backup");
+    assert!(d.terminate().success());
+    // The operator restores the older lake.
+    std::fs::remove_dir_all(&d.lake).unwrap();
+    copy_dir(&backup, &d.lake);
+    d.start();
+    let status = d.wait_exit(Duration::from_secs(60));
+    assert!(!status.success(), "sluice streamed over the gap");
+    assert!(
+        d.log().contains("restored from an older backup"),
+        "the stop does not name the cause:\n{}",
+        d.log()
+    );
+    assert!(slot_lsn(&db).await.is_some(), "the slot was dropped");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
 }

@@ -36,6 +36,35 @@ pub(crate) enum PgError {
     )]
     SlotLost { slot: String, source_name: String },
     #[error(
+        "replication slot `{slot}` exists, but the lake at {lake} has no position for source \
+         `{source_name}` and did not create that slot: it may be another pipeline's (the same \
+         source name with another sink path), and sluice never drops a slot it cannot prove is \
+         its own. Choose one: point sink.path at the lake that slot belongs to; or give this \
+         source its own slot (`slot: <name>` in its source file); or, if the slot is abandoned, \
+         drop it yourself (SELECT pg_drop_replication_slot('{slot}')) and start again to \
+         snapshot anew"
+    )]
+    SlotNotOurs {
+        slot: String,
+        source_name: String,
+        lake: String,
+    },
+    #[error(
+        "replication slot `{slot}` has confirmed changes up to {slot_lsn}, but the lake's position \
+         for source `{source_name}` is {lake_lsn}: the changes between are in neither, so streaming \
+         would skip them. Either the lake was restored from an older backup, or another pipeline \
+         uses this slot. Choose one: restore the newer lake; or give this source its own slot \
+         (`slot: <name>` in its source file) and snapshot again with `snapshot: initial`"
+    )]
+    LakeBehindSlot {
+        slot: String,
+        source_name: String,
+        lake_lsn: String,
+        slot_lsn: String,
+    },
+    #[error("the lake's record of this source's slot: {0}")]
+    Lake(#[source] std::io::Error),
+    #[error(
         "replication slot `{slot}` appeared while sluice was creating it: an earlier start that \
          died before its first commit was still creating it; it is dropped and made again"
     )]
@@ -75,7 +104,9 @@ fn sqlstate_in_message(message: &str) -> Option<&str> {
 impl Classify for PgError {
     fn is_transient(&self) -> bool {
         match self {
-            PgError::Connect(_) => true,
+            // Refused or cut: retry. The server's answer (a wrong password, 28P01; no such
+            // database, 3D000) is the setup's fault: stop and say so.
+            PgError::Connect(e) => e.code().is_none_or(|c| sqlstate_is_transient(c.code())),
             PgError::Query { source, .. } => match source.code() {
                 Some(code) => sqlstate_is_transient(code.code()),
                 None => true, // not a server answer: the connection broke
@@ -84,18 +115,23 @@ impl Classify for PgError {
                 sqlstate_in_message(message).is_some_and(sqlstate_is_transient)
             }
             PgError::Replication(e) => e.is_transient(),
-            PgError::Downstream | PgError::SlotRaced { .. } => true,
+            PgError::Downstream | PgError::SlotRaced { .. } | PgError::Lake(_) => true,
             PgError::Decode(_)
             | PgError::Value { .. }
             | PgError::Setup(_)
-            | PgError::SlotLost { .. } => false,
+            | PgError::SlotLost { .. }
+            | PgError::SlotNotOurs { .. }
+            | PgError::LakeBehindSlot { .. } => false,
         }
     }
 }
 
 impl crate::source::SourceFailure for PgError {
     fn is_position_lost(&self) -> bool {
-        matches!(self, PgError::SlotLost { .. })
+        matches!(
+            self,
+            PgError::SlotLost { .. } | PgError::LakeBehindSlot { .. }
+        )
     }
 }
 

@@ -36,6 +36,7 @@ use crate::config::{SnapshotMode, SourceConfig};
 use crate::contract::batch::{Batcher, SourceBatch};
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, ChangeOrigin, Op, Row, Seq, TableSchema, Value, now_us};
+use crate::lake::position_claims::{PositionClaim, PositionClaims};
 use crate::metrics as m;
 use crate::source::{SourceContext, count_events, stream};
 use catalog::{PgTable, SESSION_OPTIONS};
@@ -43,6 +44,8 @@ pub(crate) use error::PgError;
 use pgoutput::{Message, TupleValue};
 use snapshot::SnapshotState;
 
+/// What a Postgres source's claim in the lake is called (see `lake::position_claims`).
+const SLOT_CLAIM: &str = "postgres_slot";
 /// SQLSTATE of `CREATE_REPLICATION_SLOT` for a slot that exists.
 const DUPLICATE_OBJECT: &str = "42710";
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
@@ -195,6 +198,19 @@ impl PostgresSource {
             }) if s == slot => Some((*lsn, snapshot.clone())),
             _ => None,
         };
+        let lake_lsn = committed.as_ref().map(|(lsn, _)| *lsn);
+        if let (Some(lake_lsn), Some(Some(slot_lsn))) = (lake_lsn, slot_state)
+            && slot_lsn > lake_lsn
+        {
+            // Only this pipeline's commits move the slot, and never past the lake: someone else
+            // did, or the lake was restored from an older backup. Streaming would skip the gap.
+            return Err(PgError::LakeBehindSlot {
+                slot: slot.to_string(),
+                source_name: self.name.to_string(),
+                lake_lsn: crate::event::format_lsn(lake_lsn),
+                slot_lsn: crate::event::format_lsn(slot_lsn),
+            });
+        }
         Ok(match (committed, slot_state) {
             (Some((lsn, Some(state))), Some(_)) if !state.complete => {
                 Start::ResumeSnapshot { lsn, state }
@@ -207,13 +223,32 @@ impl PostgresSource {
                 });
             }
             (None, existing) => {
+                let claims = PositionClaims::open(&self.ctx.lake_path).map_err(PgError::Lake)?;
+                let ours = claims
+                    .made(&self.name, SLOT_CLAIM, slot)
+                    .map_err(PgError::Lake)?;
                 if existing.is_some() {
-                    // A slot without a committed position: an earlier start died before its
-                    // first commit (or someone made the slot by hand). Its exported snapshot is
-                    // gone, so the only consistent start is a new slot and a new snapshot.
-                    tracing::warn!(source = %self.name, slot, "slot exists but nothing was committed: recreating it");
+                    if !ours {
+                        return Err(PgError::SlotNotOurs {
+                            slot: slot.to_string(),
+                            source_name: self.name.to_string(),
+                            lake: claims.location(),
+                        });
+                    }
+                    // Our slot without a committed position: an earlier start died before its
+                    // first commit. Its exported snapshot is gone, so the only consistent start
+                    // is a new slot and a new snapshot.
+                    tracing::warn!(source = %self.name, slot, "this lake's slot exists but nothing was committed: recreating it");
                     catalog::drop_slot(&self.client, slot).await?;
                 }
+                // Claimed before it exists, so that a crash right after creating it leaves a
+                // slot this lake can prove is its own.
+                let claim = PositionClaim {
+                    kind: SLOT_CLAIM.into(),
+                    name: slot.to_string(),
+                    created_at_ms: crate::event::now_us() / 1000,
+                };
+                claims.record(&self.name, &claim).map_err(PgError::Lake)?;
                 Start::NewSlot {
                     snapshot: self.ctx.config.snapshot != SnapshotMode::Never,
                 }
