@@ -33,8 +33,10 @@ pub(crate) struct KafkaConfig {
     /// For topics sluice creates.
     #[serde(default = "default_partitions")]
     pub(crate) partitions: i32,
-    #[serde(default = "default_replication")]
-    pub(crate) replication_factor: i32,
+    /// None: min(3, the brokers the cluster has), as Kafka's own default.replication.factor
+    /// advice; `sluice check` warns below 3.
+    #[serde(default)]
+    pub(crate) replication_factor: Option<i32>,
     #[serde(default)]
     pub(crate) security: Security,
     /// librdkafka properties for producers and consumers, applied last.
@@ -89,9 +91,6 @@ fn default_true() -> bool {
 }
 fn default_partitions() -> i32 {
     3
-}
-fn default_replication() -> i32 {
-    1
 }
 fn default_transaction_interval() -> HumanDuration {
     HumanDuration(Duration::from_millis(10))

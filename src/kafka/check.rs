@@ -29,7 +29,7 @@ fn named_topics(settings: &KafkaSettings, streams: &[String]) -> Vec<String> {
 pub(crate) async fn check(settings: &KafkaSettings, streams: &[String]) -> Vec<Finding> {
     let settings = settings.clone();
     let topics = named_topics(&settings, streams);
-    let (mut findings, missing) = tokio::task::spawn_blocking({
+    let (mut findings, missing, replication) = tokio::task::spawn_blocking({
         let settings = settings.clone();
         move || check_blocking(&settings, &topics)
     })
@@ -40,12 +40,12 @@ pub(crate) async fn check(settings: &KafkaSettings, streams: &[String]) -> Vec<F
             format!("the check failed: {e}"),
             "report this".into(),
         );
-        (vec![failed], Vec::new())
+        (vec![failed], Vec::new(), 1)
     });
     if findings.iter().any(|f| f.subject == "kafka" && !f.warning) {
         return findings; // brokers unreachable: the rest would only repeat it
     }
-    findings.extend(check_creatable(&settings, &missing).await);
+    findings.extend(check_creatable(&settings, &missing, replication).await);
     if let Some(registry) = settings.registry.clone() {
         let answer = tokio::task::spawn_blocking(move || {
             registry
@@ -65,8 +65,8 @@ pub(crate) async fn check(settings: &KafkaSettings, streams: &[String]) -> Vec<F
 }
 
 /// The brokers, the named topics' metadata and transaction support; also returns the named
-/// topics that do not exist yet.
-fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> (Vec<Finding>, Vec<String>) {
+/// topics that do not exist yet, and the replication factor new topics get.
+fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> (Vec<Finding>, Vec<String>, i32) {
     let mut findings = Vec::new();
     let mut missing = Vec::new();
     let brokers = &settings.config.brokers;
@@ -78,7 +78,7 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> (Vec<Finding>,
                 format!("cannot create a client: {e}"),
                 "fix log.kafka (brokers, security) in sluice.yaml".into(),
             ));
-            return (findings, missing);
+            return (findings, missing, 1);
         }
     };
     let metadata = match consumer.fetch_metadata(None, TIMEOUT) {
@@ -89,9 +89,23 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> (Vec<Finding>,
                 format!("brokers `{brokers}` did not answer: {e}"),
                 "start Kafka, or fix log.kafka.brokers and log.kafka.security".into(),
             ));
-            return (findings, missing);
+            return (findings, missing, 1);
         }
     };
+    let replication = settings
+        .config
+        .replication_factor
+        .unwrap_or_else(|| super::default_replication(metadata.brokers().len()));
+    if replication < 3 {
+        findings.push(Finding::warning(
+            "kafka replication",
+            format!(
+                "topics sluice creates get {replication} replica(s): losing a broker loses the \
+                 changes in its topics that the lake does not have yet"
+            ),
+            "run at least three brokers, or set log.kafka.replication_factor: 3".into(),
+        ));
+    }
     for topic in topics {
         match metadata.topics().iter().find(|t| t.name() == topic) {
             Some(t) if t.error().is_some() => findings.push(Finding::problem(
@@ -124,11 +138,15 @@ fn check_blocking(settings: &KafkaSettings, topics: &[String]) -> (Vec<Finding>,
             "fix log.kafka.producer overrides".into(),
         )),
     }
-    (findings, missing)
+    (findings, missing, replication)
 }
 
 /// Topics that do not exist yet must be creatable: ask the broker to validate creating them.
-async fn check_creatable(settings: &KafkaSettings, missing: &[String]) -> Vec<Finding> {
+async fn check_creatable(
+    settings: &KafkaSettings,
+    missing: &[String],
+    replication: i32,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     if missing.is_empty() {
         return findings;
@@ -150,7 +168,7 @@ async fn check_creatable(settings: &KafkaSettings, missing: &[String]) -> Vec<Fi
             NewTopic::new(
                 t,
                 settings.config.partitions,
-                TopicReplication::Fixed(settings.config.replication_factor),
+                TopicReplication::Fixed(replication),
             )
         })
         .collect();

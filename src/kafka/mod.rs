@@ -35,6 +35,14 @@ pub enum KafkaError {
     },
     #[error("kafka: {0}")]
     Setup(String),
+    #[error(
+        "kafka: a topic no longer holds the records after the lake's position ({detail}): they \
+         expired under the topic's retention, or were deleted, while the sinks were stopped, and \
+         those changes are in neither the topic nor the lake. Choose one: snapshot the sources \
+         again into a new sink path; or keep raw topics longer than the sinks can be down \
+         (retention.ms) and restore the lake from before the gap"
+    )]
+    OffsetsLost { detail: String },
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
     /// A change that does not fit the Avro schema derived for it: a bug, not bad input.
@@ -53,7 +61,7 @@ impl Classify for KafkaError {
     fn is_transient(&self) -> bool {
         match self {
             KafkaError::Client { source, .. } => !definite(source),
-            KafkaError::Setup(_) => false,
+            KafkaError::Setup(_) | KafkaError::OffsetsLost { .. } => false,
             KafkaError::Registry(e) => e.is_transient(),
             KafkaError::Encode(_) => false,
         }
@@ -89,6 +97,12 @@ fn definite(e: &RdError) -> bool {
 /// librdkafka's client is in a fatal state. Any other consumer error is retried by polling on.
 pub(crate) fn consumer_cannot_go_on(e: &RdError) -> bool {
     definite(e) || matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal))
+}
+
+/// The replication factor of the topics sluice creates when none is configured: three copies,
+/// or as many as the cluster has brokers.
+pub(crate) fn default_replication(brokers: usize) -> i32 {
+    brokers.clamp(1, 3) as i32
 }
 
 /// Send, waiting while the producer's bounded queue is full (backpressure on the stage).
@@ -483,11 +497,19 @@ impl KafkaSettings {
             return Ok(());
         }
         let admin = self.admin()?;
-        let (partitions, replication) = if compacted {
-            (1, self.config.replication_factor)
-        } else {
-            (self.config.partitions, self.config.replication_factor)
+        let replication = match self.config.replication_factor {
+            Some(factor) => factor,
+            None => {
+                let metadata = tokio::task::block_in_place(|| {
+                    admin
+                        .inner()
+                        .fetch_metadata(None, std::time::Duration::from_secs(10))
+                })
+                .map_err(KafkaError::client("counting the brokers"))?;
+                default_replication(metadata.brokers().len())
+            }
         };
+        let partitions = if compacted { 1 } else { self.config.partitions };
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| {

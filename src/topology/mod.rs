@@ -341,3 +341,146 @@ pub(crate) async fn supervise(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::commit::CommitError;
+    use crate::source::postgres::PgError;
+
+    fn source(error: PgError) -> PipelineError {
+        PipelineError::Source {
+            source_name: "s".into(),
+            error: error.into(),
+        }
+    }
+
+    fn lake(source: CommitError) -> PipelineError {
+        PipelineError::Sink(SinkError::Lake {
+            path: "file:///lake".into(),
+            source,
+        })
+    }
+
+    fn kafka(code: rdkafka::types::RDKafkaErrorCode) -> PipelineError {
+        PipelineError::Kafka(KafkaError::Client {
+            what: "test".into(),
+            source: rdkafka::error::KafkaError::MessageConsumption(code),
+        })
+    }
+
+    /// What the restart loop retries (the network, a busy or restarting server, a lake that
+    /// cannot be reached) and what stops the daemon with the fix (setup, credentials, another
+    /// holder of the lake or slot, a lost position).
+    #[test]
+    fn every_error_class_either_retries_or_stops() {
+        use rdkafka::types::RDKafkaErrorCode as K;
+        let io = |kind| std::io::Error::new(kind, "test");
+        let cases: Vec<(&str, PipelineError, bool)> = vec![
+            (
+                "a full lake",
+                PipelineError::Sink(SinkError::Io {
+                    path: "l".into(),
+                    source: io(std::io::ErrorKind::StorageFull),
+                }),
+                true,
+            ),
+            (
+                "a lake commit that cannot be written",
+                lake(CommitError::Io(io(std::io::ErrorKind::PermissionDenied))),
+                true,
+            ),
+            (
+                "another process took the lake",
+                lake(CommitError::Fenced { holder: "h".into() }),
+                false,
+            ),
+            (
+                "a committed file removed by hand",
+                lake(CommitError::FileLost {
+                    commit: 1,
+                    file: "f".into(),
+                    tmp: "t".into(),
+                }),
+                false,
+            ),
+            (
+                "a slot busy with a dying connection",
+                source(PgError::Replication(
+                    pgwire_replication::PgWireError::Server(
+                        "replication slot \"s\" is active for PID 1 (SQLSTATE 55006)".into(),
+                    ),
+                )),
+                true,
+            ),
+            (
+                "a slot made by a start that died",
+                source(PgError::SlotRaced { slot: "s".into() }),
+                true,
+            ),
+            (
+                "the lake's slot claim unreadable for now",
+                source(PgError::Lake(io(std::io::ErrorKind::TimedOut))),
+                true,
+            ),
+            (
+                "a dropped slot",
+                source(PgError::SlotLost {
+                    slot: "s".into(),
+                    source_name: "s".into(),
+                }),
+                false,
+            ),
+            (
+                "another pipeline's slot",
+                source(PgError::SlotNotOurs {
+                    slot: "s".into(),
+                    source_name: "s".into(),
+                    lake: "l".into(),
+                }),
+                false,
+            ),
+            (
+                "a slot ahead of the lake",
+                source(PgError::LakeBehindSlot {
+                    slot: "s".into(),
+                    source_name: "s".into(),
+                    lake_lsn: "0/1".into(),
+                    slot_lsn: "0/2".into(),
+                }),
+                false,
+            ),
+            ("a broker going away", kafka(K::AllBrokersDown), true),
+            (
+                "a fenced transactional producer",
+                kafka(K::ProducerFenced),
+                false,
+            ),
+            (
+                "bad Kafka credentials",
+                kafka(K::SaslAuthenticationFailed),
+                false,
+            ),
+            (
+                "an expired raw topic",
+                PipelineError::Kafka(KafkaError::OffsetsLost { detail: "d".into() }),
+                false,
+            ),
+            ("a setup mistake", PipelineError::Setup("x".into()), false),
+        ];
+        for (what, error, retries) in cases {
+            assert_eq!(error.is_transient(), retries, "{what}: {error}");
+        }
+        // Postgres's own answers: a wrong password (28P01) or database (3D000) stops.
+        use crate::source::postgres::sqlstate_is_transient;
+        for (code, retries) in [
+            ("28P01", false),
+            ("3D000", false),
+            ("08006", true),
+            ("57P03", true),
+            ("53300", true),
+        ] {
+            assert_eq!(sqlstate_is_transient(code), retries, "SQLSTATE {code}");
+        }
+    }
+}

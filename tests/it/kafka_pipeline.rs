@@ -1414,3 +1414,74 @@ async fn check_reaches_the_brokers_and_names_the_fix_when_it_cannot() {
     let (ok, text) = check(&p.config);
     assert!(ok, "check failed against a running registry:\n{text}");
 }
+
+/// Delete every record of `topic`'s partitions below their high watermark, as retention would
+/// (Kafka's DeleteRecords, through confluent-kafka's admin client; one partition per request,
+/// as the stand-in broker answers no request naming several).
+fn expire_all_records(brokers: &str, topic: &str) {
+    python_stdout(&[
+        "-c",
+        "import sys; from confluent_kafka import Consumer, TopicPartition; \
+         from confluent_kafka.admin import AdminClient; \
+         b, t = sys.argv[1], sys.argv[2]; \
+         c = Consumer({'bootstrap.servers': b, 'group.id': 'expire'}); \
+         a = AdminClient({'bootstrap.servers': b}); \
+         parts = c.list_topics(t, timeout=10).topics[t].partitions; \
+         tps = [TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]) for p in parts]; \
+         [f.result(timeout=30) for tp in tps for f in a.delete_records([tp]).values()]; \
+         c.close()",
+        brokers,
+        topic,
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raw_topic_that_expired_under_a_stopped_sink_is_a_named_stop() {
+    let pg = TestDb::create("sluice_it_kafka_retention").await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL);
+             INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let mut p = Pipeline::new(
+        "retention",
+        &[("kr", "postgres", &pg.url, &["public.t"], "")],
+        &[],
+    );
+    let sources = p.add(Some("sources"), "s1");
+    let sink = p.add(Some("sinks"), "k1");
+    p.start(sources);
+    p.start(sink);
+    let want = table_state(&client, "t", &["id", "v"]).await;
+    p.wait_for_zone_state("raw", "kr.public.t", &["id", "v"], &want)
+        .await;
+    p.terminate(sink);
+    // While the sink is down, changes reach the raw topic and then expire from it.
+    client
+        .batch_execute("UPDATE t SET v = 1 WHERE id <= 10")
+        .await
+        .unwrap();
+    let topic = p.topic("kr.public.t");
+    wait_for(
+        "the changes to reach the raw topic",
+        Duration::from_secs(60),
+        || async { kcat_count(&topic).is_some_and(|n| n >= 60) },
+    )
+    .await;
+    expire_all_records(&p.brokers, &topic);
+    p.start(sink);
+    let status = p.wait_exit(sink, Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "the sink jumped over the expired records"
+    );
+    let log = p.log(sink);
+    assert!(
+        log.contains("no longer holds the records after the lake's position"),
+        "the stop does not name the cause:\n{log}"
+    );
+    p.terminate(sources);
+}

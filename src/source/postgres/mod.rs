@@ -41,6 +41,8 @@ use crate::metrics as m;
 use crate::source::{SourceContext, count_events, stream};
 use catalog::{PgTable, SESSION_OPTIONS};
 pub(crate) use error::PgError;
+#[cfg(test)]
+pub(crate) use error::sqlstate_is_transient;
 use pgoutput::{Message, TupleValue};
 use snapshot::SnapshotState;
 

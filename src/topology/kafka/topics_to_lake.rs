@@ -282,6 +282,9 @@ fn start_at_lake_offsets(
         let offset = committed
             .get(&position_key(el.topic(), el.partition()))
             .copied();
+        if let Some(offset) = offset {
+            check_still_held(consumer, el.topic(), el.partition(), offset)?;
+        }
         start
             .add_partition_offset(
                 el.topic(),
@@ -308,6 +311,30 @@ fn start_at_lake_offsets(
     consumer.assign(&start).map_err(KafkaError::client(
         "assigning partitions at the lake's offsets",
     ))?;
+    Ok(())
+}
+
+/// Fail if the topic no longer holds the record at the lake's `offset` (its log now begins
+/// after it): the records between expired under retention, or were deleted, while the sinks were
+/// stopped. The consumer would otherwise start at what is left (`auto.offset.reset`), silently.
+fn check_still_held(
+    consumer: &BaseConsumer<SinkContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), PipelineError> {
+    let (low, _) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(KafkaError::client("reading a partition's first offset"))?;
+    if low > offset {
+        return Err(KafkaError::OffsetsLost {
+            detail: format!(
+                "topic {topic}, partition {partition}: the lake is at offset {offset}, the topic \
+                 now begins at {low}"
+            ),
+        }
+        .into());
+    }
     Ok(())
 }
 
