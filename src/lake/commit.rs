@@ -452,19 +452,7 @@ impl LakeRoot {
 
 /// The ids of the commit records in the commit log folder `log`, oldest first.
 fn commit_ids_in(store: &Store, log: &str) -> io::Result<Vec<u64>> {
-    let mut ids: Vec<u64> = store
-        .list_files(log)?
-        .iter()
-        .filter_map(|f| {
-            f.rsplit('/')
-                .next()?
-                .strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()
-        })
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
+    store.numbered_records(log)
 }
 
 fn read_commit(store: &Store, log: &str, id: u64) -> io::Result<Commit> {

@@ -299,18 +299,9 @@ fn lease_path(dir: &str, epoch: u64) -> String {
 
 /// The lease of the highest epoch in `dir`.
 fn latest_lease(store: &Store, dir: &str) -> io::Result<Option<LeaseRecord>> {
-    let newest = store
-        .list_files(dir)?
-        .iter()
-        .filter_map(|f| {
-            f.rsplit('/')
-                .next()?
-                .strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()
-        })
-        .max();
-    let Some(epoch) = newest else { return Ok(None) };
+    let Some(epoch) = store.numbered_records(dir)?.pop() else {
+        return Ok(None);
+    };
     let bytes = store.get(&lease_path(dir, epoch))?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         io::Error::new(

@@ -426,6 +426,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The numbers of the `<number>.json` records in `rel` (commit records, leases), ascending.
+    pub(crate) fn numbered_records(&self, rel: &str) -> io::Result<Vec<u64>> {
+        let mut numbers: Vec<u64> = self
+            .list_files(rel)?
+            .iter()
+            .filter_map(|f| {
+                f.rsplit('/')
+                    .next()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
     /// Immediate sub-folders of `rel` (names only); sorted.
     pub(crate) fn list_dirs(&self, rel: &str) -> io::Result<Vec<String>> {
         let mut out: Vec<String> = match self {
