@@ -22,6 +22,7 @@ mod lake_ods;
 mod mongo_crash;
 mod mongo_source;
 mod mysql_crash;
+mod mysql_failover;
 mod mysql_source;
 mod one_writer;
 mod postgres_pipeline;

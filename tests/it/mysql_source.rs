@@ -547,3 +547,40 @@ async fn a_million_row_snapshot_has_bounded_memory() {
     );
     assert!(d.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_pipeline_with_the_same_server_id_is_a_named_stop() {
+    let db = MyDb::create("sluice_it_my_sid").await;
+    let mut conn = db.conn().await;
+    my_exec(
+        &mut conn,
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)",
+    )
+    .await;
+    my_exec(&mut conn, "INSERT INTO t VALUES (1, 0)").await;
+    let table = ["sluice_it_my_sid.t"];
+    let rotate = "{ rows: 100, interval: 200ms }";
+    let mut first = Daemon::configure_mysql("sida", &db.url, &table, rotate);
+    first.append_source("server_id: 7521\n");
+    first.start();
+    wait_for("the first to stream", Duration::from_secs(60), || async {
+        first.log().contains("streaming")
+    })
+    .await;
+    // Another pipeline (its own lake and source name) with the same replica id.
+    let mut second = Daemon::configure_mysql("sidb", &db.url, &table, rotate);
+    second.append_source("server_id: 7521\n");
+    second.start();
+    let status = first.wait_exit(Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "the first pipeline went on without its binlog"
+    );
+    assert!(
+        first.log().contains("with this source's server_id 7521"),
+        "the stop does not name the clash:\n{}",
+        first.log()
+    );
+    assert!(second.is_running());
+    assert!(second.terminate().success());
+}

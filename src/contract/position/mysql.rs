@@ -20,4 +20,15 @@ pub struct BinlogPosition {
     /// An unfinished snapshot, or a finished one whose phase filter still applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) snapshot: Option<SnapshotState>,
+    /// The binlog series `file` belongs to (`<server id or uuid> <log_bin name>`): a resume on
+    /// another series moves the sequence epoch on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) series: Option<String>,
+    /// The sequence epoch of the changes up to here (the top bits of their `_seq`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) epoch: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

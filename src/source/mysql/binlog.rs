@@ -61,6 +61,9 @@ struct Cursor {
     unsent_since: Option<Instant>,
     /// The last position the lake committed (for the lag in bytes).
     committed: Option<(String, u64)>,
+    /// Whether the server named the file it streams (its first ROTATE). Until then `file` is
+    /// the committed one, which after a failover by GTID is another server's name.
+    file_from_server: bool,
 }
 
 impl MysqlSource {
@@ -90,6 +93,7 @@ impl MysqlSource {
             table_maps: HashMap::new(),
             unsent_since: None,
             committed: None,
+            file_from_server: false,
         };
         let name = self.name.clone();
         let control = stream::Control {
@@ -185,6 +189,13 @@ impl MysqlSource {
 
     /// A binlog request the server refused: 1236 means the position is gone (purged binlog).
     fn dump_error(&self, e: super::error::DriverError, at: &BinlogPoint) -> MyError {
+        // Another replica with this id: MySQL says so with 1236, MariaDB with 4052.
+        if matches!(e.code, Some(1236 | 4052)) && is_server_id_clash(&e.message) {
+            return MyError::ServerIdClash {
+                server_id: super::server_id(&self.ctx.config),
+                detail: e.message,
+            };
+        }
         if e.code == Some(1236) {
             return MyError::PositionLost {
                 position: at.to_string(),
@@ -219,6 +230,7 @@ impl MysqlSource {
                     cur.file_index = file_index(&file);
                     cur.table_maps.clear();
                 }
+                cur.file_from_server = true;
                 // The artificial ROTATE a dump starts with names the file only: when resuming
                 // by GTID its position is the file's start, not where reading resumes.
                 if cur.tx.is_none() && !artificial {
@@ -296,7 +308,7 @@ impl MysqlSource {
 
     fn begin_tx(&self, cur: &Cursor, start_pos: u64, ts_us: i64) -> Tx {
         Tx {
-            coord: coord(cur.file_index, start_pos),
+            coord: coord(self.epoch, cur.file_index, start_pos),
             index: 0,
             ts_us,
             start_pos,
@@ -335,7 +347,7 @@ impl MysqlSource {
         if self
             .snapshot_filter
             .as_ref()
-            .is_some_and(|f| cur.resume.coord() >= f.filter_until())
+            .is_some_and(|f| cur.resume.coord(self.epoch) >= f.filter_until())
         {
             self.snapshot_filter = None;
         }
@@ -636,7 +648,10 @@ impl MysqlSource {
             metrics::gauge!(m::SOURCE_LAG_BYTES, "source" => self.name.to_string())
                 .set(behind as f64);
         }
-        if !logs.is_empty() && !logs.iter().any(|(l, _)| l.as_str() == &*cur.file) {
+        if cur.file_from_server
+            && !logs.is_empty()
+            && !logs.iter().any(|(l, _)| l.as_str() == &*cur.file)
+        {
             return Err(MyError::PositionLost {
                 position: cur.resume.to_string(),
                 source_name: self.name.to_string(),
@@ -645,6 +660,14 @@ impl MysqlSource {
         }
         Ok(())
     }
+}
+
+/// Whether a 1236/4052 error says that another replica with the same id took the connection
+/// over (MySQL: "A slave with the same server_uuid/server_id as this slave has connected to the
+/// master"; MariaDB: "… is already connected"; "replica" in newer versions).
+fn is_server_id_clash(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("same server_uuid/server_id") || m.contains("same server_id")
 }
 
 /// The binlog as the shared loop (`source::stream`) drives it.
@@ -675,7 +698,9 @@ impl stream::LogStream for MyLog<'_> {
     fn committed(&mut self, position: &crate::contract::position::ResumePosition) {
         if let crate::contract::position::ResumePosition::Mysql(p) = position {
             metrics::gauge!(m::SOURCE_COMMITTED_POSITION, "source" => self.source.name.to_string())
-                .set(coord(file_index(&p.file), p.pos) as f64);
+                // Without the epoch: a gauge of where in the binlog (the epoch's bits would
+                // overflow a float's precision).
+                .set(coord(0, file_index(&p.file), p.pos) as f64);
             self.cur.committed = Some((p.file.clone(), p.pos));
         }
     }
@@ -708,5 +733,25 @@ impl stream::LogStream for MyLog<'_> {
 
     fn downstream_gone(&self) -> MyError {
         MyError::Downstream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_server_id_clash_is_told_apart_from_a_purged_binlog() {
+        use super::is_server_id_clash;
+        assert!(is_server_id_clash(
+            "ERROR 1236 (HY000): A slave with the same server_uuid/server_id as this slave has connected to the master; the first event 'mysql-bin.000003' at 4"
+        ));
+        assert!(is_server_id_clash(
+            "ERROR 1236 (HY000): A replica with the same server_id as this replica has connected"
+        ));
+        assert!(is_server_id_clash(
+            "ERROR 4052 (HY000): A slave with the same server_uuid/server_id is already connected"
+        ));
+        assert!(!is_server_id_clash(
+            "ERROR 1236 (HY000): Could not find first log file name in binary log index file"
+        ));
     }
 }

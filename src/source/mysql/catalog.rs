@@ -106,6 +106,25 @@ pub(crate) async fn variable(conn: &mut Conn, name: &str) -> Result<Option<Strin
     }
 }
 
+/// The binlog series the server writes: its identity (MySQL's `server_uuid`, MariaDB's
+/// `server_id`) and the binlog's base name (`mysql-bin.000042` → `mysql-bin`).
+pub(crate) async fn binlog_series(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    binlog_file: &str,
+) -> Result<String, MyError> {
+    let identity = match server.flavor {
+        Flavor::Mysql => variable(conn, "server_uuid")
+            .await?
+            .unwrap_or_else(|| server.server_id.to_string()),
+        Flavor::MariaDb => server.server_id.to_string(),
+    };
+    let base = binlog_file
+        .rsplit_once('.')
+        .map_or(binlog_file, |(base, _)| base);
+    Ok(format!("{identity} {base}"))
+}
+
 pub(crate) async fn server_info(conn: &mut Conn) -> Result<ServerInfo, MyError> {
     let (version, server_id): (String, u32) = conn
         .query_first("SELECT VERSION(), @@server_id")

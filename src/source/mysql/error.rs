@@ -48,6 +48,13 @@ pub(crate) enum MyError {
         source_name: String,
         detail: String,
     },
+    #[error(
+        "another replica connected to the server with this source's server_id {server_id} ({detail}): \
+         a second sluice pipeline, or a database replica, uses the same id, and the server lets only \
+         one of them read. Give every source and replica its own `server_id:` (in the source file); \
+         two pipelines on one source need two ids and two lakes"
+    )]
+    ServerIdClash { server_id: u32, detail: String },
     #[error("schema history in the lake: {0}")]
     History(#[source] std::io::Error),
     #[error("the downstream pipeline stopped")]
@@ -151,6 +158,7 @@ impl Classify for MyError {
             MyError::Decode { .. }
             | MyError::Schema { .. }
             | MyError::Setup(_)
+            | MyError::ServerIdClash { .. }
             | MyError::PositionLost { .. } => false,
         }
     }
@@ -180,6 +188,13 @@ mod tests {
             transient: code_is_transient(1045),
         };
         assert!(!MyError::Connect(denied).is_transient());
+        assert!(
+            !MyError::ServerIdClash {
+                server_id: 7,
+                detail: "same server_id".into()
+            }
+            .is_transient()
+        );
         assert!(
             !MyError::PositionLost {
                 position: "f:4".into(),

@@ -72,9 +72,9 @@ impl std::fmt::Display for BinlogPoint {
 }
 
 impl BinlogPoint {
-    /// The point's binlog coordinate: file index << 32 | offset. Increases along the binlog.
-    pub(crate) fn coord(&self) -> u64 {
-        coord(file_index(&self.file), self.pos)
+    /// The point's coordinate in sequence epoch `epoch` (see [`coord`]).
+    pub(crate) fn coord(&self, epoch: u32) -> u64 {
+        coord(epoch, file_index(&self.file), self.pos)
     }
 }
 
@@ -86,8 +86,34 @@ pub(crate) fn file_index(name: &str) -> u32 {
         .unwrap_or(0)
 }
 
-pub(crate) fn coord(file_index: u32, pos: u64) -> u64 {
-    ((file_index as u64) << 32) | (pos & 0xffff_ffff)
+/// A binlog coordinate, the major part of a change's sequence: `epoch << 52 | file index << 32 |
+/// offset`. It increases along one binlog series; the epoch moves when the series changes (a
+/// failover to another server, `RESET MASTER`, another `log_bin` name), so that the new series'
+/// changes sort after everything before, whatever its file numbers (see `decide_epoch`). Epoch 0
+/// is the layout of lakes written before epochs existed. File indexes have at most six digits
+/// (under 2^20).
+pub(crate) fn coord(epoch: u32, file_index: u32, pos: u64) -> u64 {
+    ((epoch as u64) << 52) | (((file_index & 0xf_ffff) as u64) << 32) | (pos & 0xffff_ffff)
+}
+
+/// The highest epoch `coord` can hold.
+const MAX_EPOCH: u32 = (1 << 12) - 1;
+
+/// The sequence epoch to stream in, from the committed position and what the server is now:
+/// the same series (server and binlog name) at or past the committed point keeps the epoch;
+/// another series, or the same one behind the committed point (`RESET MASTER`), moves it on.
+/// A position from before epochs (no series recorded) keeps epoch 0.
+pub(crate) fn decide_epoch(at: &BinlogPosition, series: &str, server_end: &BinlogPoint) -> u32 {
+    let Some(committed_series) = at.series.as_deref() else {
+        return at.epoch;
+    };
+    let went_back = file_index(&server_end.file) < file_index(&at.file)
+        || (file_index(&server_end.file) == file_index(&at.file) && server_end.pos < at.pos);
+    if committed_series != series || went_back {
+        at.epoch + 1
+    } else {
+        at.epoch
+    }
 }
 
 /// Where the source begins, decided in Setup.
@@ -123,6 +149,10 @@ pub(crate) struct MysqlSource {
     /// last phase's point (see source/snapshot.rs).
     snapshot_filter: Option<SnapshotState>,
     db_charsets: HashMap<String, String>,
+    /// The binlog series this server writes (`<server id or uuid> <log_bin name>`), and the
+    /// sequence epoch of this run (see [`coord`]).
+    series: String,
+    epoch: u32,
 }
 
 impl MysqlSource {
@@ -150,6 +180,23 @@ impl MysqlSource {
         let schemas =
             HistoryStore::open(&ctx.lake_path, &ctx.config.name).map_err(MyError::History)?;
         let name: Arc<str> = Arc::from(ctx.config.name.as_str());
+        let server_end = snapshot::master_status(&mut conn).await?;
+        let series = catalog::binlog_series(&mut conn, &server, &server_end.file).await?;
+        let epoch = match &ctx.committed {
+            Some(ResumePosition::Mysql(at)) => {
+                let epoch = decide_epoch(at, &series, &server_end);
+                if epoch != at.epoch {
+                    tracing::warn!(source = %name, from = ?at.series, to = %series, epoch, "the binlog series changed (a failover, RESET MASTER or another log_bin name): its changes get a new sequence epoch, so that they sort after everything before");
+                }
+                epoch
+            }
+            _ => 0,
+        };
+        if epoch > MAX_EPOCH {
+            return Err(MyError::Setup(format!(
+                "the binlog series changed more than {MAX_EPOCH} times under this lake: snapshot again into a new sink path"
+            )));
+        }
         tracing::info!(source = %name, server = %server.version, tables = tables.len(), "connected");
         Ok(MysqlSource {
             history: History::new(&name, server.flavor.connector(), Default::default()),
@@ -165,6 +212,8 @@ impl MysqlSource {
             snapshot_taken_at: None,
             snapshot_filter: None,
             db_charsets: HashMap::new(),
+            series,
+            epoch,
         })
     }
 
@@ -216,7 +265,9 @@ impl MysqlSource {
                     pos: at.pos,
                     gtid: at.gtid.clone(),
                 };
-                self.snapshot_filter = at.snapshot.filter(|f| f.filter_until() > from.coord());
+                self.snapshot_filter = at
+                    .snapshot
+                    .filter(|f| f.filter_until() > from.coord(self.epoch));
                 from
             }
         };
@@ -266,13 +317,15 @@ impl MysqlSource {
         let snapshot = self
             .snapshot_filter
             .clone()
-            .filter(|s| at.coord() < s.filter_until());
+            .filter(|s| at.coord(self.epoch) < s.filter_until());
         Ok(ResumePosition::Mysql(BinlogPosition {
             file: at.file.clone(),
             pos: at.pos,
             gtid: at.gtid.clone(),
             schemas: id,
             snapshot,
+            series: Some(self.series.clone()),
+            epoch: self.epoch,
         }))
     }
 
@@ -371,9 +424,59 @@ mod tests {
             pos: 4,
             gtid: None,
         };
-        assert!(a.coord() < b.coord());
+        assert!(a.coord(0) < b.coord(0));
+        assert!(
+            b.coord(0) < a.coord(1),
+            "a new epoch sorts after the old one"
+        );
+        // Epoch 0 is the layout before epochs: file index << 32 | offset.
+        assert_eq!(b.coord(0), (4 << 32) | 4);
         assert_eq!(file_index("mysql-bin.000042"), 42);
         assert_eq!(file_index("weird"), 0);
         assert_eq!(a.to_string(), "mysql-bin.000003:4000000");
+    }
+
+    #[test]
+    fn the_epoch_moves_when_the_binlog_series_changes_or_goes_back() {
+        let at = BinlogPosition {
+            file: "mysql-bin.000007".into(),
+            pos: 500,
+            gtid: None,
+            schemas: "h".into(),
+            snapshot: None,
+            series: Some("1 mysql-bin".into()),
+            epoch: 2,
+        };
+        let end = |file: &str, pos| BinlogPoint {
+            file: file.into(),
+            pos,
+            gtid: None,
+        };
+        assert_eq!(
+            decide_epoch(&at, "1 mysql-bin", &end("mysql-bin.000007", 900)),
+            2
+        );
+        assert_eq!(
+            decide_epoch(&at, "1 mysql-bin", &end("mysql-bin.000009", 4)),
+            2
+        );
+        // A failover to another server, or another binlog name.
+        assert_eq!(
+            decide_epoch(&at, "2 mysql-bin", &end("mysql-bin.000009", 4)),
+            3
+        );
+        assert_eq!(decide_epoch(&at, "1 binlog", &end("binlog.000009", 4)), 3);
+        // RESET MASTER: the same series, numbered from the start again.
+        assert_eq!(
+            decide_epoch(&at, "1 mysql-bin", &end("mysql-bin.000001", 4000)),
+            3
+        );
+        // A position from before epochs keeps epoch 0.
+        let old = BinlogPosition {
+            series: None,
+            epoch: 0,
+            ..at
+        };
+        assert_eq!(decide_epoch(&old, "2 x", &end("x.000001", 4)), 0);
     }
 }

@@ -138,7 +138,7 @@ impl MysqlSource {
         mut state: SnapshotState,
     ) -> Result<SnapshotState, MyError> {
         state.phases.push(Phase {
-            lsn: phase.coord(),
+            lsn: phase.coord(self.epoch),
             from: state.cursor.clone(),
         });
         let running =
