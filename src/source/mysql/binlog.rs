@@ -61,6 +61,9 @@ struct Cursor {
     unsent_since: Option<Instant>,
     /// The last position the lake committed (for the lag in bytes).
     committed: Option<(String, u64)>,
+    /// The binlog span of the compressed transaction being read (MySQL 8
+    /// `binlog_transaction_compression`), whose inner events carry no position of their own.
+    payload: Option<(u64, u64)>,
     /// Whether the server named the file it streams (its first ROTATE). Until then `file` is
     /// the committed one, which after a failover by GTID is another server's name.
     file_from_server: bool,
@@ -93,6 +96,7 @@ impl MysqlSource {
             table_maps: HashMap::new(),
             unsent_since: None,
             committed: None,
+            payload: None,
             file_from_server: false,
         };
         let name = self.name.clone();
@@ -212,8 +216,12 @@ impl MysqlSource {
 
     async fn on_event(&mut self, event: &Event, cur: &mut Cursor) -> Result<(), MyError> {
         let header = event.header();
-        let log_pos = header.log_pos() as u64;
-        let start_pos = log_pos.saturating_sub(header.event_size() as u64);
+        let (start_pos, log_pos) = event_span(
+            &mut cur.payload,
+            header.event_type_raw(),
+            header.log_pos() as u64,
+            header.event_size() as u64,
+        );
         let ts_us = header.timestamp() as i64 * 1_000_000;
         let read = events::read(event).map_err(|e| match e {
             rows::RowError::Unsupported(message) => MyError::Setup(message),
@@ -327,7 +335,7 @@ impl MysqlSource {
             }
         }
         if end_pos == 0 {
-            return; // an event inside a compressed MySQL transaction payload: no position
+            return; // no position (an artificial event): not a place to resume
         }
         cur.resume = BinlogPoint {
             file: cur.file.to_string(),
@@ -662,6 +670,35 @@ impl MysqlSource {
     }
 }
 
+/// MySQL 8's TRANSACTION_PAYLOAD_EVENT: a compressed transaction.
+const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
+
+/// An event's binlog span, `(start, end)`. A compressed transaction arrives as its payload event,
+/// which has a place in the binlog, then its decompressed inner events, which have none (end 0):
+/// they take the payload's span, so that the transaction's COMMIT/XID ends at the payload's end
+/// and the position and GTID set advance past it.
+fn event_span(
+    payload: &mut Option<(u64, u64)>,
+    event_type: u8,
+    log_pos: u64,
+    size: u64,
+) -> (u64, u64) {
+    let own = (log_pos.saturating_sub(size), log_pos);
+    if event_type == TRANSACTION_PAYLOAD_EVENT {
+        *payload = Some(own);
+        return own;
+    }
+    match *payload {
+        Some(span) if log_pos == 0 => span,
+        _ => {
+            if log_pos != 0 {
+                *payload = None;
+            }
+            own
+        }
+    }
+}
+
 /// Whether a 1236/4052 error says that another replica with the same id took the connection
 /// over (MySQL: "A slave with the same server_uuid/server_id as this slave has connected to the
 /// master"; MariaDB: "… is already connected"; "replica" in newer versions).
@@ -738,6 +775,38 @@ impl stream::LogStream for MyLog<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A compressed transaction as mysql_async hands it over: GTID, the payload (at 400..900 in
+    /// the file), then BEGIN, TABLE_MAP, WRITE_ROWS and XID decompressed from it with log_pos 0.
+    #[test]
+    fn a_compressed_transaction_ends_where_its_payload_ends() {
+        const GTID: u8 = 33;
+        const QUERY: u8 = 2;
+        const TABLE_MAP: u8 = 19;
+        const WRITE_ROWS: u8 = 30;
+        const XID: u8 = 16;
+        let mut payload = None;
+        assert_eq!(event_span(&mut payload, GTID, 400, 79), (321, 400));
+        assert_eq!(
+            event_span(&mut payload, TRANSACTION_PAYLOAD_EVENT, 900, 500),
+            (400, 900)
+        );
+        for inner in [QUERY, TABLE_MAP, WRITE_ROWS] {
+            assert_eq!(event_span(&mut payload, inner, 0, 60), (400, 900));
+        }
+        assert_eq!(
+            event_span(&mut payload, XID, 0, 31),
+            (400, 900),
+            "XID ends at 900"
+        );
+        // The next uncompressed event has a place of its own again.
+        assert_eq!(event_span(&mut payload, GTID, 979, 79), (900, 979));
+        assert_eq!(payload, None);
+        // An artificial event (log_pos 0) outside a payload keeps end 0: no resume point.
+        assert_eq!(event_span(&mut payload, 4, 0, 40), (0, 0));
+    }
+
     #[test]
     fn a_server_id_clash_is_told_apart_from_a_purged_binlog() {
         use super::is_server_id_clash;
