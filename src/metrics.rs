@@ -35,6 +35,7 @@ pub(crate) const SINK_COMMITS: &str = "sluice_sink_commits_total";
 pub(crate) const SINK_COMMIT_SECONDS: &str = "sluice_sink_commit_duration_seconds";
 pub(crate) const SINK_LAST_COMMIT_TIMESTAMP: &str = "sluice_sink_last_commit_timestamp_seconds";
 pub(crate) const SINK_SECONDS_SINCE_COMMIT: &str = "sluice_sink_seconds_since_last_commit";
+pub(crate) const LAKE_WRITABLE: &str = "sluice_lake_writable";
 pub(crate) const SINK_REPLAYED_SKIPPED: &str = "sluice_sink_replayed_events_skipped_total";
 pub(crate) const SINK_TYPE_MISMATCH: &str = "sluice_sink_type_mismatch_total";
 
@@ -188,6 +189,11 @@ pub(crate) const CATALOG: &[(&str, Kind, &str)] = &[
         "Bytes of Parquet committed to the lake.",
     ),
     (SINK_COMMITS, Kind::Counter, "Lake commits."),
+    (
+        LAKE_WRITABLE,
+        Kind::Gauge,
+        "0 while the lake refuses writes (full, read-only, no permission): the pipeline waits and retries, losing nothing; 1 after a commit.",
+    ),
     (
         SINK_COMMIT_SECONDS,
         Kind::Histogram,

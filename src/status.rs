@@ -10,7 +10,7 @@ use crate::contract::position::ResumePosition;
 
 /// The pipeline's state (`state` in `/status`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum PipelineState {
     /// The daemon is up; the pipeline has not started yet.
     #[default]
@@ -20,6 +20,8 @@ pub enum PipelineState {
     Running,
     /// A transient error: restarting from the last commit after a backoff.
     Restarting,
+    /// The lake refuses writes (full, read-only, no permission): retrying, losing nothing.
+    LakeNotWritable,
     /// A definite error stopped it (`last_error` says which).
     Failed,
     Stopped,
@@ -43,6 +45,7 @@ impl PipelineState {
             PipelineState::Waiting => "waiting",
             PipelineState::Running => "running",
             PipelineState::Restarting => "restarting",
+            PipelineState::LakeNotWritable => "lake_not_writable",
             PipelineState::Failed => "failed",
             PipelineState::Stopped => "stopped",
         }

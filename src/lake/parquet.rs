@@ -47,6 +47,10 @@ pub enum WriteError {
         #[source]
         source: std::io::Error,
     },
+    /// The disk refused a write (full, read-only): the error the file itself returned, which
+    /// Parquet's own error would only carry as text.
+    #[error("the disk refused the write: {0}")]
+    Disk(#[source] std::io::Error),
     #[error("parquet: {0}")]
     Parquet(#[from] ParquetError),
     #[error("arrow: {0}")]
@@ -161,31 +165,80 @@ fn mostly_distinct(column: &ArrayRef) -> bool {
 /// follow it (see [`writer_properties`]): it holds small first batches back until they add up to
 /// the sample's rows, or the file is finished.
 pub(crate) struct LakeWriter {
-    file: Option<File>,
+    file: Option<DiskFile>,
     schema: SchemaRef,
     held: Vec<RecordBatch>,
     held_rows: usize,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<ArrowWriter<DiskFile>>,
+    /// The first error the file returned, shared with it.
+    refused: Refused,
+}
+
+/// The first I/O error a [`DiskFile`] returned: (kind, message).
+type Refused = Arc<std::sync::Mutex<Option<(std::io::ErrorKind, String)>>>;
+
+/// A file that remembers the first error the disk returned, so that a full disk is reported as
+/// one (and retried) rather than as the text inside a Parquet error.
+struct DiskFile {
+    file: File,
+    refused: Refused,
+}
+
+impl DiskFile {
+    fn seen<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &result {
+            let mut first = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert((e.kind(), e.to_string()));
+        }
+        result
+    }
+}
+
+impl std::io::Write for DiskFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.file.write(buf);
+        self.seen(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.file.flush();
+        self.seen(result)
+    }
+}
+
+/// A Parquet error, or the disk's own error behind it.
+fn disk_or_parquet(refused: &Refused, e: ParquetError) -> WriteError {
+    match &*refused.lock().unwrap_or_else(|p| p.into_inner()) {
+        Some((kind, message)) => WriteError::Disk(std::io::Error::new(*kind, message.clone())),
+        None => WriteError::Parquet(e),
+    }
 }
 
 impl LakeWriter {
     pub(crate) fn new(file: File, schema: SchemaRef) -> LakeWriter {
+        let refused = Refused::default();
         LakeWriter {
-            file: Some(file),
+            file: Some(DiskFile {
+                file,
+                refused: refused.clone(),
+            }),
             schema,
             held: Vec::new(),
             held_rows: 0,
             writer: None,
+            refused,
         }
     }
 
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        let refused = self.refused.clone();
+        let disk = |e| disk_or_parquet(&refused, e);
         if let Some(writer) = &mut self.writer {
-            writer.write(batch)?;
+            writer.write(batch).map_err(disk)?;
             return Ok(());
         }
         if self.held.is_empty() && batch.num_rows() >= DICTIONARY_SAMPLE_ROWS {
-            self.open(Some(batch))?.write(batch)?;
+            self.open(Some(batch))?.write(batch).map_err(disk)?;
             return Ok(());
         }
         self.held.push(batch.clone());
@@ -211,7 +264,10 @@ impl LakeWriter {
         self.write_held()?;
         self.open(None)?;
         let writer = self.writer.take().ok_or_else(never_opened)?;
-        Ok(writer.into_inner()?)
+        let disk = writer
+            .into_inner()
+            .map_err(|e| disk_or_parquet(&self.refused, e))?;
+        Ok(disk.file)
     }
 
     /// Open the writer on the held batches (sampled as one) and write them.
@@ -232,17 +288,24 @@ impl LakeWriter {
             }
         }
         let sample = arrow::compute::concat_batches(&self.schema, &sample_parts)?;
+        let refused = self.refused.clone();
         let writer = self.open(Some(&sample))?;
         for batch in &held {
-            writer.write(batch)?;
+            writer
+                .write(batch)
+                .map_err(|e| disk_or_parquet(&refused, e))?;
         }
         Ok(())
     }
 
-    fn open(&mut self, first: Option<&RecordBatch>) -> Result<&mut ArrowWriter<File>, WriteError> {
+    fn open(
+        &mut self,
+        first: Option<&RecordBatch>,
+    ) -> Result<&mut ArrowWriter<DiskFile>, WriteError> {
         if let Some(file) = self.file.take() {
             let properties = writer_properties(first)?;
-            let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(properties))?;
+            let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(properties))
+                .map_err(|e| disk_or_parquet(&self.refused, e))?;
             self.writer = Some(writer);
         }
         // Neither a file nor a writer: opening failed before (its error was returned then).

@@ -61,7 +61,10 @@ impl crate::error::Classify for SinkError {
         match self {
             SinkError::Io { .. } => true,
             SinkError::Lake { source, .. } => source.is_transient(),
-            SinkError::Write(_) => false,
+            // A file that could not be written (a full disk): retry. Arrow refusing the rows
+            // is a bug, not the disk.
+            SinkError::Write(WriteError::Io { .. }) => true,
+            SinkError::Write(e) => crate::error::io_error_in(e).is_some(),
         }
     }
 }
@@ -425,6 +428,7 @@ impl ParquetSink {
             }
         });
         metrics::counter!(m::SINK_COMMITS).increment(1);
+        metrics::gauge!(m::LAKE_WRITABLE).set(1.0);
         metrics::histogram!(m::SINK_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::gauge!(m::SINK_LAST_COMMIT_TIMESTAMP).set(commit.committed_at_ms as f64 / 1000.0);
         tracing::debug!(commit = commit.id, files = commit.files.len(), "committed");

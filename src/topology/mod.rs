@@ -67,6 +67,15 @@ impl Classify for PipelineError {
     }
 }
 
+impl PipelineError {
+    /// Whether the lake refuses writes (full, read-only, no permission): the pipeline waits in
+    /// the "lake not writable" state and retries, instead of stopping.
+    fn lake_not_writable(&self) -> bool {
+        matches!(self, PipelineError::Sink(_))
+            && crate::error::io_error_in(self).is_some_and(crate::error::is_unwritable)
+    }
+}
+
 /// A stage of Kafka mode, run alone with `sluice run --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -201,10 +210,17 @@ async fn run_holding(
             }
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
                 let chain = error_chain(&e);
-                tracing::warn!(error = %chain, retry_in = ?delay, "transient error: restarting the pipeline from the last commit");
+                let state = if e.lake_not_writable() {
+                    metrics::gauge!(m::LAKE_WRITABLE).set(0.0);
+                    tracing::error!(error = %chain, retry_in = ?delay, "the lake refuses writes (full, read-only or no permission): nothing is lost, the pipeline retries from the last commit until it can write");
+                    crate::status::PipelineState::LakeNotWritable
+                } else {
+                    tracing::warn!(error = %chain, retry_in = ?delay, "transient error: restarting the pipeline from the last commit");
+                    crate::status::PipelineState::Restarting
+                };
                 metrics::counter!(m::PIPELINE_RESTARTS).increment(1);
                 status.update(|s| {
-                    s.state = crate::status::PipelineState::Restarting;
+                    s.state = state;
                     s.restarts += 1;
                     s.last_error = Some(chain);
                 });
@@ -471,6 +487,17 @@ mod tests {
         for (what, error, retries) in cases {
             assert_eq!(error.is_transient(), retries, "{what}: {error}");
         }
+        // A full or read-only lake is told apart, for its state and alert.
+        let full = PipelineError::Sink(SinkError::Io {
+            path: "l".into(),
+            source: io(std::io::ErrorKind::StorageFull),
+        });
+        assert!(full.lake_not_writable());
+        let unreachable = PipelineError::Sink(SinkError::Io {
+            path: "l".into(),
+            source: io(std::io::ErrorKind::ConnectionRefused),
+        });
+        assert!(!unreachable.lake_not_writable());
         // Postgres's own answers: a wrong password (28P01) or database (3D000) stops.
         use crate::source::postgres::sqlstate_is_transient;
         for (code, retries) in [

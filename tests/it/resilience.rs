@@ -180,3 +180,111 @@ async fn json_logs_carry_no_row_values_and_no_password() {
         );
     }
 }
+
+/// A small tmpfs on a fresh folder, unmounted when dropped (the tests run as root, as CI does).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs (needs root)");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fill what is free with a ballast file.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut ballast = std::fs::File::create(self.path().join("ballast")).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while ballast.write_all(&chunk).is_ok() {}
+        let _ = ballast.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lake_that_fills_up_waits_and_loses_nothing_when_space_returns() {
+    let db = TestDb::create("sluice_it_full_lake").await;
+    let client = db.client().await;
+    create_accounts(&client, 200).await;
+    let disk = SmallDisk::mount(48);
+    let lake = disk.path().join("lake");
+    let mut d = Daemon::configure_with_sink(
+        "full",
+        &db.url,
+        &["public.accounts"],
+        "{ rows: 100, interval: 200ms }",
+        Some(&format!("file://{}", lake.display())),
+    );
+    d.lake = lake.clone();
+    let (seed, _) = seeded_rng("full lake");
+    let load = Workload::start(&db.url, seed, 200);
+    d.start();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            latest_commit(&lake).is_some()
+        })
+        .await,
+        "never committed"
+    );
+
+    disk.fill();
+    let waiting = wait_until(Duration::from_secs(60), || async {
+        d.status()
+            .is_some_and(|s| s["state"] == "lake_not_writable")
+            && d.metric("sluice_lake_writable") == 0.0
+    })
+    .await;
+    assert!(waiting, "no `lake not writable` state:\n{}", d.log());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(d.is_running(), "sluice stopped on a full lake");
+    // Retried with a backoff, not in a storm.
+    let restarts = d.metric("sluice_pipeline_restarts_total");
+    assert!(restarts <= 8.0, "{restarts} restarts in a few seconds");
+
+    disk.free();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.stop().await;
+    let want = table_state(&client, "accounts", &["id", "version"]).await;
+    let got = || {
+        state_from_log(
+            &lake_rows(&lake, "full.public.accounts"),
+            "id",
+            &["id", "version"],
+        )
+    };
+    if let Err(diff) = wait_for_state(Duration::from_secs(120), &want, got).await {
+        panic!("the lake did not catch up once space returned: {diff}");
+    }
+    assert_version_chains(
+        &lake_rows(&lake, "full.public.accounts"),
+        &want,
+        "id",
+        "version",
+    );
+    assert_eq!(d.metric("sluice_lake_writable"), 1.0);
+    assert!(d.terminate().success());
+}
