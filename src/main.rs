@@ -390,6 +390,9 @@ fn print_status(board: &StatusBoard) {
         board.state.as_str(),
         board.restarts
     );
+    if let Some(holder) = &board.lake_holder {
+        println!("waiting for the lake, held by: {holder}");
+    }
     if let Some(err) = &board.last_error {
         println!("last error: {err}");
     }

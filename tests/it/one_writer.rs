@@ -82,6 +82,15 @@ async fn a_second_daemon_waits_for_the_first_and_takes_over_when_it_is_killed() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(first.is_running() && twin.is_running());
     assert_eq!(twin.status().unwrap()["state"], "waiting");
+    let shown = twin
+        .command(&["status", "--addr", &twin.metrics_addr])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("pipeline: waiting") && shown.contains("waiting for the lake, held by: "),
+        "`sluice status` does not name the holder:\n{shown}"
+    );
     let epoch_before = latest_commit(&first.lake).unwrap()["epoch"].as_u64();
     assert_eq!(epoch_before, Some(1), "the first daemon holds epoch 1");
 
