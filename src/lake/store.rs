@@ -49,12 +49,17 @@ fn s3_err(e: object_store::Error) -> io::Error {
 }
 
 fn hdfs_err(e: hdfs_native::HdfsError) -> io::Error {
-    match e {
-        hdfs_native::HdfsError::AlreadyExists(_) => {
-            io::Error::new(io::ErrorKind::AlreadyExists, format!("HDFS: {e}"))
+    use hdfs_native::HdfsError as H;
+    let kind = match &e {
+        H::AlreadyExists(_) => io::ErrorKind::AlreadyExists,
+        // The NameNode's own answer (a rename of a missing file) comes as its Java exception.
+        H::FileNotFound(_) => io::ErrorKind::NotFound,
+        H::RPCError(class, _) if class.ends_with("FileNotFoundException") => {
+            io::ErrorKind::NotFound
         }
-        e => io::Error::other(format!("HDFS: {e}")),
-    }
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("HDFS: {e}"))
 }
 
 /// Run an HDFS call from synchronous lake code, which always runs on the runtime's threads.
