@@ -217,7 +217,7 @@ impl Lease {
         let path = lease_path(&self.dir, self.claim.epoch);
         let released = serde_json::to_vec_pretty(&record)
             .map_err(io::Error::other)
-            .and_then(|bytes| tokio::task::block_in_place(|| self.store.put(&path, &bytes)));
+            .and_then(|bytes| tokio::task::block_in_place(|| self.store.put_atomic(&path, &bytes)));
         match released {
             Ok(()) => tracing::info!(epoch = self.claim.epoch, "released the lake"),
             Err(e) => {
@@ -264,7 +264,7 @@ fn renew_until_stopped(
                 record.beat += 1;
                 record.renewed_at_ms = chrono::Utc::now().timestamp_millis();
                 let bytes = serde_json::to_vec_pretty(&record).map_err(io::Error::other)?;
-                store.put(&lease_path(dir, record.epoch), &bytes)?;
+                store.put_atomic(&lease_path(dir, record.epoch), &bytes)?;
                 Ok(None)
             }
         });

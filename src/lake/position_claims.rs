@@ -41,10 +41,7 @@ impl PositionClaims {
     pub(crate) fn record(&self, source: &str, claim: &PositionClaim) -> io::Result<()> {
         self.store.mkdirs("_sluice/claims")?;
         let bytes = serde_json::to_vec_pretty(claim).map_err(io::Error::other)?;
-        let path = Self::path(source);
-        let tmp = format!("{path}.tmp-{:016x}", rand::random::<u64>());
-        self.store.put(&tmp, &bytes)?;
-        self.store.rename(&tmp, &path)
+        self.store.put_atomic(&Self::path(source), &bytes)
     }
 
     /// Whether this lake made the position `kind`/`name` for `source`.

@@ -43,10 +43,7 @@ impl HistoryStore {
         }
         let path = format!("{}/{id}.json", self.dir);
         if !self.store.exists(&path)? {
-            let tmp = format!("{}/{id}.json.tmp-{}", self.dir, std::process::id());
-            self.store.put(&tmp, &bytes)?;
-            self.store.rename(&tmp, &path)?;
-            self.store.sync_dir(&self.dir)?;
+            self.store.put_atomic(&path, &bytes)?;
         }
         self.saved.insert(id.clone());
         Ok(id)

@@ -193,6 +193,18 @@ impl Store {
         }
     }
 
+    /// Write `bytes` durably at `rel`, replacing it so that a reader sees the old content or the
+    /// new, never a part (a file rewritten while others read it: a lease, a claim). An S3 put
+    /// is that already; locally and on HDFS the bytes go to a scratch name renamed over `rel`.
+    pub(crate) fn put_atomic(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        if let Store::S3 { .. } = self {
+            return self.put(rel, bytes);
+        }
+        let scratch = format!("{rel}.tmp-{:016x}", rand::random::<u64>());
+        self.put(&scratch, bytes)?;
+        self.rename(&scratch, rel)
+    }
+
     /// Write `bytes` durably at `rel` only if nothing is there: the lake's exclusive step (commit
     /// records, lease epochs). An error of kind `AlreadyExists` says another writer was first.
     /// Locally and on HDFS the bytes go to `scratch` first, then are linked (no overwrite) into

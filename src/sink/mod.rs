@@ -61,9 +61,8 @@ impl crate::error::Classify for SinkError {
         match self {
             SinkError::Io { .. } => true,
             SinkError::Lake { source, .. } => source.is_transient(),
-            // A file that could not be written (a full disk): retry. Arrow refusing the rows
-            // is a bug, not the disk.
-            SinkError::Write(WriteError::Io { .. }) => true,
+            // A file that could not be written (a full disk): retry. Arrow or Parquet refusing
+            // the rows is a bug, not the disk.
             SinkError::Write(e) => crate::error::io_error_in(e).is_some(),
         }
     }
