@@ -105,7 +105,7 @@ pub async fn run(
     status: SharedStatus,
 ) -> Result<(), PipelineError> {
     let lease = match lake_writer(config, options) {
-        Some(writer) => match take_the_lake(config, writer.as_deref(), &shutdown, &status).await? {
+        Some(writer) => match take_the_lake(config, writer.as_deref(), &shutdown, &status).await {
             Acquired::Held(lease) => Some(lease),
             Acquired::ShutDown => return Ok(()),
         },
@@ -134,27 +134,44 @@ fn lake_writer(config: &Config, options: &RunOptions) -> Option<Option<String>> 
     }
 }
 
-/// Wait for the lake's lease, showing the holder in `/status` meanwhile.
+/// Wait for the lake's lease, showing the holder in `/status` meanwhile. A lake that cannot be
+/// read yet (unreachable, not writable) is retried with a backoff, as the restart loop would.
 async fn take_the_lake(
     config: &Config,
     writer: Option<&str>,
     shutdown: &watch::Receiver<bool>,
     status: &SharedStatus,
-) -> Result<Acquired, PipelineError> {
+) -> Acquired {
     let path = &config.daemon.sink.path;
-    LakeRoot::acquire(path, writer, shutdown.clone(), |holder| {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let acquired = LakeRoot::acquire(path, writer, shutdown.clone(), |holder| {
+            status.update(|s| {
+                s.state = crate::status::PipelineState::Waiting;
+                s.lake_holder = Some(holder.to_string());
+            })
+        })
+        .await;
+        let error = match acquired {
+            Ok(acquired) => return acquired,
+            Err(source) => PipelineError::Sink(SinkError::Io {
+                path: path.clone(),
+                source,
+            }),
+        };
+        let chain = error_chain(&error);
+        tracing::warn!(error = %chain, retry_in = ?delay, "cannot read the lake's lease: trying again");
         status.update(|s| {
-            s.state = crate::status::PipelineState::Waiting;
-            s.lake_holder = Some(holder.to_string());
-        })
-    })
-    .await
-    .map_err(|source| {
-        PipelineError::Sink(SinkError::Io {
-            path: path.clone(),
-            source,
-        })
-    })
+            s.state = crate::status::PipelineState::Restarting;
+            s.last_error = Some(chain);
+        });
+        let mut sd = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = sd.wait_for(|stop| *stop) => return Acquired::ShutDown,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// The restart loop, under the lake's lease.
