@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
             let sealed = file.seal()?;
             bytes += sealed.bytes;
             let tmp = lake.publish(&sealed.tmp_path)?;
-            let commit = Commit {
+            let mut commit = Commit {
                 id: last.id + 1,
                 files: vec![CommittedFile {
                     tmp,
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 }],
                 ..last.clone()
             };
-            lake.commit(&commit)?;
+            lake.commit(&mut commit)?;
             last = commit;
             written += n;
         }

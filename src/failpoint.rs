@@ -14,6 +14,14 @@
 //! | `sink.before_ack` | the commit done, its positions not yet handed to the sources |
 //! | `kafka.inside_transaction` | a raw-topic transaction's records and offsets sent, not committed |
 //! | `ods.before_state` | a new ODS version renamed into place, its merge state not yet written |
+//!
+//! A *stall point* instead pauses the thread that passes it, as a long garbage collection, a slow
+//! disk or a long merge would, while the process's other threads (heartbeats) go on. A test arms
+//! it with `FAILPOINTS=<name>=sleep(<ms>)`, or `3*off->1*sleep(<ms>)` for the fourth pass.
+//!
+//! | name | where |
+//! |---|---|
+//! | `sinks.before_commit` | a Kafka sink worker about to commit what it took from its partitions |
 
 /// Kill the process here when the failpoint `$name` is armed.
 #[cfg(feature = "failpoints")]
@@ -29,6 +37,21 @@ macro_rules! crash_point {
     ($name:literal) => {};
 }
 pub(crate) use crash_point;
+
+/// Pause here when the failpoint `$name` is armed with `sleep(<ms>)`.
+#[cfg(feature = "failpoints")]
+macro_rules! stall_point {
+    ($name:literal) => {
+        fail::fail_point!($name)
+    };
+}
+
+/// Nothing, in a build without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+macro_rules! stall_point {
+    ($name:literal) => {};
+}
+pub(crate) use stall_point;
 
 /// SIGKILL to this process: the closest a test can get to pulling the plug.
 #[cfg(feature = "failpoints")]

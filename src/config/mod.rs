@@ -560,6 +560,15 @@ fn validate_daemon(path: &Path, d: &DaemonConfig, problems: &mut Vec<ConfigProbl
     if d.sink.rotate.rows == 0 {
         problems.push(problem(path, "sink.rotate.rows must be at least 1".into()));
     }
+    // A commit moves files on S3 with a server-side copy, which S3 refuses above 5 GiB; a file
+    // can pass its rotation size by a row group.
+    const S3_ROTATE_LIMIT: u64 = 4 << 30;
+    if d.sink.path.starts_with("s3://") && d.sink.rotate.bytes.0 > S3_ROTATE_LIMIT {
+        problems.push(problem(
+            path,
+            "sink.rotate.bytes must be at most 4GiB on S3 (S3 copies at most 5 GiB in one request, and a commit moves each file by a copy); 128MiB to 1GiB suits most readers".into(),
+        ));
+    }
     if d.channel_batches == 0 {
         problems.push(problem(path, "channel_batches must be at least 1".into()));
     }

@@ -35,6 +35,9 @@ pub enum KafkaError {
     },
     #[error("kafka: {0}")]
     Setup(String),
+    /// The consumer must leave and join its group again (transient).
+    #[error("kafka: {0}")]
+    Rejoin(String),
     #[error(
         "kafka: a topic no longer holds the records after the lake's position ({detail}): they \
          expired under the topic's retention, or were deleted, while the sinks were stopped, and \
@@ -61,6 +64,7 @@ impl Classify for KafkaError {
     fn is_transient(&self) -> bool {
         match self {
             KafkaError::Client { source, .. } => !definite(source),
+            KafkaError::Rejoin(_) => true,
             KafkaError::Setup(_) | KafkaError::OffsetsLost { .. } => false,
             KafkaError::Registry(e) => e.is_transient(),
             KafkaError::Encode(_) => false,
@@ -97,6 +101,24 @@ fn definite(e: &RdError) -> bool {
 /// librdkafka's client is in a fatal state. Any other consumer error is retried by polling on.
 pub(crate) fn consumer_cannot_go_on(e: &RdError) -> bool {
     definite(e) || matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal))
+}
+
+/// The consumer group generation `consumer` is a member of now (-1: none, between a rebalance
+/// and the next assignment). rust-rdkafka keeps the group metadata's fields to itself, so this
+/// asks librdkafka, as its own transactional producers do.
+pub(crate) fn group_generation<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> i32 {
+    use rdkafka::bindings as rd;
+    // SAFETY: the client pointer is valid while `consumer` lives. The metadata librdkafka
+    // returns is a copy owned by the caller: it is read once, then destroyed exactly once.
+    unsafe {
+        let metadata = rd::rd_kafka_consumer_group_metadata(consumer.client().native_ptr());
+        if metadata.is_null() {
+            return -1;
+        }
+        let generation = rd::rd_kafka_consumer_group_metadata_generation_id(metadata);
+        rd::rd_kafka_consumer_group_metadata_destroy(metadata);
+        generation
+    }
 }
 
 /// The replication factor of the topics sluice creates when none is configured: three copies,
@@ -470,6 +492,11 @@ impl KafkaSettings {
             .set("topic.metadata.refresh.interval.ms", "5000");
         for (k, v) in &self.config.consumer {
             c.set(k, v);
+        }
+        // `group.instance.id: ""` asks for dynamic membership: a worker that leaves (stops, or
+        // stalls past max.poll.interval.ms) is replaced at once instead of after its session.
+        if c.get("group.instance.id") == Some("") {
+            c.remove("group.instance.id");
         }
         c
     }

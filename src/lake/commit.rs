@@ -17,16 +17,26 @@
 //! partitions it owns. A partition's committed offset is the highest any writer recorded
 //! ([`LakeRoot::latest_commits_of_all_writers`]), because offsets only grow.
 //!
+//! A rebalance can leave a worker holding records of partitions that the group has given to
+//! another (it stalled past `max.poll.interval.ms`, or its session expired). So the worker that
+//! is assigned partitions first puts a *revocation* into every other writer's log (a record of
+//! the next id, created only if absent, naming the partitions and the group generation), and
+//! only then reads the lake's offsets. A writer whose next commit meets a revocation of a newer
+//! generation for partitions it believes it owns is [`CommitError::PartitionsRevoked`]: what it
+//! held is discarded and it rejoins. Either its commit came first (and the new owner's offsets
+//! include it) or the revocation did (and the commit never happens): never both.
+//!
 //! One process at a time writes a commit log (see `lease.rs`). Commit records are created only if
 //! absent, so of two processes that both think they are at commit `n`, one fails ("fenced") before
 //! it moves a file. A new holder's recovery first creates a commit record of its own epoch (the
 //! *fence*), and only then deletes leftovers in `tmp/`: nothing the old holder staged can be
 //! committed after that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,11 +74,24 @@ pub enum CommitError {
         file: String,
         tmp: String,
     },
+    #[error(
+        "a consumer-group rebalance (generation {generation}) gave partitions this sink worker \
+         held to {by} ({partitions}); what it held is discarded and it rejoins the group"
+    )]
+    PartitionsRevoked {
+        by: String,
+        generation: i32,
+        partitions: String,
+    },
 }
 
 impl Classify for CommitError {
     fn is_transient(&self) -> bool {
-        matches!(self, CommitError::Io(_))
+        // A revoked worker restarts from the lake: its partitions' new owner has the records.
+        matches!(
+            self,
+            CommitError::Io(_) | CommitError::PartitionsRevoked { .. }
+        )
     }
 }
 
@@ -90,6 +113,37 @@ pub struct Commit {
     /// are in `files` now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// Set on a record that another writer put into this log: partitions this writer may no
+    /// longer commit (see the module's notes). Its other fields repeat the previous record's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revokes: Option<Revocation>,
+}
+
+/// Partitions a consumer-group rebalance assigned to another writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The writer they were assigned to.
+    pub by: String,
+    /// The consumer group's generation of that assignment.
+    pub generation: i32,
+    /// Their position keys (`kafka:<topic>:<partition>`).
+    pub partitions: BTreeSet<String>,
+}
+
+/// The partitions a Kafka sink worker was assigned, and in which group generation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    /// -1: unknown (the consumer is not a member of the group).
+    pub generation: i32,
+    pub partitions: BTreeSet<String>,
+}
+
+impl Ownership {
+    /// Whether `revocation` takes partitions of ours that a newer assignment gave to another.
+    fn revoked_by(&self, revocation: &Revocation) -> bool {
+        (revocation.generation > self.generation || self.generation < 0)
+            && !self.partitions.is_disjoint(&revocation.partitions)
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -118,6 +172,13 @@ pub struct LakeRoot {
     commits: String,
     /// The lease this process holds on the commit log (None: reading, or a test).
     claim: Option<Claim>,
+    /// The writer's name in a lake of several (Kafka mode), which revocations carry.
+    writer: Option<String>,
+    /// Kafka mode: the partitions this writer owns; revocations of others are checked against it.
+    ownership: Option<Ownership>,
+    /// The newest record of this writer's log that it wrote or examined: revocations are looked
+    /// for above it.
+    seen: AtomicU64,
 }
 
 /// The local folder where data files are written before they are published.
@@ -183,6 +244,9 @@ impl LakeRoot {
             tmp,
             commits,
             claim,
+            writer: writer.map(String::from),
+            ownership: None,
+            seen: AtomicU64::new(0),
         })
     }
 
@@ -193,19 +257,8 @@ impl LakeRoot {
 
     /// The newest commit of every writer of the lake (the embedded log's included).
     pub(crate) fn latest_commits_of_all_writers(&self) -> io::Result<Vec<Commit>> {
-        let mut logs = vec![COMMITS.to_string()];
-        for f in self.store.list_files(WRITERS).unwrap_or_default() {
-            // `_sluice/writers/<w>/commits/<id>.json`
-            if let Some(rest) = f.strip_prefix(&format!("{WRITERS}/"))
-                && let Some((w, tail)) = rest.split_once('/')
-                && tail.starts_with("commits/")
-            {
-                let log = format!("{WRITERS}/{w}/commits");
-                if !logs.contains(&log) {
-                    logs.push(log);
-                }
-            }
-        }
+        let logs = std::iter::once(COMMITS.to_string())
+            .chain(self.writers()?.into_iter().map(|w| writer_log(&w)));
         let mut commits = Vec::new();
         for log in logs {
             if let Some(c) = latest_commit_in(&self.store, &log)? {
@@ -213,6 +266,64 @@ impl LakeRoot {
             }
         }
         Ok(commits)
+    }
+
+    /// The names of the lake's writers (Kafka mode): every folder under `_sluice/writers/` with a
+    /// commit log or a lease, so a writer that has not committed yet is among them.
+    fn writers(&self) -> io::Result<BTreeSet<String>> {
+        let files = match self.store.list_files(WRITERS) {
+            Ok(files) => files,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(files
+            .iter()
+            .filter_map(|f| f.strip_prefix(&format!("{WRITERS}/"))?.split_once('/'))
+            .filter(|(_, tail)| tail.starts_with("commits/") || tail.starts_with("leases/"))
+            .map(|(w, _)| w.to_string())
+            .collect())
+    }
+
+    /// Kafka mode: the partitions this writer was assigned (see the module's notes).
+    pub(crate) fn set_ownership(&mut self, ownership: Ownership) {
+        self.ownership = Some(ownership);
+    }
+
+    /// Put `revocation` (partitions just assigned to this writer) into every other writer's log,
+    /// so that none of them commits those partitions from an older assignment after this
+    /// returns. Call it before reading the partitions' offsets from the lake.
+    pub(crate) fn revoke_from_other_writers(
+        &self,
+        revocation: &Revocation,
+    ) -> Result<(), CommitError> {
+        for writer in self.writers()? {
+            if Some(&writer) == self.writer.as_ref() {
+                continue;
+            }
+            let log = writer_log(&writer);
+            self.store.mkdirs(&log)?;
+            loop {
+                let last = latest_commit_in(&self.store, &log)?.unwrap_or_default();
+                let record = Commit {
+                    id: last.id + 1,
+                    committed_at_ms: chrono::Utc::now().timestamp_millis(),
+                    files: Vec::new(),
+                    removed: Vec::new(),
+                    revokes: Some(revocation.clone()),
+                    ..last
+                };
+                match self.create_record_in(&log, &record) {
+                    Ok(()) => {
+                        prune_old_revocation(&self.store, &log, record.id);
+                        break;
+                    }
+                    // The writer committed meanwhile: revoke after that commit.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -251,8 +362,14 @@ impl LakeRoot {
         Ok(name)
     }
 
-    /// Publish a staged file straight to `path` (relative to the root), replacing what is there.
+    /// Publish a staged file straight to `path` (relative to the root), replacing what is there
+    /// atomically: readers see the old version or the new one.
     pub(crate) fn replace(&self, staged: &Path, path: &str) -> io::Result<()> {
+        if self.store.uploads_replace_atomically() {
+            // S3: upload in place; a copy from tmp/ could not move an ODS over 5 GiB.
+            self.store.put_file(path, staged)?;
+            return fs::remove_file(staged);
+        }
         let name = self.publish(staged)?;
         self.store.rename(&format!("{}/{name}", self.tmp), path)
     }
@@ -296,6 +413,7 @@ impl LakeRoot {
         if self.store.local_root().is_none() {
             let _ = fs::remove_dir_all(&self.staging);
         }
+        self.seen.store(last.id, Ordering::Relaxed);
         Ok(last)
     }
 
@@ -317,6 +435,7 @@ impl LakeRoot {
                 committed_at_ms: chrono::Utc::now().timestamp_millis(),
                 files: Vec::new(),
                 removed: Vec::new(),
+                revokes: None,
                 ..last
             };
             match self.create_record(&fence) {
@@ -341,12 +460,48 @@ impl LakeRoot {
         )
     }
 
-    /// Fail if another process took the lake over (as the lease's heartbeat last saw it).
+    /// Fail if another process took the lake over (as the lease's heartbeat last saw it), or, in
+    /// Kafka mode, if another writer was assigned partitions this one owns (a revocation in its
+    /// log since it last looked).
     pub(crate) fn check_claim(&self) -> Result<(), CommitError> {
-        match self.claim.as_ref().and_then(Claim::fenced_by) {
-            Some(holder) => Err(CommitError::Fenced { holder }),
-            None => Ok(()),
+        if let Some(holder) = self.claim.as_ref().and_then(Claim::fenced_by) {
+            return Err(CommitError::Fenced { holder });
         }
+        if self.ownership.is_none() {
+            return Ok(());
+        }
+        let seen = self.seen.load(Ordering::Relaxed);
+        for id in commit_ids_in(&self.store, &self.commits)? {
+            if id > seen {
+                self.check_foreign_record(&read_commit(&self.store, &self.commits, id)?)?;
+                self.seen.store(id, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// A record another process put into this writer's log: a revocation that leaves this
+    /// writer's partitions alone is passed over; anything else stops it.
+    fn check_foreign_record(&self, record: &Commit) -> Result<(), CommitError> {
+        let Some(revocation) = &record.revokes else {
+            return Err(self.fenced()); // a new holder's fence
+        };
+        let owned = self.ownership.as_ref();
+        if owned.is_some_and(|o| o.revoked_by(revocation)) {
+            let owned = owned.map(|o| &o.partitions);
+            return Err(CommitError::PartitionsRevoked {
+                by: revocation.by.clone(),
+                generation: revocation.generation,
+                partitions: revocation
+                    .partitions
+                    .iter()
+                    .filter(|p| owned.is_some_and(|o| o.contains(*p)))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(())
     }
 
     fn fenced(&self) -> CommitError {
@@ -361,8 +516,9 @@ impl LakeRoot {
         self.claim.as_ref().map_or(0, |c| c.epoch)
     }
 
-    /// Make `commit` durable (the commit point), then move its files into place.
-    pub fn commit(&self, commit: &Commit) -> Result<(), CommitError> {
+    /// Make `commit` durable (the commit point), then move its files into place. Its id moves
+    /// past revocations that leave this writer's partitions alone.
+    pub fn commit(&self, commit: &mut Commit) -> Result<(), CommitError> {
         crash_point!("lake.before_commit_record");
         self.check_claim()?;
         debug_assert_eq!(
@@ -370,10 +526,18 @@ impl LakeRoot {
             self.epoch(),
             "a commit carries its writer's epoch"
         );
-        match self.create_record(commit) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(self.fenced()),
-            other => other?,
+        loop {
+            match self.create_record_in(&self.commits, commit) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let there = read_commit(&self.store, &self.commits, commit.id)?;
+                    self.check_foreign_record(&there)?;
+                    commit.id += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        self.seen.store(commit.id, Ordering::Relaxed);
         crash_point!("lake.after_commit_record");
         self.move_into_place(commit)?;
         if commit.id > KEEP_COMMITS {
@@ -386,6 +550,12 @@ impl LakeRoot {
 
     /// Create the commit record, only if no record of that id exists.
     fn create_record(&self, commit: &Commit) -> io::Result<()> {
+        self.create_record_in(&self.commits, commit)
+    }
+
+    /// Create a record in the commit log `log` (this writer's or another's), only if no record of
+    /// that id exists.
+    fn create_record_in(&self, log: &str, commit: &Commit) -> io::Result<()> {
         let scratch = format!(
             "{}/commit-{}-{:016x}.json",
             self.tmp,
@@ -394,7 +564,7 @@ impl LakeRoot {
         );
         let bytes = serde_json::to_vec_pretty(commit).map_err(io::Error::other)?;
         self.store
-            .create_new(&self.commit_path(commit.id), &scratch, &bytes)
+            .create_new(&record_path(log, commit.id), &scratch, &bytes)
     }
 
     /// Move a commit's files from `tmp/` into place. Each must be in one of the two: a file in
@@ -446,7 +616,28 @@ impl LakeRoot {
     }
 
     fn commit_path(&self, id: u64) -> String {
-        format!("{}/{id:020}.json", self.commits)
+        record_path(&self.commits, id)
+    }
+}
+
+fn record_path(log: &str, id: u64) -> String {
+    format!("{log}/{id:020}.json")
+}
+
+/// The commit log of a writer of a lake of several.
+fn writer_log(writer: &str) -> String {
+    format!("{}/commits", writer_base(Some(writer)))
+}
+
+/// A writer that is gone for good gets a revocation at every rebalance: keep its log as short as
+/// a live one's (only revocations go; a commit keeps its record for the writer's recovery).
+fn prune_old_revocation(store: &Store, log: &str, newest: u64) {
+    if newest <= KEEP_COMMITS {
+        return;
+    }
+    let old = newest - KEEP_COMMITS;
+    if read_commit(store, log, old).is_ok_and(|c| c.revokes.is_some() && c.files.is_empty()) {
+        let _ = store.delete(&record_path(log, old));
     }
 }
 
@@ -456,7 +647,7 @@ fn commit_ids_in(store: &Store, log: &str) -> io::Result<Vec<u64>> {
 }
 
 fn read_commit(store: &Store, log: &str, id: u64) -> io::Result<Commit> {
-    let text = store.get(&format!("{log}/{id:020}.json"))?;
+    let text = store.get(&record_path(log, id))?;
     serde_json::from_slice(&text).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -497,8 +688,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake = LakeRoot::open(dir.path().to_str().unwrap()).unwrap();
         assert_eq!(lake.recover().unwrap().id, 0);
-        let c1 = commit_with_file(&lake, 1, "a.parquet");
-        lake.commit(&c1).unwrap();
+        let mut c1 = commit_with_file(&lake, 1, "a.parquet");
+        lake.commit(&mut c1).unwrap();
         let stray = lake.staging_path().unwrap();
         fs::write(&stray, "uncommitted").unwrap();
         let got = lake.recover().unwrap();
@@ -516,13 +707,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = holder(dir.path(), 1);
         old.recover().unwrap();
-        let c1 = Commit {
+        let mut c1 = Commit {
             epoch: 1,
             ..commit_with_file(&old, 2, "a.parquet")
         };
-        old.commit(&c1).unwrap();
+        old.commit(&mut c1).unwrap();
         // The old holder stages its next file, then a new holder takes the lake over.
-        let staged = Commit {
+        let mut staged = Commit {
             epoch: 1,
             ..commit_with_file(&old, 3, "b.parquet")
         };
@@ -539,7 +730,7 @@ mod tests {
             "the fence carries the last state"
         );
         // The old holder wakes up: its commit is refused before it moves anything.
-        let refused = old.commit(&staged).unwrap_err();
+        let refused = old.commit(&mut staged).unwrap_err();
         assert!(matches!(refused, CommitError::Fenced { .. }), "{refused}");
         assert!(dir.path().join("raw/s/date=2024-01-01/a.parquet").exists());
         assert!(!dir.path().join("raw/s/date=2024-01-01/b.parquet").exists());
@@ -597,5 +788,131 @@ mod tests {
         .unwrap();
         lake.recover().unwrap();
         assert!(dir.path().join("raw/s/date=2024-01-01/b.parquet").exists());
+    }
+
+    fn worker(dir: &Path, name: &str, generation: i32, partitions: &[&str]) -> LakeRoot {
+        let mut lake = LakeRoot::open_writer(dir.to_str().unwrap(), Some(name), None).unwrap();
+        lake.recover().unwrap();
+        lake.set_ownership(ownership(generation, partitions));
+        lake
+    }
+
+    fn ownership(generation: i32, partitions: &[&str]) -> Ownership {
+        Ownership {
+            generation,
+            partitions: partitions.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn revocation(by: &str, generation: i32, partitions: &[&str]) -> Revocation {
+        Revocation {
+            by: by.into(),
+            generation,
+            partitions: ownership(generation, partitions).partitions,
+        }
+    }
+
+    fn with_offset(mut c: Commit, key: &str, next_offset: i64) -> Commit {
+        c.positions.insert(
+            key.into(),
+            ResumePosition::Kafka {
+                topic: "t".into(),
+                partition: 0,
+                next_offset,
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn a_worker_whose_partitions_went_to_another_cannot_commit_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = worker(dir.path(), "sinks-a", 1, &["kafka:t:0", "kafka:t:1"]);
+        let mut first = with_offset(commit_with_file(&a, 1, "a1.parquet"), "kafka:t:0", 10);
+        a.commit(&mut first).unwrap();
+        // a stalls holding its next file; the group gives t:1 to b (generation 2), which
+        // revokes it in a's log before reading the offsets.
+        let mut held = with_offset(commit_with_file(&a, 2, "a2.parquet"), "kafka:t:0", 20);
+        let b = worker(dir.path(), "sinks-b", 2, &["kafka:t:1"]);
+        b.revoke_from_other_writers(&revocation("sinks-b", 2, &["kafka:t:1"]))
+            .unwrap();
+        let latest = b.latest_commits_of_all_writers().unwrap();
+        let of_a = latest.iter().find(|c| c.revokes.is_some()).unwrap();
+        assert_eq!(of_a.id, 2, "the revocation is a's next record");
+        assert_eq!(of_a.positions, first.positions, "it repeats a's last state");
+
+        let refused = a.commit(&mut held).unwrap_err();
+        assert!(
+            matches!(&refused, CommitError::PartitionsRevoked { partitions, generation: 2, .. } if partitions == "kafka:t:1"),
+            "{refused}"
+        );
+        assert!(refused.is_transient(), "a revoked worker rejoins");
+        assert!(!dir.path().join("raw/s/date=2024-01-01/a2.parquet").exists());
+        // It stays refused (its ODS merges check the same), until it restarts: then it resumes
+        // from the revocation, which repeats its last commit's state.
+        assert!(matches!(
+            a.check_claim(),
+            Err(CommitError::PartitionsRevoked { .. })
+        ));
+        let a_again = worker(dir.path(), "sinks-a", 3, &["kafka:t:0"]);
+        assert_eq!(a_again.recover().unwrap().positions, first.positions);
+        assert!(a_again.check_claim().is_ok());
+    }
+
+    #[test]
+    fn a_revocation_of_other_partitions_or_an_older_generation_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = worker(dir.path(), "sinks-a", 3, &["kafka:t:0"]);
+        let mut first = commit_with_file(&a, 1, "p1.parquet");
+        a.commit(&mut first).unwrap();
+        let b = worker(dir.path(), "sinks-b", 3, &["kafka:t:1"]);
+        // b's assignment in the same generation (partitions a does not own), and a late one from
+        // an older generation for a partition a owns now.
+        b.revoke_from_other_writers(&revocation("sinks-b", 3, &["kafka:t:1"]))
+            .unwrap();
+        b.revoke_from_other_writers(&revocation("sinks-b", 2, &["kafka:t:0"]))
+            .unwrap();
+        let mut next = commit_with_file(&a, 2, "p2.parquet");
+        a.commit(&mut next).unwrap();
+        assert_eq!(next.id, 4, "the commit goes after the two revocations");
+        assert!(dir.path().join("raw/s/date=2024-01-01/p2.parquet").exists());
+        // A restart of a resumes from its own commit, the newest record of its log.
+        let a_again = worker(dir.path(), "sinks-a", 3, &["kafka:t:0"]);
+        assert_eq!(a_again.recover().unwrap(), next);
+    }
+
+    #[test]
+    fn a_revocation_found_before_an_ods_merge_stops_the_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = worker(dir.path(), "sinks-a", 1, &["kafka:t:0"]);
+        let mut first = commit_with_file(&a, 1, "o1.parquet");
+        a.commit(&mut first).unwrap();
+        let b = worker(dir.path(), "sinks-b", 2, &["kafka:t:0"]);
+        b.revoke_from_other_writers(&revocation("sinks-b", 2, &["kafka:t:0"]))
+            .unwrap();
+        assert!(matches!(
+            a.check_claim(),
+            Err(CommitError::PartitionsRevoked { .. })
+        ));
+    }
+
+    #[test]
+    fn revocations_in_a_log_nobody_writes_any_more_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = worker(dir.path(), "sinks-gone", 1, &["kafka:t:0"]);
+        let mut first = commit_with_file(&gone, 1, "g1.parquet");
+        gone.commit(&mut first).unwrap();
+        let b = worker(dir.path(), "sinks-b", 2, &["kafka:t:0"]);
+        for generation in 2..(KEEP_COMMITS as i32 + 12) {
+            b.revoke_from_other_writers(&revocation("sinks-b", generation, &["kafka:t:0"]))
+                .unwrap();
+        }
+        let ids = commit_ids_in(b.store(), &writer_log("sinks-gone")).unwrap();
+        assert!(
+            ids.len() as u64 <= KEEP_COMMITS + 1,
+            "{} records",
+            ids.len()
+        );
+        assert_eq!(ids[0], 1, "the gone writer's own commit stays");
     }
 }

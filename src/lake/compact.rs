@@ -22,18 +22,22 @@ pub(crate) struct Plan {
     pub(crate) inputs: Vec<String>,
 }
 
-/// Partitions of the change log `stream` (`<zone>/<stream>`) with at least `min_files` files under `small_bytes` each.
+/// Partitions of the change log `stream` (`<zone>/<stream>`) with at least `min_files` files under
+/// `small_bytes` each, in runs of at most `max_bytes` together (a merged file stays below the
+/// rotation size, and so below the 5 GiB an S3 copy can move).
 pub(crate) fn plan(
     lake: &LakeRoot,
     stream: &str,
     min_files: usize,
     small_bytes: u64,
+    max_bytes: u64,
 ) -> Result<Vec<Plan>, WriteError> {
     let io = |source| WriteError::Io {
         path: stream.into(),
         source,
     };
-    let mut by_partition: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut by_partition: std::collections::BTreeMap<String, Vec<(String, u64)>> =
+        Default::default();
     for (path, size) in lake.store().list_files_sized(stream).map_err(io)? {
         let Some((partition, name)) = path.rsplit_once('/') else {
             continue;
@@ -42,17 +46,33 @@ pub(crate) fn plan(
             by_partition
                 .entry(partition.to_string())
                 .or_default()
-                .push(path);
+                .push((path, size));
         }
     }
-    Ok(by_partition
-        .into_iter()
-        .filter(|(_, files)| files.len() >= min_files.max(2))
-        .map(|(partition, mut inputs)| {
-            inputs.sort(); // names sort by first sequence: commit order
-            Plan { partition, inputs }
-        })
-        .collect())
+    let mut plans = Vec::new();
+    for (partition, mut files) in by_partition {
+        files.sort(); // names sort by first sequence: commit order
+        let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+        let mut run_bytes = 0u64;
+        for (path, size) in files {
+            let run = runs.last_mut().expect("one run at least");
+            if !run.is_empty() && run_bytes + size > max_bytes {
+                runs.push(Vec::new());
+                run_bytes = 0;
+            }
+            runs.last_mut().expect("just pushed").push(path);
+            run_bytes += size;
+        }
+        plans.extend(
+            runs.into_iter()
+                .filter(|inputs| inputs.len() >= min_files.max(2))
+                .map(|inputs| Plan {
+                    partition: partition.clone(),
+                    inputs,
+                }),
+        );
+    }
+    Ok(plans)
 }
 
 /// Rewrite the longest run of same-schema files of a plan as one staged file; returns the file
@@ -132,5 +152,22 @@ mod tests {
             seq_range("raw/s/date=2024-01-01/part-0A-0F.parquet"),
             ("0A".into(), "0F".into())
         );
+    }
+
+    #[test]
+    fn a_merged_file_stays_below_the_size_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("raw/s/date=2024-01-01");
+        fs::create_dir_all(&part).unwrap();
+        for i in 0..7 {
+            fs::write(part.join(format!("part-{i:02}-{i:02}.parquet")), [0u8; 100]).unwrap();
+        }
+        let lake = LakeRoot::open(dir.path().to_str().unwrap()).unwrap();
+        let plans = plan(&lake, "raw/s", 2, 1_000, 300).unwrap();
+        let runs: Vec<usize> = plans.iter().map(|p| p.inputs.len()).collect();
+        // Three files of 100 bytes fit under 300; the seventh file alone is no run.
+        assert_eq!(runs, vec![3, 3]);
+        assert!(plans[0].inputs[0].ends_with("part-00-00.parquet"));
+        assert!(plans[1].inputs[0].ends_with("part-03-03.parquet"));
     }
 }

@@ -42,9 +42,23 @@ pub(crate) struct MergeReport {
     pub(crate) rows_out: usize,
 }
 
-/// Bring `ods/<stream>` up to date with the committed files of the change log `log`
-/// (`raw/<stream>` or `cleansed/<stream>`).
-pub(crate) fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, WriteError> {
+/// A merged ODS version, staged and not yet in place.
+pub(crate) struct MergedVersion {
+    staged: PathBuf,
+    ods_path: String,
+    state_path: String,
+    state_tmp: String,
+    state: MergeState,
+    pub(crate) report: MergeReport,
+}
+
+/// Merge `ods/<stream>` with the committed files of the change log `log` (`raw/<stream>` or
+/// `cleansed/<stream>`) into a staged version (None: nothing new). The caller checks that it
+/// may still write the stream (a merge can take long) and [`publish`]es it.
+pub(crate) fn merge_stream(
+    lake: &LakeRoot,
+    log: &str,
+) -> Result<Option<MergedVersion>, WriteError> {
     let (_, stream) = split_log(log);
     let store = lake.store();
     let io = |what: &str| {
@@ -63,7 +77,7 @@ pub(crate) fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, Wr
         .filter(|f| f.ends_with(".parquet") && !state.merged.contains(f))
         .collect();
     if new_files.is_empty() {
-        return Ok(MergeReport::default());
+        return Ok(None);
     }
     let ods_path = format!("ods/{stream}/{ODS_FILE}");
     let mut inputs: Vec<RecordBatch> = Vec::new();
@@ -153,22 +167,45 @@ pub(crate) fn merge_stream(lake: &LakeRoot, log: &str) -> Result<MergeReport, Wr
         writer.write(&RecordBatch::try_new(target.clone(), columns)?)?;
     }
     writer.finish()?.sync_all().map_err(io("staging"))?;
+    state.merged.extend(new_files.iter().cloned());
+    Ok(Some(MergedVersion {
+        staged,
+        ods_path,
+        state_path,
+        state_tmp: format!("{}/ods-{stream}.json", lake.tmp_dir()),
+        state,
+        report: MergeReport {
+            files_merged: new_files.len(),
+            rows_out: picks.len(),
+        },
+    }))
+}
+
+/// Put a merged version in place of the previous one, then save which files it holds.
+pub(crate) fn publish(lake: &LakeRoot, merged: MergedVersion) -> Result<MergeReport, WriteError> {
+    let io = |what: &str| {
+        let path = PathBuf::from(what);
+        move |source| WriteError::Io { path, source }
+    };
+    let MergedVersion {
+        staged,
+        ods_path,
+        state_path,
+        state_tmp,
+        state,
+        report,
+    } = merged;
+    let store = lake.store();
     lake.replace(&staged, &ods_path).map_err(io(&ods_path))?;
     crash_point!("ods.before_state");
-
-    state.merged.extend(new_files.iter().cloned());
     store.mkdirs("_sluice/ods").map_err(io("_sluice/ods"))?;
-    let state_tmp = format!("{}/ods-{stream}.json", lake.tmp_dir());
     store
         .put(&state_tmp, &serde_json::to_vec(&state).unwrap_or_default())
         .map_err(io(&state_tmp))?;
     store
         .rename(&state_tmp, &state_path)
         .map_err(io(&state_path))?;
-    Ok(MergeReport {
-        files_merged: new_files.len(),
-        rows_out: picks.len(),
-    })
+    Ok(report)
 }
 
 /// `part-<first>-<last>.parquet` → `<last>`, for ordering files by their newest sequence.

@@ -244,6 +244,12 @@ impl Store {
         }
     }
 
+    /// Whether an upload replaces an object atomically (S3: an object appears whole when its
+    /// upload completes), so a new version can be written in place instead of moved there.
+    pub(crate) fn uploads_replace_atomically(&self) -> bool {
+        matches!(self, Store::S3 { .. })
+    }
+
     /// Copy a local file durably to `rel` (streamed in chunks).
     pub(crate) fn put_file(&self, rel: &str, local: &Path) -> io::Result<()> {
         match self {
@@ -256,14 +262,28 @@ impl Store {
                     let mut writer =
                         object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
                     let mut buf = vec![0u8; 4 << 20];
-                    loop {
-                        let n = file.read(&mut buf)?;
-                        if n == 0 {
-                            break;
+                    // At most four parts in flight: memory stays bounded whatever the file's size.
+                    let sent: io::Result<()> = async {
+                        loop {
+                            let n = file.read(&mut buf)?;
+                            if n == 0 {
+                                return writer.wait_for_capacity(0).await.map_err(s3_err);
+                            }
+                            writer.write(&buf[..n]);
+                            writer.wait_for_capacity(4).await.map_err(s3_err)?;
                         }
-                        writer.write(&buf[..n]);
                     }
-                    writer.finish().await.map(|_| ()).map_err(s3_err)
+                    .await;
+                    // A failed upload's parts are billed until aborted (finish() aborts one that
+                    // fails to complete). An upload cut by a crash needs the bucket's
+                    // AbortIncompleteMultipartUpload rule (docs/lakes.md).
+                    match sent {
+                        Ok(()) => writer.finish().await.map(|_| ()).map_err(s3_err),
+                        Err(e) => {
+                            let _ = writer.abort().await;
+                            Err(e)
+                        }
+                    }
                 })
             }
             Store::Local { root } => {

@@ -29,7 +29,7 @@ use crate::contract::cut::SeqCut;
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, Seq};
 use crate::failpoint::crash_point;
-use crate::lake::commit::{Commit, CommitError, CommittedFile, LakeRoot};
+use crate::lake::commit::{Commit, CommitError, CommittedFile, LakeRoot, Ownership, Revocation};
 use crate::lake::lease::Claim;
 use crate::lake::parquet::{SealedFile, WriteError};
 use crate::lake::{compact, ods};
@@ -338,15 +338,35 @@ impl ParquetSink {
         self.owned_logs = Some(logs);
     }
 
+    /// Kafka mode: the partitions this worker owns now, which its commits are checked against.
+    pub(crate) fn set_ownership(&mut self, ownership: Ownership) {
+        self.lake.set_ownership(ownership);
+    }
+
+    /// Kafka mode: take newly assigned partitions from every other writer (lake/commit.rs).
+    pub(crate) fn revoke_from_other_writers(
+        &self,
+        revocation: &Revocation,
+    ) -> Result<(), SinkError> {
+        self.lake
+            .revoke_from_other_writers(revocation)
+            .map_err(|e| self.lake_error(e))
+    }
+
+    /// The newest commit of every writer of the lake.
+    pub(crate) fn latest_commits_of_all_writers(&self) -> Result<Vec<Commit>, SinkError> {
+        self.lake
+            .latest_commits_of_all_writers()
+            .map_err(|source| SinkError::Io {
+                path: self.lake.store().location(),
+                source,
+            })
+    }
+
     fn owns(&self, log: &str) -> bool {
         self.owned_logs
             .as_ref()
             .is_none_or(|owned| owned.contains(log))
-    }
-
-    /// The lake this sink writes (as one of its writers, in Kafka mode).
-    pub(crate) fn lake(&self) -> &LakeRoot {
-        &self.lake
     }
 
     pub(crate) fn last_commit_age(&self) -> Duration {
@@ -401,16 +421,18 @@ impl ParquetSink {
         for (stream, seq) in self.high_seq.iter() {
             high_seq.insert(format!("raw/{stream}"), seq.to_fixed_hex());
         }
-        let commit = Commit {
+        let mut commit = Commit {
             id: self.last.id + 1,
             epoch: self.lake.epoch(),
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
             positions: self.positions.clone(),
             high_seq,
             files,
-            removed: Vec::new(),
+            ..Commit::default()
         };
-        self.lake.commit(&commit).map_err(|e| self.lake_error(e))?;
+        self.lake
+            .commit(&mut commit)
+            .map_err(|e| self.lake_error(e))?;
         for f in &self.sealed {
             let labels = [("zone", f.zone.to_string()), ("stream", f.stream.clone())];
             metrics::counter!(m::SINK_ROWS, &labels).increment(f.rows);
@@ -471,11 +493,11 @@ impl ParquetSink {
                 .partition(|log| self.owns(log));
         self.compact_streams = others;
         for log in mine {
-            for plan in compact::plan(&self.lake, &log, min_files, small)? {
+            for plan in compact::plan(&self.lake, &log, min_files, small, self.rotate.bytes.0)? {
                 let Some((file, removed)) = compact::rewrite(&self.lake, &plan)? else {
                     continue;
                 };
-                let commit = Commit {
+                let mut commit = Commit {
                     id: self.last.id + 1,
                     epoch: self.lake.epoch(),
                     committed_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -483,8 +505,11 @@ impl ParquetSink {
                     high_seq: self.last.high_seq.clone(),
                     files: vec![file],
                     removed,
+                    revokes: None,
                 };
-                self.lake.commit(&commit).map_err(|e| self.lake_error(e))?;
+                self.lake
+                    .commit(&mut commit)
+                    .map_err(|e| self.lake_error(e))?;
                 metrics::counter!(m::SINK_COMPACTIONS, "stream" => log.clone()).increment(1);
                 metrics::counter!(m::SINK_FILES_COMPACTED, "stream" => log.clone())
                     .increment(commit.removed.len() as u64);
@@ -517,7 +542,12 @@ impl ParquetSink {
         self.ods_pending = others;
         for log in mine {
             let started = Instant::now();
-            let report = ods::merge_stream(&self.lake, &log)?;
+            let Some(merged) = ods::merge_stream(&self.lake, &log)? else {
+                continue;
+            };
+            // A merge can take long: the partitions may have gone to another worker meanwhile.
+            self.lake.check_claim().map_err(|e| self.lake_error(e))?;
+            let report = ods::publish(&self.lake, merged)?;
             let (_, stream) = ods::split_log(&log);
             if report.files_merged > 0 {
                 metrics::histogram!(m::ODS_MERGE_SECONDS).record(started.elapsed().as_secs_f64());

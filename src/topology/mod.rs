@@ -429,6 +429,15 @@ mod tests {
                 false,
             ),
             (
+                "a rebalance gave a stalled sink worker's partitions to another",
+                lake(CommitError::PartitionsRevoked {
+                    by: "sinks-b".into(),
+                    generation: 7,
+                    partitions: "kafka:t:0".into(),
+                }),
+                true,
+            ),
+            (
                 "a committed file removed by hand",
                 lake(CommitError::FileLost {
                     commit: 1,
@@ -484,6 +493,11 @@ mod tests {
                 false,
             ),
             ("a broker going away", kafka(K::AllBrokersDown), true),
+            (
+                "an assignment to a consumer whose membership was reset",
+                PipelineError::Kafka(crate::kafka::KafkaError::Rejoin("r".into())),
+                true,
+            ),
             (
                 "a fenced transactional producer",
                 kafka(K::ProducerFenced),

@@ -1254,20 +1254,14 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
 
     // Both sinks take part: the 9 partitions (raw, cleansed and dead-letter topics, 3 each)
     // split between them, and both write.
-    let assigned = |log: &str| {
-        strip_ansi(log)
-            .lines()
-            .rfind(|l| l.contains("partitions assigned"))
-            .and_then(|l| l.split("partitions=").nth(1))
-            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
-    };
     wait_for(
         "both sinks to share the partitions",
         Duration::from_secs(60),
         || async {
-            let (a, b) = (assigned(&p.log(sink_a)), assigned(&p.log(sink_b)));
+            let (a, b) = (
+                partitions_assigned(&p.log(sink_a)),
+                partitions_assigned(&p.log(sink_b)),
+            );
             a > 0 && b > 0 && a + b == 9
         },
     )
@@ -1297,7 +1291,10 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
     p.wait_for_zone("raw", "ks.public.accounts", &want).await;
     p.wait_for_zone("cleansed", "clean.accounts", &want).await;
-    let (a, b) = (assigned(&p.log(sink_a)), assigned(&p.log(sink_b)));
+    let (a, b) = (
+        partitions_assigned(&p.log(sink_a)),
+        partitions_assigned(&p.log(sink_b)),
+    );
     assert!(
         a > 0 && b > 0 && a + b == 9,
         "partitions split {a} + {b} after the restart"
@@ -1322,6 +1319,113 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
     })
     .await;
     for r in [sources, transforms, sink_b] {
+        p.terminate(r);
+    }
+}
+
+/// How many partitions a sink's log says it was assigned last.
+fn partitions_assigned(log: &str) -> u32 {
+    strip_ansi(log)
+        .lines()
+        .rfind(|l| l.contains("partitions assigned"))
+        .and_then(|l| l.split("partitions=").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// A sink worker that stalls past `max.poll.interval.ms` while it holds records (a long pause, a
+/// slow disk, an inline ODS merge) loses its partitions to the other worker, which takes the same
+/// records from the lake's offsets and commits them. When the stalled one wakes it must not
+/// commit what it held: its commit meets the other's revocation in its log, and it restarts.
+///
+/// Dynamic membership (`group.instance.id: ""`): the stalled consumer then leaves the group
+/// itself. A static member would be replaced after `session.timeout.ms`, which the stand-in broker
+/// never enforces (see docs/kafka.md); the fencing at the lake is the same either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_worker_stalled_past_its_poll_interval_cannot_commit_what_another_took_over() {
+    const INITIAL: i64 = 2_000;
+    let pg = TestDb::create("sluice_it_kafka_stall").await;
+    let client = pg.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
+             INSERT INTO accounts SELECT g, 0, 0, 'x' FROM generate_series(1, {INITIAL}) g;"
+        ))
+        .await
+        .unwrap();
+    let mut p = Pipeline::with_kafka(
+        "stall",
+        &brokers(),
+        ", consumer: { group.instance.id: \"\", max.poll.interval.ms: \"6000\", session.timeout.ms: \"6000\" }",
+        &[("kst", "postgres", &pg.url, &["public.accounts"], "")],
+        &[(
+            "clean.accounts.sql",
+            "CREATE STREAM clean.accounts AS\nSELECT id, version FROM kst.public.accounts;\n",
+        )],
+    );
+    let sources = p.add(Some("sources"), "s1");
+    let transforms = p.add(Some("transforms"), "t1");
+    let sink_a = p.add(Some("sinks"), "a");
+    let sink_b = p.add(Some("sinks"), "b");
+    // Sink a stalls for 15 s at its ninth commit, holding what it took since the eighth.
+    p.procs[sink_a].env = vec![(
+        "FAILPOINTS".into(),
+        "sinks.before_commit=8*off->1*sleep(15000)".into(),
+    )];
+    for r in [sources, transforms, sink_a, sink_b] {
+        p.start(r);
+    }
+    let load = Workload::start(&pg.url, 11, INITIAL);
+
+    wait_for(
+        "sink b to take every partition over from the stalled sink a",
+        Duration::from_secs(90),
+        || async {
+            let log = p.log(sink_b);
+            partitions_assigned(&log) == 9 && p.log(sink_a).contains("partitions assigned")
+        },
+    )
+    .await;
+    wait_for(
+        "sink a to wake and find its partitions revoked",
+        Duration::from_secs(60),
+        || async { strip_ansi(&p.log(sink_a)).contains("gave partitions this sink worker held") },
+    )
+    .await;
+    // It rejoins: the partitions are split again, and both write.
+    wait_for("sink a to rejoin", Duration::from_secs(60), || async {
+        let (a, b) = (
+            partitions_assigned(&p.log(sink_a)),
+            partitions_assigned(&p.log(sink_b)),
+        );
+        a > 0 && b > 0 && a + b == 9
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.stop().await;
+
+    let want = table_state(&client, "accounts", &["id", "version"]).await;
+    p.wait_for_zone("raw", "kst.public.accounts", &want).await;
+    p.wait_for_zone("cleansed", "clean.accounts", &want).await;
+    p.assert_running();
+    assert_version_chains(
+        &zone_rows(&p.lake, "raw", "kst.public.accounts"),
+        &want,
+        "id",
+        "version",
+    );
+    assert_version_chains(
+        &zone_rows(&p.lake, "cleansed", "clean.accounts"),
+        &want,
+        "id",
+        "version",
+    );
+    wait_for("the ODS to merge", Duration::from_secs(90), || async {
+        ods_rows_by_key(&p.lake, "kst.public.accounts") == want.len()
+    })
+    .await;
+    for r in [sources, transforms, sink_a, sink_b] {
         p.terminate(r);
     }
 }

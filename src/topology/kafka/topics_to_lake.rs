@@ -1,15 +1,21 @@
 //! Sink workers: cleansed (and raw, and dead-letter) topics into the lake, exactly once.
 //!
 //! A worker is one member of the `<pipeline>-sinks` consumer group and one *writer* of the lake
-//! (its own commit log, see sink/lake.rs). Each partition's next offset is recorded in the lake
+//! (its own commit log, see lake/commit.rs). Each partition's next offset is recorded in the lake
 //! commit that holds its records, never auto-committed: on assignment a worker starts every
 //! partition at the highest offset any writer committed for it, so each record is in the lake
 //! once. When partitions are revoked the worker commits what it holds first, so their next
 //! owner starts exactly where it stopped. The group's offsets are only mirrored from the lake
 //! (for lag tools).
 //!
+//! A worker can also lose partitions without hearing of it in time: it stalled past
+//! `max.poll.interval.ms`, or its session expired. So on assignment a worker first revokes its
+//! partitions in every other worker's commit log (stamped with the group generation), and only
+//! then reads their offsets: a worker from an older generation cannot commit them any more, and
+//! restarts (lake/commit.rs, "revocation").
+//!
 //! The ODS and compaction of a stream are kept by the owner of its topic's partition 0, so
-//! two workers never rewrite the same files.
+//! two workers never rewrite the same files; they follow the partition when it moves.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,8 +31,10 @@ use crate::config::{Config, Zone};
 use crate::contract::batch::SourceBatch;
 use crate::contract::position::ResumePosition;
 use crate::event::ChangeEvent;
+use crate::failpoint::stall_point;
 use crate::kafka::codec::{RecordDecoder, undecodable_dead_letter};
 use crate::kafka::{KafkaError, KafkaSettings};
+use crate::lake::commit::{Ownership, Revocation};
 use crate::lake::lease::Claim;
 use crate::sink::{ParquetSink, SinkSettings};
 use crate::status::SharedStatus;
@@ -122,6 +130,10 @@ struct State {
     decoder: RecordDecoder,
     routes: Routes,
     settings: KafkaSettings,
+    /// This worker's commit log in the lake ([`writer_name`]).
+    writer: String,
+    /// The consumer group generation of the current assignment.
+    generation: i32,
     /// An error inside a callback, for the loop to return.
     failed: Option<PipelineError>,
 }
@@ -215,7 +227,27 @@ impl State {
     /// Everything taken into the lake now.
     fn commit_all(&mut self) -> Result<(), PipelineError> {
         self.flush()?;
+        stall_point!("sinks.before_commit");
         self.sink.seal_and_commit()?;
+        Ok(())
+    }
+
+    /// Own `partitions` (position keys) in group generation `generation`: revoke them from every
+    /// other worker first, so that none commits them from an older assignment after this.
+    fn own(&mut self, generation: i32, partitions: BTreeSet<String>) -> Result<(), PipelineError> {
+        if !partitions.is_empty() {
+            let revocation = Revocation {
+                by: self.writer.clone(),
+                generation,
+                partitions: partitions.clone(),
+            };
+            self.sink.revoke_from_other_writers(&revocation)?;
+        }
+        self.generation = generation;
+        self.sink.set_ownership(Ownership {
+            generation,
+            partitions,
+        });
         Ok(())
     }
 }
@@ -240,15 +272,19 @@ impl ConsumerContext for SinkContext {
             state.failed.get_or_insert(e);
         }
         state.floor.clear();
+        // Nothing is ours until the next assignment: no ODS merge or compaction either.
+        let generation = state.generation;
+        state.sink.set_ownership(Ownership {
+            generation,
+            partitions: BTreeSet::new(),
+        });
+        state.sink.set_owned_logs(BTreeSet::new());
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else {
             return;
         };
-        if tpl.count() == 0 {
-            return;
-        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = start_at_lake_offsets(&mut state, consumer, tpl) {
             state.failed.get_or_insert(e);
@@ -256,17 +292,31 @@ impl ConsumerContext for SinkContext {
     }
 }
 
-/// Point the assigned partitions at the offsets the lake has (of any writer).
+/// Own the assigned partitions, then point them at the offsets the lake has (of any writer).
 fn start_at_lake_offsets(
     state: &mut State,
     consumer: &BaseConsumer<SinkContext>,
     tpl: &TopicPartitionList,
 ) -> Result<(), PipelineError> {
-    let commits = state
-        .sink
-        .lake()
-        .latest_commits_of_all_writers()
-        .map_err(|e| KafkaError::Setup(format!("reading the lake's commits: {e}")))?;
+    let generation = crate::kafka::group_generation(consumer);
+    if generation < 0 && tpl.count() > 0 {
+        // The membership was reset since this assignment was made (a poll interval overrun):
+        // a newer one may have given the partitions away already.
+        return Err(KafkaError::Rejoin(
+            "partitions were assigned to a consumer that is no longer a group member".into(),
+        )
+        .into());
+    }
+    let partitions = tpl
+        .elements()
+        .iter()
+        .map(|el| position_key(el.topic(), el.partition()))
+        .collect();
+    state.own(generation, partitions)?;
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    let commits = state.sink.latest_commits_of_all_writers()?;
     let mut committed: HashMap<String, i64> = HashMap::new();
     for commit in &commits {
         for (key, pos) in &commit.positions {
@@ -304,6 +354,7 @@ fn start_at_lake_offsets(
     }
     tracing::info!(
         partitions = tpl.count(),
+        generation,
         ods_streams = owned.len(),
         "sinks: partitions assigned; starting at the lake's offsets"
     );
@@ -364,6 +415,10 @@ pub(crate) fn run(
         status,
     )?;
     sink.set_owned_logs(BTreeSet::new());
+    sink.set_ownership(Ownership {
+        generation: -1,
+        partitions: BTreeSet::new(),
+    });
     let routes = Routes::new(&settings, config, transforms);
     let subscriptions = routes.subscriptions();
     let exact: Vec<String> = routes.exact.keys().cloned().collect();
@@ -377,6 +432,8 @@ pub(crate) fn run(
         decoder: settings.decoder(),
         routes,
         settings: settings.clone(),
+        writer: writer.clone(),
+        generation: -1,
         failed: None,
     }));
     let consumer: BaseConsumer<SinkContext> = settings
