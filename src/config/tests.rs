@@ -165,3 +165,27 @@ fn kafka_settings_load_with_defaults_and_refuse_typos_and_what_is_not_built() {
         "{text}"
     );
 }
+
+#[test]
+fn an_s3_lake_refuses_files_too_large_for_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "sluice.yaml",
+        "pipeline: shop\nsink:\n  path: s3://bucket/lake\n  rotate: { bytes: 6GiB }\n",
+    );
+    write(dir.path(), "sources/shop.yaml", GOOD_SOURCE);
+    let text = Config::load(&main).unwrap_err().to_string();
+    assert!(text.contains("sluice.yaml"), "{text}");
+    assert!(
+        text.contains("sink.rotate.bytes must be at most 4GiB on S3"),
+        "{text}"
+    );
+    // The same size on a local disk is the user's choice.
+    let main = write(
+        dir.path(),
+        "sluice.yaml",
+        "pipeline: shop\nsink:\n  path: /tmp/lake\n  rotate: { bytes: 6GiB }\n",
+    );
+    assert!(Config::load(&main).is_ok());
+}
