@@ -215,6 +215,26 @@ impl Pipeline {
             .await
     }
 
+    /// The accounts table of a two-sink test landed: raw and cleansed zones equal to `want`,
+    /// every version once, and the ODS (kept by the owner of partition 0) the current state.
+    async fn assert_accounts_landed_once(
+        &mut self,
+        raw_stream: &str,
+        want: &BTreeMap<String, Vec<Option<String>>>,
+    ) {
+        self.wait_for_zone("raw", raw_stream, want).await;
+        self.wait_for_zone("cleansed", "clean.accounts", want).await;
+        self.assert_running();
+        for (zone, stream) in [("raw", raw_stream), ("cleansed", "clean.accounts")] {
+            assert_version_chains(&zone_rows(&self.lake, zone, stream), want, "id", "version");
+        }
+        // 90 s: with the other Kafka tests running at once, 30 s was once not enough in CI.
+        wait_for("the ODS to merge", Duration::from_secs(90), || async {
+            ods_rows_by_key(&self.lake, raw_stream) == want.len()
+        })
+        .await;
+    }
+
     /// Every process's log tail, for a failure message; the whole logs are kept for a look
     /// after the test.
     fn log_tails(&self) -> String {
@@ -1289,8 +1309,8 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
     load.stop().await;
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
-    p.wait_for_zone("raw", "ks.public.accounts", &want).await;
-    p.wait_for_zone("cleansed", "clean.accounts", &want).await;
+    p.assert_accounts_landed_once("ks.public.accounts", &want)
+        .await;
     let (a, b) = (
         partitions_assigned(&p.log(sink_a)),
         partitions_assigned(&p.log(sink_b)),
@@ -1299,25 +1319,6 @@ async fn two_sink_processes_split_the_partitions_and_survive_one_being_killed() 
         a > 0 && b > 0 && a + b == 9,
         "partitions split {a} + {b} after the restart"
     );
-    p.assert_running();
-    assert_version_chains(
-        &zone_rows(&p.lake, "raw", "ks.public.accounts"),
-        &want,
-        "id",
-        "version",
-    );
-    assert_version_chains(
-        &zone_rows(&p.lake, "cleansed", "clean.accounts"),
-        &want,
-        "id",
-        "version",
-    );
-    // The ODS (kept by the owner of partition 0) holds the current state.
-    // 90 s: with the other Kafka tests running at once, 30 s was once not enough in CI.
-    wait_for("the ODS to merge", Duration::from_secs(90), || async {
-        ods_rows_by_key(&p.lake, "ks.public.accounts") == want.len()
-    })
-    .await;
     for r in [sources, transforms, sink_b] {
         p.terminate(r);
     }
@@ -1347,13 +1348,7 @@ async fn a_sink_worker_stalled_past_its_poll_interval_cannot_commit_what_another
     const INITIAL: i64 = 2_000;
     let pg = TestDb::create("sluice_it_kafka_stall").await;
     let client = pg.client().await;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, balance numeric(12,2), note text);
-             INSERT INTO accounts SELECT g, 0, 0, 'x' FROM generate_series(1, {INITIAL}) g;"
-        ))
-        .await
-        .unwrap();
+    create_accounts(&client, INITIAL).await;
     let mut p = Pipeline::with_kafka(
         "stall",
         &brokers(),
@@ -1406,25 +1401,8 @@ async fn a_sink_worker_stalled_past_its_poll_interval_cannot_commit_what_another
     load.stop().await;
 
     let want = table_state(&client, "accounts", &["id", "version"]).await;
-    p.wait_for_zone("raw", "kst.public.accounts", &want).await;
-    p.wait_for_zone("cleansed", "clean.accounts", &want).await;
-    p.assert_running();
-    assert_version_chains(
-        &zone_rows(&p.lake, "raw", "kst.public.accounts"),
-        &want,
-        "id",
-        "version",
-    );
-    assert_version_chains(
-        &zone_rows(&p.lake, "cleansed", "clean.accounts"),
-        &want,
-        "id",
-        "version",
-    );
-    wait_for("the ODS to merge", Duration::from_secs(90), || async {
-        ods_rows_by_key(&p.lake, "kst.public.accounts") == want.len()
-    })
-    .await;
+    p.assert_accounts_landed_once("kst.public.accounts", &want)
+        .await;
     for r in [sources, transforms, sink_a, sink_b] {
         p.terminate(r);
     }
