@@ -131,11 +131,11 @@ pub struct Revocation {
 }
 
 /// The partitions a Kafka sink worker was assigned, and in which group generation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Ownership {
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ownership {
     /// -1: unknown (the consumer is not a member of the group).
-    pub generation: i32,
-    pub partitions: BTreeSet<String>,
+    generation: i32,
+    partitions: BTreeSet<String>,
 }
 
 impl Ownership {
@@ -284,18 +284,41 @@ impl LakeRoot {
             .collect())
     }
 
-    /// Kafka mode: the partitions this writer was assigned (see the module's notes).
-    pub(crate) fn set_ownership(&mut self, ownership: Ownership) {
-        self.ownership = Some(ownership);
+    /// Kafka mode: own `partitions` (position keys) from group generation `generation` on.
+    /// They are revoked from every other writer first (see the module's notes), so call this
+    /// before reading their offsets from the lake.
+    pub(crate) fn take_partitions(
+        &mut self,
+        generation: i32,
+        partitions: BTreeSet<String>,
+    ) -> Result<(), CommitError> {
+        if !partitions.is_empty() {
+            self.revoke_from_other_writers(&Revocation {
+                by: self.writer.clone().unwrap_or_default(),
+                generation,
+                partitions: partitions.clone(),
+            })?;
+        }
+        self.ownership = Some(Ownership {
+            generation,
+            partitions,
+        });
+        Ok(())
+    }
+
+    /// Kafka mode: own no partition until the next assignment.
+    pub(crate) fn release_partitions(&mut self) {
+        let generation = self.ownership.as_ref().map_or(-1, |o| o.generation);
+        self.ownership = Some(Ownership {
+            generation,
+            partitions: BTreeSet::new(),
+        });
     }
 
     /// Put `revocation` (partitions just assigned to this writer) into every other writer's log,
     /// so that none of them commits those partitions from an older assignment after this
-    /// returns. Call it before reading the partitions' offsets from the lake.
-    pub(crate) fn revoke_from_other_writers(
-        &self,
-        revocation: &Revocation,
-    ) -> Result<(), CommitError> {
+    /// returns.
+    fn revoke_from_other_writers(&self, revocation: &Revocation) -> Result<(), CommitError> {
         for writer in self.writers()? {
             if Some(&writer) == self.writer.as_ref() {
                 continue;
@@ -464,9 +487,7 @@ impl LakeRoot {
     /// Kafka mode, if another writer was assigned partitions this one owns (a revocation in its
     /// log since it last looked).
     pub(crate) fn check_claim(&self) -> Result<(), CommitError> {
-        if let Some(holder) = self.claim.as_ref().and_then(Claim::fenced_by) {
-            return Err(CommitError::Fenced { holder });
-        }
+        self.check_lease()?;
         if self.ownership.is_none() {
             return Ok(());
         }
@@ -480,28 +501,33 @@ impl LakeRoot {
         Ok(())
     }
 
+    /// Fail if another process took the lake over (as the lease's heartbeat last saw it).
+    fn check_lease(&self) -> Result<(), CommitError> {
+        match self.claim.as_ref().and_then(Claim::fenced_by) {
+            Some(holder) => Err(CommitError::Fenced { holder }),
+            None => Ok(()),
+        }
+    }
+
     /// A record another process put into this writer's log: a revocation that leaves this
     /// writer's partitions alone is passed over; anything else stops it.
     fn check_foreign_record(&self, record: &Commit) -> Result<(), CommitError> {
         let Some(revocation) = &record.revokes else {
             return Err(self.fenced()); // a new holder's fence
         };
-        let owned = self.ownership.as_ref();
-        if owned.is_some_and(|o| o.revoked_by(revocation)) {
-            let owned = owned.map(|o| &o.partitions);
-            return Err(CommitError::PartitionsRevoked {
+        match self.ownership.as_ref() {
+            Some(owned) if owned.revoked_by(revocation) => Err(CommitError::PartitionsRevoked {
                 by: revocation.by.clone(),
                 generation: revocation.generation,
                 partitions: revocation
                     .partitions
-                    .iter()
-                    .filter(|p| owned.is_some_and(|o| o.contains(*p)))
+                    .intersection(&owned.partitions)
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", "),
-            });
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn fenced(&self) -> CommitError {
@@ -517,17 +543,19 @@ impl LakeRoot {
     }
 
     /// Make `commit` durable (the commit point), then move its files into place. Its id moves
-    /// past revocations that leave this writer's partitions alone.
+    /// past revocations that leave this writer's partitions alone. (Only the lease is checked
+    /// up front: any record another writer put above this writer's last one sits at the id the
+    /// commit tries, and is examined there.)
     pub fn commit(&self, commit: &mut Commit) -> Result<(), CommitError> {
         crash_point!("lake.before_commit_record");
-        self.check_claim()?;
+        self.check_lease()?;
         debug_assert_eq!(
             commit.epoch,
             self.epoch(),
             "a commit carries its writer's epoch"
         );
         loop {
-            match self.create_record_in(&self.commits, commit) {
+            match self.create_record(commit) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let there = read_commit(&self.store, &self.commits, commit.id)?;
@@ -793,7 +821,7 @@ mod tests {
     fn worker(dir: &Path, name: &str, generation: i32, partitions: &[&str]) -> LakeRoot {
         let mut lake = LakeRoot::open_writer(dir.to_str().unwrap(), Some(name), None).unwrap();
         lake.recover().unwrap();
-        lake.set_ownership(ownership(generation, partitions));
+        lake.ownership = Some(ownership(generation, partitions));
         lake
     }
 
@@ -833,8 +861,8 @@ mod tests {
         // a stalls holding its next file; the group gives t:1 to b (generation 2), which
         // revokes it in a's log before reading the offsets.
         let mut held = with_offset(commit_with_file(&a, 2, "a2.parquet"), "kafka:t:0", 20);
-        let b = worker(dir.path(), "sinks-b", 2, &["kafka:t:1"]);
-        b.revoke_from_other_writers(&revocation("sinks-b", 2, &["kafka:t:1"]))
+        let mut b = worker(dir.path(), "sinks-b", 2, &[]);
+        b.take_partitions(2, ownership(2, &["kafka:t:1"]).partitions)
             .unwrap();
         let latest = b.latest_commits_of_all_writers().unwrap();
         let of_a = latest.iter().find(|c| c.revokes.is_some()).unwrap();

@@ -52,15 +52,16 @@ pub(crate) fn plan(
     let mut plans = Vec::new();
     for (partition, mut files) in by_partition {
         files.sort(); // names sort by first sequence: commit order
-        let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+        let mut runs: Vec<Vec<String>> = Vec::new();
         let mut run_bytes = 0u64;
         for (path, size) in files {
-            let run = runs.last_mut().expect("one run at least");
-            if !run.is_empty() && run_bytes + size > max_bytes {
-                runs.push(Vec::new());
-                run_bytes = 0;
+            match runs.last_mut() {
+                Some(run) if run_bytes + size <= max_bytes => run.push(path),
+                _ => {
+                    runs.push(vec![path]);
+                    run_bytes = 0;
+                }
             }
-            runs.last_mut().expect("just pushed").push(path);
             run_bytes += size;
         }
         plans.extend(

@@ -42,6 +42,12 @@ pub(crate) struct MergeReport {
     pub(crate) rows_out: usize,
 }
 
+/// An I/O error at `what` (a lake path, or "staging").
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> WriteError {
+    let path = PathBuf::from(what);
+    move |source| WriteError::Io { path, source }
+}
+
 /// A merged ODS version, staged and not yet in place.
 pub(crate) struct MergedVersion {
     staged: PathBuf,
@@ -49,7 +55,7 @@ pub(crate) struct MergedVersion {
     state_path: String,
     state_tmp: String,
     state: MergeState,
-    pub(crate) report: MergeReport,
+    report: MergeReport,
 }
 
 /// Merge `ods/<stream>` with the committed files of the change log `log` (`raw/<stream>` or
@@ -61,10 +67,6 @@ pub(crate) fn merge_stream(
 ) -> Result<Option<MergedVersion>, WriteError> {
     let (_, stream) = split_log(log);
     let store = lake.store();
-    let io = |what: &str| {
-        let path = PathBuf::from(what);
-        move |source| WriteError::Io { path, source }
-    };
     let state_path = format!("_sluice/ods/{stream}.json");
     let mut state: MergeState = match store.get(&state_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
@@ -183,10 +185,6 @@ pub(crate) fn merge_stream(
 
 /// Put a merged version in place of the previous one, then save which files it holds.
 pub(crate) fn publish(lake: &LakeRoot, merged: MergedVersion) -> Result<MergeReport, WriteError> {
-    let io = |what: &str| {
-        let path = PathBuf::from(what);
-        move |source| WriteError::Io { path, source }
-    };
     let MergedVersion {
         staged,
         ods_path,

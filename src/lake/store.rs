@@ -276,7 +276,7 @@ impl Store {
                     .await;
                     // A failed upload's parts are billed until aborted (finish() aborts one that
                     // fails to complete). An upload cut by a crash needs the bucket's
-                    // AbortIncompleteMultipartUpload rule (docs/lakes.md).
+                    // AbortIncompleteMultipartUpload rule (README, lake layout).
                     match sent {
                         Ok(()) => writer.finish().await.map(|_| ()).map_err(s3_err),
                         Err(e) => {

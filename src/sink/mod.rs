@@ -29,7 +29,7 @@ use crate::contract::cut::SeqCut;
 use crate::contract::position::ResumePosition;
 use crate::event::{ChangeEvent, Seq};
 use crate::failpoint::crash_point;
-use crate::lake::commit::{Commit, CommitError, CommittedFile, LakeRoot, Ownership, Revocation};
+use crate::lake::commit::{Commit, CommitError, CommittedFile, LakeRoot};
 use crate::lake::lease::Claim;
 use crate::lake::parquet::{SealedFile, WriteError};
 use crate::lake::{compact, ods};
@@ -338,19 +338,22 @@ impl ParquetSink {
         self.owned_logs = Some(logs);
     }
 
-    /// Kafka mode: the partitions this worker owns now, which its commits are checked against.
-    pub(crate) fn set_ownership(&mut self, ownership: Ownership) {
-        self.lake.set_ownership(ownership);
-    }
-
-    /// Kafka mode: take newly assigned partitions from every other writer (lake/commit.rs).
-    pub(crate) fn revoke_from_other_writers(
-        &self,
-        revocation: &Revocation,
+    /// Kafka mode: own the assigned `partitions` (position keys) from group generation
+    /// `generation` on, taking them from every other writer first (lake/commit.rs).
+    pub(crate) fn take_partitions(
+        &mut self,
+        generation: i32,
+        partitions: BTreeSet<String>,
     ) -> Result<(), SinkError> {
         self.lake
-            .revoke_from_other_writers(revocation)
+            .take_partitions(generation, partitions)
             .map_err(|e| self.lake_error(e))
+    }
+
+    /// Kafka mode: own no partition, and keep no ODS or compaction, until the next assignment.
+    pub(crate) fn release_partitions(&mut self) {
+        self.lake.release_partitions();
+        self.owned_logs = Some(BTreeSet::new());
     }
 
     /// The newest commit of every writer of the lake.

@@ -34,7 +34,6 @@ use crate::event::ChangeEvent;
 use crate::failpoint::stall_point;
 use crate::kafka::codec::{RecordDecoder, undecodable_dead_letter};
 use crate::kafka::{KafkaError, KafkaSettings};
-use crate::lake::commit::{Ownership, Revocation};
 use crate::lake::lease::Claim;
 use crate::sink::{ParquetSink, SinkSettings};
 use crate::status::SharedStatus;
@@ -130,10 +129,6 @@ struct State {
     decoder: RecordDecoder,
     routes: Routes,
     settings: KafkaSettings,
-    /// This worker's commit log in the lake ([`writer_name`]).
-    writer: String,
-    /// The consumer group generation of the current assignment.
-    generation: i32,
     /// An error inside a callback, for the loop to return.
     failed: Option<PipelineError>,
 }
@@ -231,25 +226,6 @@ impl State {
         self.sink.seal_and_commit()?;
         Ok(())
     }
-
-    /// Own `partitions` (position keys) in group generation `generation`: revoke them from every
-    /// other worker first, so that none commits them from an older assignment after this.
-    fn own(&mut self, generation: i32, partitions: BTreeSet<String>) -> Result<(), PipelineError> {
-        if !partitions.is_empty() {
-            let revocation = Revocation {
-                by: self.writer.clone(),
-                generation,
-                partitions: partitions.clone(),
-            };
-            self.sink.revoke_from_other_writers(&revocation)?;
-        }
-        self.generation = generation;
-        self.sink.set_ownership(Ownership {
-            generation,
-            partitions,
-        });
-        Ok(())
-    }
 }
 
 struct SinkContext {
@@ -273,12 +249,7 @@ impl ConsumerContext for SinkContext {
         }
         state.floor.clear();
         // Nothing is ours until the next assignment: no ODS merge or compaction either.
-        let generation = state.generation;
-        state.sink.set_ownership(Ownership {
-            generation,
-            partitions: BTreeSet::new(),
-        });
-        state.sink.set_owned_logs(BTreeSet::new());
+        state.sink.release_partitions();
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -312,7 +283,7 @@ fn start_at_lake_offsets(
         .iter()
         .map(|el| position_key(el.topic(), el.partition()))
         .collect();
-    state.own(generation, partitions)?;
+    state.sink.take_partitions(generation, partitions)?;
     if tpl.count() == 0 {
         return Ok(());
     }
@@ -414,11 +385,7 @@ pub(crate) fn run(
         TransformSet::new(Vec::new()),
         status,
     )?;
-    sink.set_owned_logs(BTreeSet::new());
-    sink.set_ownership(Ownership {
-        generation: -1,
-        partitions: BTreeSet::new(),
-    });
+    sink.release_partitions();
     let routes = Routes::new(&settings, config, transforms);
     let subscriptions = routes.subscriptions();
     let exact: Vec<String> = routes.exact.keys().cloned().collect();
@@ -432,8 +399,6 @@ pub(crate) fn run(
         decoder: settings.decoder(),
         routes,
         settings: settings.clone(),
-        writer: writer.clone(),
-        generation: -1,
         failed: None,
     }));
     let consumer: BaseConsumer<SinkContext> = settings
